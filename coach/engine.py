@@ -1,0 +1,879 @@
+"""The phrasing coach: compile rule packs, check one message."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import string
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spacy
+from pydantic import BaseModel
+from spacy.attrs import NORM
+
+from coach import script, slots
+from coach.errors import CoachError, RuleError, RuleErrors, UnknownLanguageError, UnknownRoleError
+from coach.lexicon import LemmaCache
+from coach.matcher import AnchorKey, Pattern, TokenTest, TokenView, make_pattern
+from coach.prefilter import required_literals
+from coach.rulefile import (
+    CONVERSATION_FILE,
+    NUDGE_KINDS,
+    ConversationFile,
+    Examples,
+    MatchSpec,
+    NudgeSpec,
+    RuleFile,
+    node_line,
+    read_conversation_file,
+    read_rule_file,
+    rule_line,
+)
+from coach.taxonomy import (
+    LANGUAGES,
+    SEVERITY_RANK,
+    TRUNCATED,
+    Role,
+    Severity,
+    normalize_language,
+)
+
+DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+DEFAULT_MAX_CHARS = 5000
+
+#: spaCy's English tokenizer gives these pieces of contractions; the coach
+#: matches them by their full form.
+_EN_PIECES = {"n't": "not", "nt": "not", "'m": "am", "'re": "are", "'ll": "will", "'ve": "have"}
+
+_TRUNCATED_MESSAGES = {
+    "en": "Only the first {n} characters were checked.",
+    "sr": "Provereno je samo prvih {n} znakova.",
+    "hr": "Provjereno je samo prvih {n} znakova.",
+    "sl": "Preverjenih je bilo le prvih {n} znakov.",
+}
+
+_SENTENCE_END = ".!?"
+#: How many tokens before a match an antipattern may start and still overlap it.
+EXCEPTION_REACH = 24
+
+
+class Flag(BaseModel):
+    """One finding of the coach in a text."""
+
+    rule: str
+    category: str
+    severity: Severity
+    start: int
+    end: int
+    text: str
+    message: str
+    suggestions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredRegex:
+    """A rule's regex and the strings of which one must occur for it to match."""
+
+    regex: re.Pattern[str]
+    literals: tuple[frozenset[str], ...] | None
+
+    def finditer(self, text: str, lowered: str) -> Iterator[re.Match[str]]:
+        if self.literals is not None:
+            for options in self.literals:
+                if not any(lit in lowered for lit in options):
+                    return iter(())
+        return self.regex.finditer(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationNudge:
+    category: str
+    severity: Severity
+    message: str
+    suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    lang: str
+    category: str
+    role: Role
+    severity: Severity
+    message: str
+    suggestions: tuple[str, ...]
+    patterns: tuple[Pattern, ...]
+    regexes: tuple[FilteredRegex, ...]
+    except_patterns: tuple[Pattern, ...]
+    except_regexes: tuple[FilteredRegex, ...]
+    path: str
+    line: int | None
+    flag_examples: tuple[str, ...]
+    pass_examples: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    rule: Rule
+    start: int  # characters
+    end: int
+    #: Tokens of the match (None for a regex match): exceptions are looked for near them.
+    tokens: tuple[int, int] | None = None
+
+
+@functools.cache
+def _blank(lang: str) -> Any:
+    """spaCy's blank pipeline for ``lang``, built once, with each word's NORM
+    set to the form the coach matches by (see :func:`match_form`). spaCy
+    stores it on the lexeme, so a text's forms come out of ``Doc.to_array``
+    as hashes without a Python call per word."""
+    nlp = spacy.blank(lang)
+    vocab: Any = nlp.vocab
+    base = vocab.lex_attr_getters.get(NORM)
+
+    def getter(text: str) -> str:
+        return match_form(lang, base(text) if lang == "en" and base is not None else text)
+
+    vocab.lex_attr_getters[NORM] = getter
+    for lexeme in list(vocab):
+        lexeme.norm_ = getter(lexeme.orth_)
+    return nlp
+
+
+def match_form(lang: str, word: str) -> str:
+    """The form a word is matched by: folded (lowercase, Latin, no
+    diacritics) for sr/hr/sl, spaCy's norm for English; no trailing full stop."""
+    if lang == "en":
+        key = word.lower()
+        key = _EN_PIECES.get(key, key)
+    else:
+        key = script.fold(word, lang)
+    if len(key) > 1 and key[-1] == "." and key[:-1].isalpha():
+        key = key[:-1]
+    return key
+
+
+class _LanguagePack:
+    """The tokenizer of one language and its rules, indexed by anchor word."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self.nlp = _blank(lang)
+        self.tokenizer = self.nlp.tokenizer
+        self.rules: list[Rule] = []
+        self.index: dict[str, dict[AnchorKey, list[tuple[Rule, Pattern]]]] = {
+            "agent": {},
+            "customer": {},
+        }
+        #: First words of the two-word anchors, to try a pair only where one may start.
+        self.pair_firsts: dict[str, set[int]] = {"agent": set(), "customer": set()}
+        self.pair_index: dict[str, dict[AnchorKey, list[tuple[Rule, Pattern]]]] = {
+            "agent": {},
+            "customer": {},
+        }
+        self.unanchored: dict[str, list[tuple[Rule, Pattern]]] = {"agent": [], "customer": []}
+        self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
+        self.strings = self.nlp.vocab.strings
+        # Conversation data (rules/<lang>/conversation.yaml).
+        self.nudges: dict[str, NudgeSpec] = {}
+        self.phrases: dict[str, tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]] = {}
+        self.topics: list[
+            tuple[dict[str, str], tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]]
+        ] = []
+        self.phrase_examples: dict[str, Examples] = {}
+        self.common = frozenset(
+            self.hash(self.word_key(w))
+            for w in [*self.nlp.Defaults.stop_words, *string.punctuation]
+        )
+
+    # Words.
+
+    def hash(self, key: str) -> int:
+        """The hash of a match form, as ``Doc.to_array(NORM)`` gives it."""
+        return int(self.strings.add(key))
+
+    def word_key(self, word: str) -> str:
+        """The match form of a word written in a rule."""
+        word = script.normalize_punctuation(word.strip())
+        if self.lang == "en" and word.lower() in _EN_PIECES:
+            return _EN_PIECES[word.lower()]
+        doc = self.tokenizer(word)
+        if len(doc) == 1:
+            return str(doc[0].norm_)
+        return match_form(self.lang, word)
+
+    def view(self, text: str) -> TokenView:
+        """Tokenize ``text``; each token's match form comes as a hash."""
+        doc = self.tokenizer(text)
+        hashes = doc.to_array(NORM).tolist() if len(doc) else []
+        return TokenView(doc, hashes, self.strings, text)
+
+    # Compiling.
+
+    def add(self, rule: Rule) -> None:
+        self.rules.append(rule)
+        for pattern in rule.patterns:
+            if pattern.anchor is None or pattern.flag_anchor is not None:
+                self.unanchored[rule.role].append((rule, pattern))
+            else:
+                index = self.pair_index[rule.role] if pattern.pair_anchor else self.index[rule.role]
+                for key in pattern.anchor_keys:
+                    index.setdefault(key, []).append((rule, pattern))
+                    if isinstance(key, tuple):
+                        self.pair_firsts[rule.role].add(key[0])
+        if rule.regexes:
+            self.regex_rules[rule.role].append(rule)
+
+
+class _Compiler:
+    """Turns validated rule files into patterns; lemmas expand through the cache."""
+
+    def __init__(self, pack: _LanguagePack, lemma_forms: Mapping[str, list[str]]) -> None:
+        self.pack = pack
+        self.lemma_forms = lemma_forms
+
+    def _words(self, key: str, value: str | list[str]) -> set[int]:
+        """Hashes of the match forms a LOWER/NORM/LEMMA value stands for."""
+        values = [value] if isinstance(value, str) else value
+        words: set[str] = set()
+        for v in values:
+            if key == "LEMMA":
+                folded = script.fold(v, self.pack.lang)
+                forms = self.lemma_forms.get(folded, ())
+                words.update(match_form(self.pack.lang, f) for f in forms)
+            words.add(self.pack.word_key(v))
+        return {self.pack.hash(w) for w in words}
+
+    def token_test(self, spec: dict[str, Any]) -> TokenTest:
+        key_in: set[int] | None = None
+        key_not_in: set[int] = set()
+        key_regex: list[re.Pattern[str]] = []
+        text_in: set[str] | None = None
+        text_not_in: set[str] = set()
+        text_regex: list[re.Pattern[str]] = []
+        flags: list[tuple[str, bool]] = []
+        length: list[tuple[str, int]] = []
+        for key, value in spec.items():
+            if key in ("LOWER", "NORM", "LEMMA"):
+                if isinstance(value, str):
+                    words = self._words(key, value)
+                    key_in = words if key_in is None else key_in & words
+                    continue
+                for sub, arg in value.items():
+                    sub = sub.upper()
+                    if sub == "IN":
+                        words = self._words(key, arg)
+                        key_in = words if key_in is None else key_in & words
+                    elif sub == "NOT_IN":
+                        key_not_in |= self._words(key, arg)
+                    else:
+                        key_regex.append(re.compile(arg))
+            elif key == "TEXT":
+                if isinstance(value, str):
+                    text_in = {value} if text_in is None else text_in & {value}
+                    continue
+                for sub, arg in value.items():
+                    sub = sub.upper()
+                    if sub == "IN":
+                        text_in = set(arg) if text_in is None else text_in & set(arg)
+                    elif sub == "NOT_IN":
+                        text_not_in |= set(arg)
+                    else:
+                        text_regex.append(re.compile(arg))
+            elif key == "LENGTH":
+                if isinstance(value, int):
+                    length.append(("==", value))
+                else:
+                    length.extend(value.items())
+            elif key == "OP":
+                continue
+            else:
+                flags.append((key, bool(value)))
+        return TokenTest(
+            op=str(spec.get("OP", "1")),
+            key_in=None if key_in is None else frozenset(key_in),
+            key_not_in=frozenset(key_not_in),
+            key_regex=tuple(key_regex),
+            text_in=None if text_in is None else frozenset(text_in),
+            text_not_in=frozenset(text_not_in),
+            text_regex=tuple(text_regex),
+            flags=tuple(flags),
+            length=tuple(length),
+        )
+
+    def phrase(self, text: str) -> Pattern:
+        view = self.pack.view(script.normalize_punctuation(text))
+        return make_pattern([TokenTest(key_in=frozenset({h})) for h in view.keys], self.pack.common)
+
+    def specs(
+        self, specs: Iterable[MatchSpec]
+    ) -> tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]:
+        patterns: list[Pattern] = []
+        regexes: list[FilteredRegex] = []
+        for spec in specs:
+            if spec.phrase is not None:
+                patterns.append(self.phrase(spec.phrase))
+            elif spec.pattern is not None:
+                patterns.append(
+                    make_pattern([self.token_test(t) for t in spec.pattern], self.pack.common)
+                )
+            elif spec.regex is not None:
+                regexes.append(
+                    FilteredRegex(
+                        re.compile(spec.regex, re.IGNORECASE), required_literals(spec.regex)
+                    )
+                )
+        return tuple(patterns), tuple(regexes)
+
+
+def _conversation_lemmas(conv: ConversationFile | None) -> set[str]:
+    if conv is None:
+        return set()
+    specs = [spec for phrase_set in conv.phrases.values() for spec in phrase_set.match]
+    specs += [spec for topic in conv.topics for spec in topic.match]
+    return _lemmas_in(specs)
+
+
+def _lemmas_of(files: Iterable[RuleFile]) -> set[str]:
+    return _lemmas_in(
+        spec
+        for rule_file in files
+        for rule in rule_file.rules
+        for spec in [*rule.match, *rule.except_]
+    )
+
+
+def _fold_for(lang: str, word: str) -> str:
+    return script.fold(word, lang)
+
+
+def _lemmas_in(specs: Iterable[MatchSpec]) -> set[str]:
+    lemmas: set[str] = set()
+    for spec in specs:
+        for token in spec.pattern or ():
+            value = token.get("LEMMA")
+            if isinstance(value, str):
+                lemmas.add(value)
+            elif isinstance(value, dict):
+                for sub, arg in value.items():
+                    if sub.upper() in ("IN", "NOT_IN"):
+                        lemmas.update(arg)
+    return lemmas
+
+
+def _example_line(node: Any, rule_index: int, kind: str, i: int) -> int | None:
+    return node_line(node, ("rules", rule_index, "examples", kind, i))
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleFailure:
+    rule: str
+    path: str
+    line: int | None
+    sentence: str
+    expected: str
+    got: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return (
+            f"{where}: rule {self.rule}: {self.sentence!r}: "
+            f"expected {self.expected}, got {self.got}"
+        )
+
+
+class Coach:
+    """Compiled rule packs for every language. Immutable and safe to share between threads."""
+
+    def __init__(
+        self,
+        packs: dict[str, _LanguagePack],
+        fingerprint: str,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        self._packs = packs
+        self.fingerprint = fingerprint
+        self.max_chars = max_chars
+        self._example_lines: dict[tuple[str, str], int | None] = {}
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self._packs)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [rule for pack in self._packs.values() for rule in pack.rules]
+
+    @classmethod
+    def load(
+        cls,
+        rules_dir: Path | str | None = None,
+        *,
+        cache_dir: Path | str | None = None,
+        check_examples: bool = True,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        languages: Iterable[str] = LANGUAGES,
+    ) -> Coach:
+        """Compile every ``rules_dir/<lang>/*.yaml``.
+
+        Raises :class:`RuleErrors` listing each bad file (file, line, rule,
+        what is wrong); nothing is half-loaded. With ``check_examples``, each
+        rule's examples must behave too.
+        """
+        root = Path(rules_dir) if rules_dir is not None else DEFAULT_RULES_DIR
+        cache = LemmaCache(Path(cache_dir) if cache_dir is not None else _default_cache_dir())
+        if not root.is_dir():
+            raise RuleErrors([RuleError("R000", root, None, None, "no such rules directory")])
+        errors: list[RuleError] = []
+        parsed: dict[str, list[tuple[Path, RuleFile, Any]]] = {}
+        digest = hashlib.sha256()
+        seen_ids: dict[str, str] = {}
+        conversations: dict[str, tuple[ConversationFile, Any]] = {}
+        for lang in languages:
+            parsed[lang] = []
+            for path in sorted((root / lang).glob("*.yaml")):
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+                if path.name == CONVERSATION_FILE:
+                    try:
+                        digest.update(path.read_bytes())
+                        conversations[lang] = read_conversation_file(path)
+                    except (RuleError, OSError) as exc:
+                        errors.append(
+                            exc
+                            if isinstance(exc, RuleError)
+                            else RuleError("R001", path, None, None, str(exc))
+                        )
+                    continue
+                try:
+                    digest.update(path.read_bytes())
+                    rule_file, node = read_rule_file(path)
+                except (RuleError, OSError) as exc:
+                    errors.append(
+                        exc
+                        if isinstance(exc, RuleError)
+                        else RuleError("R001", path, None, None, str(exc))
+                    )
+                    continue
+                if rule_file.lang != lang:
+                    errors.append(
+                        RuleError(
+                            "R009", path, 1, None, f"lang {rule_file.lang!r} in folder {lang!r}"
+                        )
+                    )
+                    continue
+                for rule in rule_file.rules:
+                    if rule.id in seen_ids:
+                        errors.append(
+                            RuleError(
+                                "R008",
+                                path,
+                                None,
+                                rule.id,
+                                f"duplicate id, also in {seen_ids[rule.id]}",
+                            )
+                        )
+                    seen_ids[rule.id] = str(path)
+                parsed[lang].append((path, rule_file, node))
+        if errors:
+            raise RuleErrors(errors)
+
+        packs: dict[str, _LanguagePack] = {}
+        example_lines: dict[tuple[str, str], int | None] = {}
+        for lang, files in parsed.items():
+            pack = _LanguagePack(lang)
+            lemma_forms = cache.get(
+                lang,
+                _lemmas_of(f for _, f, _ in files)
+                | _conversation_lemmas(conversations[lang][0] if lang in conversations else None),
+                functools.partial(_fold_for, lang),
+            )
+            compiler = _Compiler(pack, lemma_forms)
+            if lang in conversations:
+                conv, _node = conversations[lang]
+                pack.nudges = dict(conv.nudges)
+                for kind, phrase_set in conv.phrases.items():
+                    pack.phrases[kind] = compiler.specs(phrase_set.match)
+                    pack.phrase_examples[kind] = phrase_set.examples
+                pack.topics = [(t.slots(), compiler.specs(t.match)) for t in conv.topics]
+            for path, rule_file, node in files:
+                for i, spec in enumerate(rule_file.rules):
+                    patterns, regexes = compiler.specs(spec.match)
+                    except_patterns, except_regexes = compiler.specs(spec.except_)
+                    pack.add(
+                        Rule(
+                            id=spec.id,
+                            lang=lang,
+                            category=rule_file.category,
+                            role=spec.role or rule_file.role,
+                            severity=spec.severity,
+                            message=spec.message,
+                            suggestions=tuple(spec.suggestions),
+                            patterns=patterns,
+                            regexes=regexes,
+                            except_patterns=except_patterns,
+                            except_regexes=except_regexes,
+                            path=str(path),
+                            line=rule_line(node, i),
+                            flag_examples=tuple(spec.examples.flag),
+                            pass_examples=tuple(spec.examples.pass_),
+                        )
+                    )
+                    for kind, sentences in (
+                        ("flag", spec.examples.flag),
+                        ("pass", spec.examples.pass_),
+                    ):
+                        for j, sentence in enumerate(sentences):
+                            example_lines[(spec.id, kind + sentence)] = _example_line(
+                                node, i, kind, j
+                            )
+            packs[lang] = pack
+
+        coach = cls(packs, digest.hexdigest()[:16], max_chars=max_chars)
+        coach._example_lines = example_lines
+        if check_examples:
+            failures = coach.test_examples()
+            if failures:
+                raise RuleErrors(
+                    [RuleError("R010", f.path, f.line, f.rule, _failure_text(f)) for f in failures]
+                )
+        return coach
+
+    # Checking.
+
+    def language_of(self, lang: str) -> str:
+        """The coach language for a tag such as ``sr-Cyrl``; raises UnknownLanguageError."""
+        return self._pack(lang).lang
+
+    def conversation_entry(self, lang: str, kind: str) -> ConversationNudge:
+        """Message and scripts of a conversation nudge (rules/<lang>/conversation.yaml)."""
+        pack = self._pack(lang)
+        spec = pack.nudges.get(kind)
+        if spec is None:
+            raise CoachError(
+                f"[C003] no {kind!r} nudge for {pack.lang!r}: rules/{pack.lang}/{CONVERSATION_FILE}"
+            )
+        return ConversationNudge(
+            NUDGE_KINDS[kind], spec.severity, spec.message, tuple(spec.suggestions)
+        )
+
+    def conversation_finds(self, text: str, lang: str, kind: str) -> bool:
+        """Whether ``text`` has one of the conversation phrases ``kind``
+        (``introduces``, ``asks_name``, ``thanks``)."""
+        pack = self._pack(lang)
+        if kind not in pack.phrases or not text.strip():
+            return False
+        checked = script.normalize_punctuation(text[: self.max_chars])
+        return _finds(pack.view(checked), checked, pack.phrases[kind])
+
+    def conversation_topic(self, text: str, lang: str) -> dict[str, str] | None:
+        """What ``text`` is about, as ``topic`` and ``topic_<case>`` slot values, or None."""
+        pack = self._pack(lang)
+        if not pack.topics or not text.strip():
+            return None
+        checked = script.normalize_punctuation(text[: self.max_chars])
+        view = pack.view(checked)
+        for topic, specs in pack.topics:
+            if _finds(view, checked, specs):
+                if pack.lang == "sr" and script.is_cyrillic(text):
+                    return {k: script.latin_to_cyrillic(v) for k, v in topic.items()}
+                return dict(topic)
+        return None
+
+    def _pack(self, lang: str) -> _LanguagePack:
+        code = normalize_language(lang) if isinstance(lang, str) else None
+        if code is None or code not in self._packs:
+            raise UnknownLanguageError(str(lang), self.languages)
+        return self._packs[code]
+
+    def check(
+        self,
+        text: str,
+        lang: str,
+        role: str = "agent",
+        *,
+        slots: Mapping[str, str | None] | None = None,
+        include_offers: bool = False,
+        categories: Collection[str] | None = None,
+        resolve_overlaps: bool = True,
+    ) -> list[Flag]:
+        """The flags of one message, in text order.
+
+        ``role`` is ``agent`` (phrasing to improve) or ``customer`` (cues for
+        the agent). ``slots`` fill ``{customer_name}``, ``{agent_name}`` and
+        ``{topic}`` in scripts. Offers (``upsell_when_upset``) are reported
+        only with ``include_offers``: whether they are a problem depends on
+        the conversation.
+        """
+        pack = self._pack(lang)
+        if role not in ("agent", "customer"):
+            raise UnknownRoleError(role)
+        if not text or not text.strip():
+            return []
+        truncated = len(text) > self.max_chars
+        checked = script.normalize_punctuation(text[: self.max_chars])
+        view = pack.view(checked)
+        candidates = self._candidates(pack, view, checked, role)
+        if categories is not None:
+            candidates = [c for c in candidates if c.rule.category in categories]
+        elif not include_offers:
+            candidates = [c for c in candidates if c.rule.category != "upsell_when_upset"]
+        candidates = self._without_exceptions(pack, view, checked, candidates)
+        if resolve_overlaps:
+            candidates = _resolve_overlaps(candidates)
+        text_cyrillic = pack.lang == "sr" and script.is_cyrillic(text)
+        flags = [
+            self._flag(c, text, _span_is_cyrillic(text[c.start : c.end], text_cyrillic), slots)
+            if pack.lang == "sr"
+            else self._flag(c, text, False, slots)
+            for c in candidates
+        ]
+        if truncated:
+            flags.append(self._truncated_flag(pack.lang, text))
+        return flags
+
+    def _candidates(
+        self, pack: _LanguagePack, view: TokenView, text: str, role: str
+    ) -> list[_Candidate]:
+        found: set[tuple[str, int, int]] = set()
+        out: list[_Candidate] = []
+
+        def add(rule: Rule, start: int, end: int, tokens: tuple[int, int] | None = None) -> None:
+            if (rule.id, start, end) not in found:
+                found.add((rule.id, start, end))
+                out.append(_Candidate(rule, start, end, tokens))
+
+        keys = view.keys
+        hits: list[tuple[int, list[tuple[Rule, Pattern]]]] = []
+        index = pack.index[role]
+        pairs = pack.pair_index[role]
+        firsts = pack.pair_firsts[role]
+        last = len(keys) - 1
+        for i, key in enumerate(keys):
+            entries = index.get(key)
+            if entries:
+                hits.append((i, entries))
+            if key in firsts and i < last:
+                entries = pairs.get((key, keys[i + 1]))
+                if entries:
+                    hits.append((i, entries))
+        present: set[int] | None = None
+        for i, entries in hits:
+            for rule, pattern in entries:
+                if pattern.required:
+                    if present is None:
+                        present = set(keys)
+                    if not pattern.possible_in(present):
+                        continue
+                for start, end in pattern.matches_at_anchor(view, i):
+                    add(rule, *view.char_span(start, end), (start, end))
+        for rule, pattern in pack.unanchored[role]:
+            for start, end in pattern.find(view):
+                add(rule, *view.char_span(start, end), (start, end))
+        lowered = text.lower()
+        for rule in pack.regex_rules[role]:
+            for rx in rule.regexes:
+                for m in rx.finditer(text, lowered):
+                    if m.end() > m.start():
+                        add(rule, m.start(), m.end())
+        return out
+
+    @staticmethod
+    def _without_exceptions(
+        pack: _LanguagePack, view: TokenView, text: str, candidates: list[_Candidate]
+    ) -> list[_Candidate]:
+        lowered: str | None = None
+
+        def excepted(c: _Candidate) -> bool:
+            nonlocal lowered
+            rule = c.rule
+            if c.tokens is None:
+                lo, hi = 0, len(view)
+            else:
+                # An antipattern overlapping the match starts within its reach of it.
+                lo, hi = c.tokens[0] - EXCEPTION_REACH, c.tokens[1]
+            for pattern in rule.except_patterns:
+                for s, e in pattern.find(view, lo, hi):
+                    cs, ce = view.char_span(s, e)
+                    if cs < c.end and c.start < ce:
+                        return True
+            if rule.except_regexes:
+                if lowered is None:
+                    lowered = text.lower()
+                for rx in rule.except_regexes:
+                    if any(
+                        s < c.end and c.start < e
+                        for s, e in (m.span() for m in rx.finditer(text, lowered))
+                    ):
+                        return True
+            return False
+
+        return [
+            c
+            for c in candidates
+            if not ((c.rule.except_patterns or c.rule.except_regexes) and excepted(c))
+        ]
+
+    def _flag(
+        self,
+        c: _Candidate,
+        text: str,
+        cyrillic: bool,
+        values: Mapping[str, str | None] | None,
+    ) -> Flag:
+        rule = c.rule
+        suggestions = [slots.fill(s, values) for s in rule.suggestions]
+        if rule.role == "agent":
+            suggestions = [_fit(s, text, c.start, c.end) for s in suggestions]
+        message = rule.message
+        if cyrillic:
+            suggestions = [script.latin_to_cyrillic(s) for s in suggestions]
+            message = script.latin_to_cyrillic(message)
+        return Flag(
+            rule=rule.id,
+            category=rule.category,
+            severity=rule.severity,
+            start=c.start,
+            end=c.end,
+            text=text[c.start : c.end],
+            message=message,
+            suggestions=list(dict.fromkeys(s for s in suggestions if s)),
+        )
+
+    def _truncated_flag(self, lang: str, text: str) -> Flag:
+        message = _TRUNCATED_MESSAGES[lang].format(n=self.max_chars)
+        if lang == "sr" and script.is_cyrillic(text):
+            message = script.latin_to_cyrillic(message)
+        return Flag(
+            rule="coach.text_truncated",
+            category=TRUNCATED,
+            severity="info",
+            start=self.max_chars,
+            end=len(text),
+            text="",
+            message=message,
+            suggestions=[],
+        )
+
+    # Rule examples.
+
+    def test_examples(self) -> list[ExampleFailure]:
+        """Run every rule's examples: ``flag`` must fire the rule, ``pass``
+        must fire no rule of its category."""
+        failures: list[ExampleFailure] = []
+        for rule in self.rules:
+            for sentence in rule.flag_examples:
+                # Before overlaps are resolved: a sibling rule may report the same words.
+                flags = self.check(
+                    sentence, rule.lang, rule.role, include_offers=True, resolve_overlaps=False
+                )
+                if not any(f.rule == rule.id for f in flags):
+                    got = ", ".join(f.rule for f in flags) or "no flag"
+                    failures.append(self._failure(rule, "flag", sentence, "this rule to fire", got))
+            for sentence in rule.pass_examples:
+                flags = self.check(sentence, rule.lang, rule.role, include_offers=True)
+                hits = [f for f in flags if f.category == rule.category]
+                if hits:
+                    got = ", ".join(f"{f.rule} on {f.text!r}" for f in hits)
+                    failures.append(
+                        self._failure(rule, "pass", sentence, f"no {rule.category} flag", got)
+                    )
+        for lang, pack in self._packs.items():
+            path = f"{lang}/{CONVERSATION_FILE}"
+            for kind, examples in pack.phrase_examples.items():
+                for sentence in examples.flag:
+                    if not self.conversation_finds(sentence, lang, kind):
+                        failures.append(
+                            ExampleFailure(
+                                f"{lang}.phrases.{kind}", path, None, sentence, "a match", "none"
+                            )
+                        )
+                for sentence in examples.pass_:
+                    if self.conversation_finds(sentence, lang, kind):
+                        failures.append(
+                            ExampleFailure(
+                                f"{lang}.phrases.{kind}",
+                                path,
+                                None,
+                                sentence,
+                                "no match",
+                                "a match",
+                            )
+                        )
+        return failures
+
+    def _failure(
+        self, rule: Rule, kind: str, sentence: str, expected: str, got: str
+    ) -> ExampleFailure:
+        line = self._example_lines.get((rule.id, kind + sentence), rule.line)
+        return ExampleFailure(rule.id, rule.path, line, sentence, expected, got)
+
+
+def _failure_text(f: ExampleFailure) -> str:
+    return f"example {f.sentence!r}: expected {f.expected}, got {f.got}"
+
+
+def _finds(
+    view: TokenView,
+    text: str,
+    specs: tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]],
+) -> bool:
+    patterns, regexes = specs
+    if any(True for p in patterns for _ in p.find(view)):
+        return True
+    lowered = text.lower()
+    return any(True for rx in regexes for _ in rx.finditer(text, lowered))
+
+
+def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Within one category keep the longest of overlapping matches."""
+    ordered = sorted(
+        candidates,
+        key=lambda c: (-(c.end - c.start), -SEVERITY_RANK[c.rule.severity], c.start),
+    )
+    kept: list[_Candidate] = []
+    for c in ordered:
+        if any(
+            k.rule.category == c.rule.category and k.start < c.end and c.start < k.end for k in kept
+        ):
+            continue
+        kept.append(c)
+    kept.sort(key=lambda c: (c.start, c.end, c.rule.id))
+    return kept
+
+
+def _fit(suggestion: str, text: str, start: int, end: int) -> str:
+    """Make a suggestion read well spliced in place of ``text[start:end]``."""
+    if not suggestion:
+        return suggestion
+    span = text[start:end]
+    before = text[:start].rstrip()
+    at_sentence_start = not before or before[-1] in _SENTENCE_END or before[-1] in "\n:"
+    first = suggestion[0]
+    if span[:1].isupper() or at_sentence_start:
+        suggestion = first.upper() + suggestion[1:]
+    elif first.isupper() and not _keeps_capital(suggestion):
+        suggestion = first.lower() + suggestion[1:]
+    after = text[end : end + 1]
+    if after and after in _SENTENCE_END and suggestion[-1] in _SENTENCE_END:
+        suggestion = suggestion[:-1]
+    return suggestion
+
+
+def _span_is_cyrillic(span: str, default: bool) -> bool:
+    """The script of the matched words, or of the whole text when they have no letters."""
+    if any(ch.isalpha() for ch in span):
+        return script.is_cyrillic(span)
+    return default
+
+
+def _keeps_capital(suggestion: str) -> bool:
+    word = suggestion.split(" ", 1)[0].rstrip(",.!?")
+    return word == "I" or word.startswith("I'") or (len(word) > 1 and word.isupper())
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "tactline"

@@ -1,0 +1,352 @@
+"""Token patterns compiled for speed.
+
+spaCy's Matcher tries every pattern at every token, so its cost grows with
+the number of rules. Here each pattern is indexed by one *anchor*: a required
+token whose possible words are known. Checking a text looks each token's
+word up in that index and tries only the patterns anchored on it, so the
+cost follows the number of tokens, not the number of rules.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spacy import attrs
+from spacy.tokens import Doc
+
+#: Bound on how many tokens ``*`` and ``+`` may consume.
+MAX_REPEAT = 8
+
+_LENGTH_OPS: dict[str, Callable[[int, int], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+    "==": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+
+
+#: Two capital letters in a row (Latin, with the South Slavic letters, or Cyrillic).
+_TWO_CAPITALS = re.compile(r"[A-ZÀ-ÖØ-ÞČĆŠŽĐА-ЯЂЈЉЊЋЏ]{2}")
+
+#: An anchor: one word's hash, or two adjacent words' hashes.
+AnchorKey = int | tuple[int, int]
+
+#: Flags that can anchor a pattern with no known word, by spaCy attribute id.
+FLAG_ATTRS: dict[str, int] = {
+    "IS_UPPER": attrs.IS_UPPER,
+    "IS_TITLE": attrs.IS_TITLE,
+    "IS_DIGIT": attrs.IS_DIGIT,
+    "LIKE_NUM": attrs.LIKE_NUM,
+    "IS_PUNCT": attrs.IS_PUNCT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """A tokenized text: spaCy's Doc and each token's folded word."""
+
+    doc: Doc
+    #: Hash of each token's match form (``Doc.to_array(NORM)``).
+    keys: Sequence[int]
+    strings: Any
+    #: The text as tokenized (``Doc.text`` would rebuild it token by token).
+    text: str
+    _flags: dict[str, list[int]] = field(default_factory=dict)
+
+    def word(self, i: int) -> str:
+        """The match form of token ``i``."""
+        return str(self.strings[self.keys[i]])
+
+    def positions_with(self, flag: str) -> list[int]:
+        """Indexes of the tokens that have ``flag``, computed once per text in C."""
+        found = self._flags.get(flag)
+        if found is None:
+            column = self.doc.to_array(FLAG_ATTRS[flag]).tolist() if len(self.doc) else []
+            found = self._flags[flag] = [i for i, v in enumerate(column) if v]
+        return found
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def char_span(self, start: int, end: int) -> tuple[int, int]:
+        first, last = self.doc[start], self.doc[end - 1]
+        return first.idx, last.idx + len(last.text)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTest:
+    """One token of a pattern."""
+
+    op: str = "1"
+    key_in: frozenset[int] | None = None
+    key_not_in: frozenset[int] = frozenset()
+    key_regex: tuple[re.Pattern[str], ...] = ()
+    text_in: frozenset[str] | None = None
+    text_not_in: frozenset[str] = frozenset()
+    text_regex: tuple[re.Pattern[str], ...] = ()
+    flags: tuple[tuple[str, bool], ...] = ()
+    length: tuple[tuple[str, int], ...] = ()
+
+    def accepts(self, view: TokenView, i: int) -> bool:
+        key = view.keys[i]
+        if self.key_in is not None and key not in self.key_in:
+            return False
+        if key in self.key_not_in:
+            return False
+        for rx in self.key_regex:
+            if not rx.search(view.word(i)):
+                return False
+        if (
+            self.text_in is not None
+            or self.text_not_in
+            or self.text_regex
+            or self.flags
+            or self.length
+        ):
+            token = view.doc[i]
+            text = token.text
+            if self.text_in is not None and text not in self.text_in:
+                return False
+            if text in self.text_not_in:
+                return False
+            for rx in self.text_regex:
+                if not rx.search(text):
+                    return False
+            for name, wanted in self.flags:
+                if _flag(token, name) != wanted:
+                    return False
+            for op, n in self.length:
+                if not _LENGTH_OPS[op](len(text), n):
+                    return False
+        return True
+
+
+_SENTENCE_PUNCT = frozenset({".", "!", "?", "…", "...", "?!", "!!", "??"})
+
+
+def _flag(token: Any, name: str) -> bool:
+    if name == "IS_SENT_END":
+        doc = token.doc
+        if token.i == len(doc) - 1 or "\n" in token.whitespace_:
+            return True
+        following = doc[token.i + 1].text
+        return following in _SENTENCE_PUNCT or following.startswith(("!", "?", "\n"))
+    if name == "IS_SENT_START":
+        if token.i == 0:
+            return True
+        previous = token.doc[token.i - 1]
+        return (
+            previous.text in _SENTENCE_PUNCT
+            or "\n" in previous.whitespace_
+            or previous.text.startswith("\n")
+        )
+    if name == "IS_UPPER":
+        # spaCy calls "A" upper; a shouted word needs two letters or more.
+        text = token.text
+        return bool(token.is_upper) and sum(ch.isalpha() for ch in text) >= 2
+    return bool(getattr(token, name.lower()))
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A compiled token pattern with its anchor."""
+
+    tests: tuple[TokenTest, ...]
+    anchor: int | None
+    anchor_keys: frozenset[AnchorKey] = frozenset()
+    pre_min: int = 0
+    pre_max: int = 0
+    #: The tokens before the anchor, nearest first, for matching backwards.
+    before: tuple[TokenTest, ...] = ()
+    #: With no word to anchor on, a required flag (``IS_UPPER``...) may.
+    flag_anchor: str | None = None
+    #: Anchored on two adjacent words (``anchor_keys`` holds pairs).
+    pair_anchor: bool = False
+    #: Word sets of the other required tokens: a text lacking any of them
+    #: cannot match, whatever its anchor says (a cheap test before matching).
+    required: tuple[frozenset[int], ...] = ()
+
+    def possible_in(self, present: set[int]) -> bool:
+        return not any(present.isdisjoint(words) for words in self.required)
+
+    def _extend(
+        self, tests: tuple[TokenTest, ...], k: int, view: TokenView, pos: int, step: int
+    ) -> int:
+        """Match ``tests[k:]`` from token ``pos`` walking by ``step`` (+1 or -1).
+
+        Returns the position just past the last token consumed (in walking
+        direction), or -2 when there is no match. Repeats are greedy and back off.
+        """
+        if k == len(tests):
+            return pos
+        test = tests[k]
+        op = test.op
+        n = len(view)
+        inside = 0 <= pos < n
+        if op == "1":
+            if inside and test.accepts(view, pos):
+                return self._extend(tests, k + 1, view, pos + step, step)
+            return -2
+        if op == "!":
+            if inside and not test.accepts(view, pos):
+                return self._extend(tests, k + 1, view, pos + step, step)
+            return -2
+        if op == "?":
+            if inside and test.accepts(view, pos):
+                end = self._extend(tests, k + 1, view, pos + step, step)
+                if end != -2:
+                    return end
+            return self._extend(tests, k + 1, view, pos, step)
+        # "*" and "+": as many as possible, then back off.
+        count = 0
+        while (
+            count < MAX_REPEAT
+            and 0 <= pos + count * step < n
+            and test.accepts(view, pos + count * step)
+        ):
+            count += 1
+        least = 1 if op == "+" else 0
+        for used in range(count, least - 1, -1):
+            end = self._extend(tests, k + 1, view, pos + used * step, step)
+            if end != -2:
+                return end
+        return -2
+
+    def match_from(self, view: TokenView, start: int) -> int:
+        """End of the longest match starting at ``start``, or -1."""
+        end = self._extend(self.tests, 0, view, start, 1)
+        return end if end > start else -1
+
+    def matches_at_anchor(self, view: TokenView, i: int) -> Iterator[tuple[int, int]]:
+        """The match whose anchor token is token ``i`` (its key is already known to fit)."""
+        anchor = self.anchor
+        assert anchor is not None
+        if not self.tests[anchor].accepts(view, i):
+            return
+        end = self._extend(self.tests, anchor + 1, view, i + 1, 1)
+        if end == -2:
+            return
+        before = self.before
+        start = self._extend(before, 0, view, i - 1, -1) if before else i - 1
+        if start == -2:
+            return
+        yield start + 1, end
+
+    def find(
+        self, view: TokenView, lo: int = 0, hi: int | None = None
+    ) -> Iterator[tuple[int, int]]:
+        """All matches starting in ``[lo, hi)``."""
+        hi = len(view) if hi is None else min(hi, len(view))
+        if self.anchor is not None and self.flag_anchor is not None:
+            if self.flag_anchor == "IS_UPPER" and not _TWO_CAPITALS.search(view.text):
+                return  # no word of two capital letters: nothing is shouted
+            for i in view.positions_with(self.flag_anchor):
+                if i >= hi + self.pre_max:
+                    break
+                if i >= lo:
+                    for start, end in self.matches_at_anchor(view, i):
+                        if lo <= start < hi:
+                            yield start, end
+            return
+        if self.anchor is None:
+            for start in range(max(0, lo), hi):
+                end = self.match_from(view, start)
+                if end > 0:
+                    yield start, end
+            return
+        keys = view.keys
+        anchors = self.anchor_keys
+        first = max(0, lo)
+        window = keys[first : min(len(keys), hi + self.pre_max)]
+        if self.pair_anchor:
+            pairs = zip(window, keys[first + 1 : first + 1 + len(window)], strict=False)
+            positions = [first + j for j, pair in enumerate(pairs) if pair in anchors]
+        else:
+            positions = [first + j for j, key in enumerate(window) if key in anchors]
+        for i in positions:
+            for start, end in self.matches_at_anchor(view, i):
+                if lo <= start < hi:
+                    yield start, end
+
+
+_SPAN = {"1": (1, 1), "!": (1, 1), "?": (0, 1), "*": (0, MAX_REPEAT), "+": (1, MAX_REPEAT)}
+
+
+#: Bound on the words a two-token anchor may stand for.
+MAX_PAIR_KEYS = 4096
+
+
+def make_pattern(tests: Sequence[TokenTest], common: frozenset[int] = frozenset()) -> Pattern:
+    """Choose the anchor: a required token, preferring rare words (not in
+    ``common``: stop words and punctuation), then the fewest words. When
+    every required token is a common word, two adjacent required tokens
+    anchor together ("you should" is rarer than "you" or "should")."""
+    best: int | None = None
+    best_cost: tuple[int, int] = (2, 0)
+    for k, test in enumerate(tests):
+        if test.op != "1" or test.key_in is None:
+            continue
+        cost = (int(bool(test.key_in & common)), len(test.key_in))
+        if best is None or cost < best_cost:
+            best, best_cost = k, cost
+    if best is None:
+        return _flag_anchored(tests)
+    keys: frozenset[AnchorKey] = frozenset(tests[best].key_in or ())
+    pair = False
+    if best_cost[0]:
+        pairs = [
+            k
+            for k in range(len(tests) - 1)
+            if tests[k].op == "1"
+            and tests[k + 1].op == "1"
+            and tests[k].key_in is not None
+            and tests[k + 1].key_in is not None
+            and len(tests[k].key_in or ()) * len(tests[k + 1].key_in or ()) <= MAX_PAIR_KEYS
+        ]
+        if pairs:
+            best = min(
+                pairs, key=lambda k: len(tests[k].key_in or ()) * len(tests[k + 1].key_in or ())
+            )
+            pair = True
+            keys = frozenset(
+                pair_key(a, b)
+                for a in tests[best].key_in or ()
+                for b in tests[best + 1].key_in or ()
+            )
+    pre_min = sum(_SPAN[t.op][0] for t in tests[:best])
+    pre_max = sum(_SPAN[t.op][1] for t in tests[:best])
+    before = tuple(reversed(tests[:best]))
+    required = tuple(
+        sorted(
+            (
+                t.key_in
+                for k, t in enumerate(tests)
+                if k != best and t.op in ("1", "+") and t.key_in
+            ),
+            key=len,
+        )
+    )
+    return Pattern(
+        tuple(tests), best, keys, pre_min, pre_max, before, pair_anchor=pair, required=required
+    )
+
+
+def _flag_anchored(tests: Sequence[TokenTest]) -> Pattern:
+    """A pattern with no known word: anchor it on a required flag if it has one."""
+    for k, test in enumerate(tests):
+        if test.op != "1":
+            continue
+        for name, wanted in test.flags:
+            if wanted and name in FLAG_ATTRS:
+                pre_min = sum(_SPAN[t.op][0] for t in tests[:k])
+                pre_max = sum(_SPAN[t.op][1] for t in tests[:k])
+                before = tuple(reversed(tests[:k]))
+                return Pattern(tuple(tests), k, frozenset(), pre_min, pre_max, before, name)
+    return Pattern(tuple(tests), None)
+
+
+def pair_key(first: int, second: int) -> tuple[int, int]:
+    """The index key of two adjacent words."""
+    return (first, second)

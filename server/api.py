@@ -1,0 +1,465 @@
+"""HTTP API: tokens for visitors, login, and the REST read side (docs/protocol.md §8)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any, cast
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from server.accounts import authenticate, get_account, list_accounts, login_allowed
+from server.errors import ApiError, ProtocolError
+from server.protocol import LANGS, Lang
+from server.relay import Relay, origin_allowed
+from server.store import G, conv_key
+from server.tokens import check_user_hash, sign, verify
+
+# Limits
+MAX_BODY_BYTES = 8 * 1024
+MAX_PAGE = 100
+MAX_SCAN = 5000
+
+
+class VisitorTokenRequest(BaseModel):
+    site: str = Field(min_length=1, max_length=64)
+    lang: Lang = "en"
+    name: str = Field(default="Visitor", min_length=1, max_length=100)
+    token: str | None = Field(default=None, max_length=2048)
+    user_id: str | None = Field(default=None, min_length=1, max_length=128)
+    user_hash: str | None = Field(default=None, max_length=128)
+
+
+class VisitorTokenResponse(BaseModel):
+    token: str
+    visitor_id: str
+    site: str
+    lang: str
+    verified: bool
+    expires_at: int
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserRef(BaseModel):
+    id: str
+    name: str
+
+
+class LoginResponse(BaseModel):
+    token: str
+    role: str
+    user: UserRef
+    expires_at: int
+
+
+class ConversationSummary(BaseModel):
+    conversation: str
+    status: str
+    lang: str
+    site: str
+    visitor: dict[str, str]
+    agent: str | None
+    created: int
+    closed_at: int | None
+    last_seq: str | None
+    preview: str
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationSummary]
+    next_cursor: str | None
+
+
+class Transcript(BaseModel):
+    conversation: ConversationSummary
+    events: list[dict[str, Any]]
+
+
+class AgentInfo(BaseModel):
+    id: str
+    name: str
+    role: str
+    status: str
+    open: int
+    capacity: int
+    languages: list[str]
+
+
+class AgentList(BaseModel):
+    items: list[AgentInfo]
+
+
+class HttpError(BaseModel):
+    code: str
+    message: str
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "invalid_request", "body too large")
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
+
+
+def _relay(request: Request) -> Relay:
+    relay: Relay = request.app.state.relay
+    return relay
+
+
+def _cors(request: Request) -> dict[str, str]:
+    """CORS headers for a page of an origin that some site allows (the widget on a
+    customer's website asks for its token cross-origin)."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    if not origin or not any(
+        origin_allowed(site, origin, host) for site in _relay(request).sites.values()
+    ):
+        return {"Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+async def create_visitor_token(request: Request) -> Response:
+    relay = _relay(request)
+    if request.method == "OPTIONS":  # preflight, for clients that send application/json
+        headers = _cors(request)
+        if "Access-Control-Allow-Origin" in headers:
+            headers |= {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        return Response(status_code=204, headers=headers)
+    req: VisitorTokenRequest = await _json(request, VisitorTokenRequest)
+    site = relay.sites.get(req.site)
+    if site is None:
+        raise ApiError(404, "unknown_site", f"no site {req.site!r}")
+    if not origin_allowed(site, request.headers.get("origin"), request.headers.get("host")):
+        raise ApiError(403, "origin_forbidden", "this origin may not use the site")
+    now = time.time()
+    verified = False
+    visitor_id = ""
+    if req.user_id is not None:
+        if (
+            not site.secret
+            or not req.user_hash
+            or not check_user_hash(site.secret, req.user_id, req.user_hash)
+        ):
+            raise ApiError(403, "identity_invalid", "user_hash does not match user_id")
+        digest = hashlib.sha256(f"{req.site}\0{req.user_id}".encode()).hexdigest()[:24]
+        visitor_id, verified = f"u_{digest}", True
+    elif req.token:
+        try:
+            prev = verify(relay.secret, req.token, "visitor", now, allow_expired=True)
+            if prev.data.get("site") == req.site and not prev.data.get("verified"):
+                visitor_id = prev.sub
+        except ProtocolError:
+            pass
+    if not visitor_id:
+        visitor_id = "v_" + secrets.token_hex(12)
+    exp = int(now) + relay.settings.visitor_token_ttl_s
+    token = sign(
+        relay.secret,
+        {
+            "k": "visitor",
+            "sub": visitor_id,
+            "site": req.site,
+            "lang": req.lang,
+            "name": req.name,
+            "verified": verified,
+            "exp": exp,
+        },
+    )
+    return JSONResponse(
+        VisitorTokenResponse(
+            token=token,
+            visitor_id=visitor_id,
+            site=req.site,
+            lang=req.lang,
+            verified=verified,
+            expires_at=exp,
+        ).model_dump(),
+        headers=_cors(request),
+    )
+
+
+async def login(request: Request) -> JSONResponse:
+    relay = _relay(request)
+    req: LoginRequest = await _json(request, LoginRequest)
+    keys = [f"user:{req.username.lower()}", f"ip:{client_ip(request)}"]
+    if not await login_allowed(relay.redis, keys, relay.settings.login_attempts_per_min):
+        raise ApiError(429, "rate_limited", "too many login attempts; wait a minute")
+    account = await authenticate(relay.redis, req.username, req.password)
+    if account is None:
+        raise ApiError(401, "login_failed", "wrong user name or password")
+    exp = int(time.time()) + relay.settings.session_ttl_s
+    token = sign(
+        relay.secret, {"k": "session", "sub": account.name, "role": account.role, "exp": exp}
+    )
+    return JSONResponse(
+        LoginResponse(
+            token=token,
+            role=account.role,
+            user=UserRef(id=account.name, name=account.display_name),
+            expires_at=exp,
+        ).model_dump()
+    )
+
+
+async def _caller(request: Request) -> tuple[str, str]:
+    relay = _relay(request)
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <session token>")
+    try:
+        claims = verify(relay.secret, header[7:].strip(), "session", time.time())
+    except ProtocolError as err:
+        raise ApiError(401, "unauthorized", err.message) from None
+    account = await get_account(relay.redis, claims.sub)
+    if account is None:
+        raise ApiError(401, "unauthorized", "account no longer exists")
+    return account.name, account.role
+
+
+def _summary(st: dict[str, str]) -> ConversationSummary:
+    return ConversationSummary(
+        conversation=st["id"],
+        status=st.get("status", "queued"),
+        lang=st.get("lang", "en"),
+        site=st.get("site", ""),
+        visitor={"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+        agent=st.get("agent") or None,
+        created=int(st.get("created") or 0),
+        closed_at=int(st["closed_at"]) if st.get("closed_at") else None,
+        last_seq=st.get("last_seq") or None,
+        preview=st.get("preview", ""),
+    )
+
+
+async def list_conversations(request: Request) -> JSONResponse:
+    relay = _relay(request)
+    uid, role = await _caller(request)
+    q = request.query_params
+    try:
+        limit = min(MAX_PAGE, max(1, int(q.get("limit", "20"))))
+        offset = int(q.get("cursor", "0"))
+    except ValueError:
+        raise ApiError(400, "invalid_request", "limit and cursor are integers") from None
+    status, agent, lang = q.get("status"), q.get("agent"), q.get("lang")
+    if status and status not in ("queued", "assigned", "closed"):
+        raise ApiError(400, "invalid_request", "status: queued, assigned or closed")
+    if lang and lang not in LANGS:
+        raise ApiError(400, "invalid_request", f"lang: one of {', '.join(LANGS)}")
+    if role == "agent":
+        if agent and agent != uid:
+            raise ApiError(403, "forbidden", "agents see only their own conversations")
+        index = f"{G}ahist:{uid}"
+    else:
+        index = f"{G}ahist:{agent}" if agent else f"{G}convs"
+    items: list[ConversationSummary] = []
+    pos = offset
+    scanned = 0
+    while len(items) < limit and scanned < MAX_SCAN:
+        ids = cast(list[str], await relay.redis.zrevrange(index, pos, pos + 99))
+        if not ids:
+            pos = -1
+            break
+        pipe = relay.redis.pipeline(transaction=False)
+        for conv in ids:
+            pipe.hgetall(conv_key(conv, "state"))
+        for i, st in enumerate(await pipe.execute()):
+            scanned += 1
+            if not st:
+                continue
+            if (
+                role == "agent"
+                and st.get("agent") != uid
+                and not await relay.redis.zscore(f"{G}ahist:{uid}", st["id"])
+            ):
+                continue
+            if (
+                (status and st.get("status") != status)
+                or (lang and st.get("lang") != lang)
+                or (
+                    agent
+                    and role == "supervisor"
+                    and st.get("agent") != agent
+                    and index == f"{G}convs"
+                )
+            ):
+                continue
+            items.append(_summary(st))
+            if len(items) == limit:
+                pos = pos + i + 1
+                break
+        else:
+            pos += len(ids)
+    next_cursor = str(pos) if pos >= 0 and len(items) == limit else None
+    return JSONResponse(ConversationPage(items=items, next_cursor=next_cursor).model_dump())
+
+
+async def get_conversation(request: Request) -> JSONResponse:
+    relay = _relay(request)
+    uid, role = await _caller(request)
+    conv = request.path_params["conv"]
+    st: dict[str, str] = {}
+    if conv.startswith("c_"):
+        st = cast(dict[str, str], await relay.redis.hgetall(conv_key(conv, "state")))
+    if not st:
+        raise ApiError(404, "not_found", "no such conversation")
+    if role == "agent" and st.get("agent") != uid:
+        raise ApiError(403, "forbidden", "this conversation is not assigned to you")
+    events = await relay.store.events_after(conv, "0-0", 0)
+    return JSONResponse(Transcript(conversation=_summary(st), events=events).model_dump())
+
+
+async def list_agents(request: Request) -> JSONResponse:
+    relay = _relay(request)
+    await _caller(request)
+    items = []
+    for acc in await list_accounts(relay.redis):
+        h = await relay.store.agent(acc.name)
+        status = h.get("status", "offline")
+        items.append(
+            AgentInfo(
+                id=acc.name,
+                name=acc.display_name,
+                role=acc.role,
+                status=status if status in ("online", "away") else "offline",
+                open=len(await relay.store.agent_conversations(acc.name)),
+                capacity=int(h.get("capacity") or relay.settings.default_capacity),
+                languages=[x for x in h.get("langs", "").split(",") if x] or acc.languages,
+            )
+        )
+    return JSONResponse(AgentList(items=items).model_dump())
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _schema(model)}}}
+
+
+def _responses(ok: type[BaseModel], *errors: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": _schema(ok)}}}
+    }
+    for status in errors:
+        out[str(status)] = {
+            "description": "error",
+            "content": {"application/json": {"schema": _schema(HttpError)}},
+        }
+    return out
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the HTTP API."""
+    models: list[type[BaseModel]] = [
+        VisitorTokenRequest,
+        VisitorTokenResponse,
+        LoginRequest,
+        LoginResponse,
+        ConversationSummary,
+        ConversationPage,
+        Transcript,
+        AgentInfo,
+        AgentList,
+        HttpError,
+    ]
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    bearer: list[dict[str, list[str]]] = [{"session": []}]
+    query = [
+        {"name": "status", "in": "query", "schema": {"enum": ["queued", "assigned", "closed"]}},
+        {"name": "agent", "in": "query", "schema": {"type": "string"}},
+        {"name": "lang", "in": "query", "schema": {"enum": list(LANGS)}},
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        },
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tactline",
+            "version": "1",
+            "description": "WebSocket protocol: docs/protocol.md",
+        },
+        "paths": {
+            "/api/visitors": {
+                "post": {
+                    "summary": "A signed visitor token",
+                    "operationId": "createVisitorToken",
+                    "requestBody": _json_body(VisitorTokenRequest),
+                    "responses": _responses(VisitorTokenResponse, 400, 403, 404),
+                }
+            },
+            "/api/login": {
+                "post": {
+                    "summary": "A session token for an agent or supervisor",
+                    "operationId": "login",
+                    "requestBody": _json_body(LoginRequest),
+                    "responses": _responses(LoginResponse, 400, 401, 429),
+                }
+            },
+            "/api/conversations": {
+                "get": {
+                    "summary": "Conversations, newest first",
+                    "operationId": "listConversations",
+                    "security": bearer,
+                    "parameters": query,
+                    "responses": _responses(ConversationPage, 400, 401, 403),
+                }
+            },
+            "/api/conversations/{conv}": {
+                "get": {
+                    "summary": "One conversation's transcript",
+                    "operationId": "getConversation",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "conv",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": _responses(Transcript, 401, 403, 404),
+                }
+            },
+            "/api/agents": {
+                "get": {
+                    "summary": "Agents and their status",
+                    "operationId": "listAgents",
+                    "security": bearer,
+                    "responses": _responses(AgentList, 401),
+                }
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"session": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,532 @@
+"""Live coaching inside the chat, and the records supervisors review.
+
+The coach (coach/) is pure; this module drives it from the relay:
+
+- drafts: each ``draft`` frame is checked at once and answered with a
+  ``coach`` frame; a draft older than one already answered is dropped, so a
+  fast typist never builds a backlog;
+- sent agent messages: checked again, card numbers masked, a
+  ``sensitive_data_request`` refused until the agent overrides; the flags are
+  stored with what the agent did (``applied``, ``ignored``, ``not_seen``);
+- customer messages: cues give the assigned agent ``script`` frames, at most
+  once per category per cooldown; the hold timer starts;
+- a ticker nudges agents whose customers wait (any process may run it; a
+  per-conversation lock keeps nudges single).
+
+Redis keys (hash tags as in server/store.py):
+
+- ``{conv:<id>}:coach``       JSON state of the conversation coach
+- ``{conv:<id>}:flags``       hash flag id -> JSON flag record
+- ``{conv:<id>}:coachlog``    list of JSON records: cues, scripts, nudges, whispers, overrides
+- ``{tl}:coach-wait``         zset conversation -> when to look at its wait (ms)
+- ``{tl}:rule-fires`` / ``{tl}:rule-false``   hashes rule -> count
+- ``{tl}:score:<agent>:<day>`` hash of counters for scorecards
+- ``{tl}:flagged``            zset conversation -> time of its last flag (ms)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from coach import Coach, Flag
+from coach.conversation import ConversationCoach, Nudge
+from server.masking import mask_cards
+from server.rules_runtime import RulesRuntime
+
+log = logging.getLogger("tactline.coaching")
+
+G = "{tl}:"
+WAIT_KEY = G + "coach-wait"
+RULE_FIRES = G + "rule-fires"
+RULE_FALSE = G + "rule-false"
+FLAGGED = G + "flagged"
+
+# Timings
+TICK_INTERVAL_S = 1.0
+LOCK_TTL_MS = 3000
+LOCK_RETRIES = 100
+LOCK_RETRY_S = 0.01
+
+# Limits
+MAX_SHOWN_FLAGS = 200
+MAX_LOG_RECORDS = 2000
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def conv_key(conv: str, part: str) -> str:
+    return f"{{conv:{conv}}}:{part}"
+
+
+def day_of(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def score_key(agent: str, day: str) -> str:
+    return f"{G}score:{agent}:{day}"
+
+
+@dataclass
+class Drafts:
+    """One agent connection's drafts in one conversation (kept in that process)."""
+
+    last_id: int = -1
+    #: Flags shown in ``coach`` frames since the last sent message.
+    shown: list[Flag] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SentCheck:
+    """What the coach found in a message about to be sent."""
+
+    text: str  # with card numbers masked
+    masked: bool
+    flags: list[Flag]
+
+
+class CoachingError(Exception):
+    """The coach refuses a message; carries what the agent needs to fix it."""
+
+    def __init__(self, message: str, flags: list[Flag]) -> None:
+        super().__init__(message)
+        self.flags = flags
+
+
+_REFUSALS = {
+    "en": "This message asks for data that must never be shared in chat. "
+    "Use the suggestion, or resend with override to send it anyway.",
+    "sr": "Ova poruka traži podatke koji se nikada ne dele u četu. "
+    "Iskoristite predlog ili pošaljite ponovo uz potvrdu.",
+    "hr": "Ova poruka traži podatke koji se nikada ne dijele u chatu. "
+    "Iskoristite prijedlog ili pošaljite ponovno uz potvrdu.",
+    "sl": "To sporočilo zahteva podatke, ki se jih v klepetu nikoli ne deli. "
+    "Uporabite predlog ali pošljite znova s potrditvijo.",
+}
+
+
+class Coaching:
+    """Coaching for one server process; state that others need lives in Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        rules: RulesRuntime,
+        publish_to_agent: Publish,
+        *,
+        hold_after_s: float = 60.0,
+        cue_cooldown_s: float = 300.0,
+        upset_window_s: float = 300.0,
+        observe_draft: Callable[[float], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.rules = rules
+        self.publish_to_agent = publish_to_agent
+        self.hold_after_s = hold_after_s
+        self.cue_cooldown_s = cue_cooldown_s
+        self.upset_window_s = upset_window_s
+        self._task: asyncio.Task[None] | None = None
+        self.observe_draft = observe_draft
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._tick_loop(), name="coach-tick")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def coach(self) -> Coach | None:
+        return self.rules.coach
+
+    # ------------------------------------------------------------ drafts
+
+    def check_draft(self, drafts: Drafts, draft_id: int, text: str, lang: str) -> list[Flag] | None:
+        """Flags of a draft, or None when a newer draft was already answered."""
+        if draft_id <= drafts.last_id:
+            return None
+        drafts.last_id = draft_id
+        coach = self.coach
+        if coach is None:
+            return []
+        started = time.perf_counter()
+        flags = coach.check(text, lang, "agent")
+        if self.observe_draft is not None:
+            self.observe_draft(time.perf_counter() - started)
+        drafts.shown.extend(flags)
+        del drafts.shown[:-MAX_SHOWN_FLAGS]
+        return flags
+
+    # ------------------------------------------------------------ agent messages
+
+    def check_sent(self, text: str, lang: str, override: bool) -> SentCheck:
+        """Mask card numbers and check; refuse a sensitive data request unless overridden."""
+        masked_text, masked = mask_cards(text)
+        coach = self.coach
+        flags = coach.check(masked_text, lang, "agent") if coach is not None else []
+        sensitive = [f for f in flags if f.category == "sensitive_data_request"]
+        if sensitive and not override:
+            raise CoachingError(_REFUSALS.get(_lang(lang), _REFUSALS["en"]), sensitive)
+        return SentCheck(masked_text, masked, flags)
+
+    async def record_sent(
+        self,
+        conv: str,
+        state: dict[str, str],
+        agent: dict[str, str],
+        msg_id: str,
+        seq: str,
+        check: SentCheck,
+        drafts: Drafts | None,
+        override: bool,
+    ) -> tuple[str, list[dict[str, Any]], list[Nudge]]:
+        """Store the flags of a sent agent message; returns outcome, records and nudges."""
+        ts = _now_ms()
+        shown = drafts.shown if drafts is not None else []
+        sent_lower = check.text.lower()
+        applied = [
+            f
+            for f in shown
+            if any(s and s.lower() in sent_lower for s in f.suggestions)
+            and not any(g.rule == f.rule and g.text == f.text for g in check.flags)
+        ]
+        shown_rules = {f.rule for f in shown}
+        records: list[dict[str, Any]] = []
+        for f in _unique(applied):
+            records.append(_record(f, conv, msg_id, seq, ts, "applied", override=False))
+        for f in check.flags:
+            outcome = "ignored" if f.rule in shown_rules else "not_seen"
+            records.append(_record(f, conv, msg_id, seq, ts, outcome, override=override))
+        if drafts is not None:
+            drafts.shown.clear()
+            drafts.last_id = max(drafts.last_id, 0)
+        if records:
+            outcome = "applied" if applied and not check.flags else records[-1]["outcome"]
+        else:
+            outcome = "clean"
+        agent_id = agent.get("id", "")
+        day = day_of(ts)
+        pipe = self.redis.pipeline(transaction=False)
+        for rec in records:
+            pipe.hset(conv_key(conv, "flags"), rec["id"], json.dumps(rec, ensure_ascii=False))
+            if rec["outcome"] != "applied":
+                pipe.hincrby(RULE_FIRES, rec["rule"], 1)
+        if records:
+            pipe.zadd(FLAGGED, {conv: ts})
+        sk = score_key(agent_id, day)
+        pipe.hincrby(sk, "messages", 1)
+        for rec in records:
+            if rec["outcome"] != "applied":
+                pipe.hincrby(sk, "flags:" + rec["category"], 1)
+            pipe.hincrby(sk, "outcome:" + rec["outcome"], 1)
+        if override:
+            pipe.rpush(
+                conv_key(conv, "coachlog"),
+                json.dumps(
+                    {
+                        "kind": "override",
+                        "ts": ts,
+                        "seq": seq,
+                        "ref": msg_id,
+                        "agent": agent_id,
+                        "rules": [f.rule for f in check.flags],
+                    },
+                    ensure_ascii=False,
+                ),
+            )
+        first_response = state.get("first_response_ms")
+        if not first_response:
+            created = int(state.get("created", ts) or ts)
+            pipe.hsetnx(conv_key(conv, "state"), "first_response_ms", str(ts - created))
+            pipe.hincrby(sk, "first_response_ms", max(0, ts - created))
+            pipe.hincrby(sk, "first_responses", 1)
+        pipe.zrem(WAIT_KEY, conv)
+        await pipe.execute()
+
+        nudges: list[Nudge] = []
+        coach = self.coach
+        if coach is not None:
+            values = _slots(state, agent)
+            async with self._conversation(conv, state) as chat:
+                if chat is not None:
+                    nudges = chat.agent_message(check.text, ts / 1000, values)
+            await self._log(conv, [{"kind": "nudge", "ts": ts, **n.to_dict()} for n in nudges])
+        return outcome, records, nudges
+
+    # ------------------------------------------------------------ customer messages
+
+    async def customer_message(
+        self, conv: str, state: dict[str, str], seq: str, text: str
+    ) -> list[dict[str, Any]]:
+        """Cues of a customer message; ``script`` frames go to the assigned agent."""
+        ts = _now_ms()
+        await self.redis.zadd(WAIT_KEY, {conv: ts + int(self.hold_after_s * 1000)}, nx=True)
+        coach = self.coach
+        if coach is None:
+            return []
+        agent = await self._agent_of(state)
+        values = _slots(state, agent)
+        async with self._conversation(conv, state) as chat:
+            if chat is None:
+                return []
+            review = chat.customer_message(text, ts / 1000, values)
+        frames = []
+        log_records: list[dict[str, Any]] = []
+        for cue in review.cues:
+            log_records.append({"kind": "cue", "ts": ts, "seq": seq, **cue.model_dump()})
+        for s in review.scripts:
+            frame = {
+                "v": 1,
+                "type": "script",
+                "conversation": conv,
+                "category": s.category,
+                "cue": {"seq": seq, "start": s.start, "end": s.end, "text": s.text},
+                "message": s.message,
+                "scripts": s.suggestions,
+            }
+            frames.append(frame)
+            log_records.append(
+                {
+                    "kind": "script",
+                    "ts": ts,
+                    "seq": seq,
+                    "category": s.category,
+                    "scripts": s.suggestions,
+                }
+            )
+        await self._log(conv, log_records)
+        if agent["id"]:
+            for frame in frames:
+                await self.publish_to_agent(agent["id"], frame)
+        return frames
+
+    async def closed(self, conv: str, state: dict[str, str]) -> list[Nudge]:
+        ts = _now_ms()
+        await self.redis.zrem(WAIT_KEY, conv)
+        nudges: list[Nudge] = []
+        agent = await self._agent_of(state)
+        async with self._conversation(conv, state) as chat:
+            if chat is not None:
+                nudges = chat.close(ts / 1000, _slots(state, agent))
+        await self._log(conv, [{"kind": "nudge", "ts": ts, **n.to_dict()} for n in nudges])
+        created = int(state.get("created", ts) or ts)
+        if agent["id"]:
+            sk = score_key(agent["id"], day_of(ts))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrby(sk, "handling_ms", max(0, ts - created))
+            pipe.hincrby(sk, "handled", 1)
+            await pipe.execute()
+            for n in nudges:
+                await self.publish_to_agent(agent["id"], nudge_frame(conv, n))
+        return nudges
+
+    async def whisper(self, conv: str, agent_id: str, sender: dict[str, str], text: str) -> None:
+        ts = _now_ms()
+        frame = {
+            "v": 1,
+            "type": "whisper",
+            "conversation": conv,
+            "from": sender,
+            "text": text,
+            "ts": ts,
+        }
+        await self._log(conv, [{"kind": "whisper", "ts": ts, "from": sender, "text": text}])
+        await self.publish_to_agent(agent_id, frame)
+
+    # ------------------------------------------------------------ the clock
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await self.tick_once()
+            except RedisError:
+                log.warning("coach tick: redis unavailable")
+            except Exception:  # noqa: BLE001 - the ticker must survive anything
+                log.exception("coach tick failed")
+            await asyncio.sleep(TICK_INTERVAL_S)
+
+    async def tick_once(self, now_ms: int | None = None) -> list[tuple[str, Nudge]]:
+        now = now_ms if now_ms is not None else _now_ms()
+        due = cast(
+            list[str], await self.redis.zrangebyscore(WAIT_KEY, "-inf", now, start=0, num=100)
+        )
+        sent: list[tuple[str, Nudge]] = []
+        for conv in due:
+            state = cast(dict[str, str], await self.redis.hgetall(conv_key(conv, "state")))
+            if not state or state.get("status") == "closed":
+                await self.redis.zrem(WAIT_KEY, conv)
+                continue
+            agent = await self._agent_of(state)
+            async with self._conversation(conv, state) as chat:
+                if chat is None:
+                    continue
+                nudges = chat.tick(now / 1000, _slots(state, agent))
+            # Look again after the next full hold period.
+            await self.redis.zadd(WAIT_KEY, {conv: now + int(self.hold_after_s * 1000)}, xx=True)
+            if not nudges:
+                continue
+            await self._log(conv, [{"kind": "nudge", "ts": now, **n.to_dict()} for n in nudges])
+            for n in nudges:
+                sent.append((conv, n))
+                if agent["id"]:
+                    await self.publish_to_agent(agent["id"], nudge_frame(conv, n))
+        return sent
+
+    # ------------------------------------------------------------ state
+
+    async def _agent_of(self, state: dict[str, str]) -> dict[str, str]:
+        agent_id = state.get("agent") or ""
+        name = (
+            cast(str | None, await self.redis.hget(f"{G}agent:{agent_id}", "name"))
+            if agent_id
+            else None
+        )
+        return {"id": agent_id, "name": name or agent_id}
+
+    @contextlib.asynccontextmanager
+    async def _conversation(self, conv: str, state: dict[str, str]) -> Any:
+        """The conversation coach of ``conv``, locked across processes and saved after."""
+        coach = self.coach
+        if coach is None:
+            yield None
+            return
+        lock = conv_key(conv, "coach-lock")
+        token = secrets.token_hex(8)
+        for _ in range(LOCK_RETRIES):
+            if await self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+                break
+            await asyncio.sleep(LOCK_RETRY_S)
+        else:
+            log.warning("coach state of %s stayed locked; skipping", conv)
+            yield None
+            return
+        try:
+            raw = await self.redis.get(conv_key(conv, "coach"))
+            hold, upset, cooldown = self.hold_after_s, self.upset_window_s, self.cue_cooldown_s
+            try:
+                chat = (
+                    ConversationCoach.from_dict(
+                        coach,
+                        json.loads(raw),
+                        hold_after=hold,
+                        upset_window=upset,
+                        cue_cooldown=cooldown,
+                    )
+                    if raw
+                    else ConversationCoach(
+                        coach,
+                        state.get("lang", "en"),
+                        int(state.get("created", _now_ms())) / 1000,
+                        hold_after=hold,
+                        upset_window=upset,
+                        cue_cooldown=cooldown,
+                    )
+                )
+            except (ValueError, TypeError):
+                chat = ConversationCoach(
+                    coach,
+                    state.get("lang", "en"),
+                    _now_ms() / 1000,
+                    hold_after=hold,
+                    upset_window=upset,
+                    cue_cooldown=cooldown,
+                )
+            yield chat
+            await self.redis.set(conv_key(conv, "coach"), json.dumps(chat.to_dict()))
+        finally:
+            if await self.redis.get(lock) == token:
+                await self.redis.delete(lock)
+
+    async def _log(self, conv: str, records: Iterable[dict[str, Any]]) -> None:
+        encoded = [json.dumps(r, ensure_ascii=False) for r in records]
+        if not encoded:
+            return
+        key = conv_key(conv, "coachlog")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, *encoded)
+        pipe.ltrim(key, -MAX_LOG_RECORDS, -1)
+        await pipe.execute()
+
+
+def nudge_frame(conv: str, n: Nudge) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "v": 1,
+        "type": "nudge",
+        "conversation": conv,
+        "category": n.category,
+        "rule": n.rule,
+        "severity": n.severity,
+        "message": n.message,
+        "suggestions": n.suggestions,
+    }
+    if n.waited is not None:
+        frame["waited_s"] = int(n.waited)
+    return frame
+
+
+def coach_frame(conv: str, draft_id: int, flags: list[Flag]) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "type": "coach",
+        "conversation": conv,
+        "draft_id": draft_id,
+        "flags": [f.model_dump() for f in flags],
+    }
+
+
+def _record(
+    f: Flag, conv: str, msg_id: str, seq: str, ts: int, outcome: str, *, override: bool
+) -> dict[str, Any]:
+    return {
+        "id": "f_" + secrets.token_hex(6),
+        "conversation": conv,
+        "ref": msg_id,
+        "seq": seq,
+        "ts": ts,
+        **f.model_dump(),
+        "outcome": outcome,
+        "override": override,
+        "review": None,
+    }
+
+
+def _unique(flags: list[Flag]) -> list[Flag]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for f in flags:
+        if (f.rule, f.text) not in seen:
+            seen.add((f.rule, f.text))
+            out.append(f)
+    return out
+
+
+def _slots(state: dict[str, str], agent: dict[str, str]) -> dict[str, str | None]:
+    name = state.get("visitor_name") or ""
+    return {
+        "customer_name": name if name and name.lower() not in ("visitor", "posetilac") else None,
+        "agent_name": agent.get("name") or None,
+        "topic": state.get("topic") or None,
+    }
+
+
+def _lang(lang: str) -> str:
+    return lang.split("-", 1)[0].lower()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

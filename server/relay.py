@@ -1,0 +1,1119 @@
+"""The chat relay: one :class:`Session` per WebSocket, one :class:`Relay` per process.
+
+A session authenticates with ``hello``, joins its conversations (subscribe
+first, then read the stream, then release what arrived meanwhile, so nothing
+is missed or doubled) and turns client frames into Redis writes. Every event
+a client sees comes from the conversation's stream, live through pub/sub or
+replayed from the stream; ``Session.convs`` holds the last ``seq`` sent per
+conversation and drops anything not newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from server import protocol as p
+from server.accounts import get_account, list_accounts
+from server.coaching import (
+    Coaching,
+    CoachingError,
+    Drafts,
+    SentCheck,
+    coach_frame,
+    day_of,
+    nudge_frame,
+    score_key,
+)
+from server.config import Settings, Site
+from server.errors import CloseCode, ErrorCode, ProtocolError
+from server.hub import Hub
+from server.masking import mask_cards
+from server.metrics import Metrics
+from server.privacy import deleted_key
+from server.ratelimit import BucketsByKey, TokenBucket
+from server.routing import Names, Router
+from server.store import Store, live_channel, now_ms, user_channel
+from server.tokens import verify
+
+log = logging.getLogger("tactline.relay")
+
+# Timeouts
+QUEUE_DEBOUNCE_S = 0.05
+AGENT_SNAPSHOT_INTERVAL_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
+RESYNC_BACKOFF_S = 0.1
+RESYNC_ATTEMPTS = 6
+
+SEQ_PREFIX = '{"seq":"'
+
+
+def origin_allowed(site: Site, origin: str | None, host: str | None) -> bool:
+    """Is a browser page at ``origin`` allowed to use ``site``? No Origin (not a browser): yes.
+
+    Patterns: an exact origin, ``scheme://host:*`` for any port, ``self`` for the
+    server's own origin (the request's Host), ``*`` for any.
+    """
+    if not origin:
+        return True
+    origin = origin.rstrip("/").lower()
+    for pattern in site.origins:
+        pat = pattern.rstrip("/").lower()
+        if pat == "*" or pat == origin:
+            return True
+        if (
+            pat == "self"
+            and host
+            and origin in (f"http://{host.lower()}", f"https://{host.lower()}")
+        ):
+            return True
+        if pat.endswith(":*"):
+            base = pat[:-2]
+            if origin == base or (
+                origin.startswith(base + ":") and origin[len(base) + 1 :].isdigit()
+            ):
+                return True
+    return False
+
+
+def _strip_for_visitor(payload: str) -> str:
+    """Visitors see who is with them now, not the note meant for the next agent."""
+    event = json.loads(payload)
+    event.pop("note", None)
+    event.pop("from_agent", None)
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def _event_payload(event: dict[str, Any]) -> str:
+    body = dict(event)
+    seq = body.pop("seq")
+    return json.dumps({"seq": seq, **body}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _strip_event(event: dict[str, Any], role: str) -> dict[str, Any]:
+    if role == "visitor" and event.get("type") == "transferred":
+        event = {k: v for k, v in event.items() if k not in ("note", "from_agent")}
+    return event
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], rounds: int = 5) -> None:
+    """Cancel background tasks and wait for them; cancel again if one swallowed it."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    if pending:
+        log.warning("background tasks did not stop: %s", [t.get_name() for t in pending])
+
+
+class Relay:
+    """Process-wide state: Redis, pub/sub hub, routing, metrics and the open sessions."""
+
+    def __init__(self, settings: Settings, secret: str, redis: Redis, metrics: Metrics) -> None:
+        self.settings = settings
+        self.secret = secret
+        self.redis = redis
+        self.metrics = metrics
+        self.store = Store(redis)
+        self.names = Names(redis)
+        self.router = Router(self.store, self.names, settings.avg_handle_s)
+        self.hub = Hub(redis, self.queue_changed)
+        self.sites = dict(settings.sites)
+        self.ip_buckets = BucketsByKey(settings.rate_ip_per_s, settings.rate_ip_burst)
+        self.ip_connections: dict[str, int] = {}
+        self.sessions: set[Session] = set()
+        #: Live coaching (server/coaching.py); None runs the chat without it.
+        self.coaching: Coaching | None = None
+        self._queue_dirty = asyncio.Event()
+        self._sweep_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.hub.start()
+        self._tasks = [
+            asyncio.create_task(self._queue_loop(), name="queue-updates"),
+            asyncio.create_task(self._sweep_loop(), name="sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        for session in list(self.sessions):
+            await session.close(CloseCode.GOING_AWAY)
+        await cancel_and_wait(self._tasks)
+        await self.hub.stop()
+
+    def queue_changed(self) -> None:
+        self._queue_dirty.set()
+
+    def kick_sweep(self) -> None:
+        self._sweep_now.set()
+
+    async def _queue_loop(self) -> None:
+        while True:
+            await self._queue_dirty.wait()
+            await asyncio.sleep(QUEUE_DEBOUNCE_S)
+            self._queue_dirty.clear()
+            try:
+                snapshot, updates = await self.router.snapshot()
+            except RedisError as exc:
+                log.warning("queue snapshot failed: %s", exc)
+                await asyncio.sleep(0.5)
+                self._queue_dirty.set()
+                continue
+            self.metrics.queue_length = len(snapshot.queue)
+            encoded = p.encode(snapshot)
+            for session in list(self.sessions):
+                session.on_queue(encoded, updates)
+
+    async def _sweep_loop(self) -> None:
+        s = self.settings
+        last_presence = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(s.sweep_interval_s):
+                    await self._sweep_now.wait()
+            self._sweep_now.clear()
+            try:
+                now = time.monotonic()
+                if now - last_presence > s.presence_ttl_s / 3:
+                    last_presence = now
+                    members = [x.presence_member for x in self.sessions if x.presence_member]
+                    await self.store.set_presence(members, int(s.presence_ttl_s * 1000))
+                expired = await self.store.sweep(int(s.grace_period_s * 1000))
+                if expired:
+                    log.info("grace period over for %s", sorted({a for a, _ in expired}))
+                    await self.router.requeue(expired)
+                    await self.router.notify_queue_changed()
+                else:
+                    await self.router.route()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:
+                log.warning("sweep failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the sweeper must survive one bad round
+                log.exception("sweep failed")
+
+
+class Session:
+    """One WebSocket connection of a visitor, agent or supervisor."""
+
+    def __init__(self, relay: Relay, ws: WebSocket, endpoint: str, ip: str) -> None:
+        self.relay = relay
+        self.settings = relay.settings
+        self.ws = ws
+        self.endpoint = endpoint
+        self.frames = p.VISITOR_FRAMES if endpoint == "visitor" else p.AGENT_FRAMES
+        self.ip = ip
+        self.conn_id = secrets.token_hex(6)
+        self.out: asyncio.Queue[str | None] = asyncio.Queue(self.settings.outbound_queue)
+        self.bucket = TokenBucket(
+            self.settings.rate_conn_per_s, self.settings.rate_conn_burst, time.monotonic()
+        )
+        self.strikes = 0
+        self.role: str | None = None
+        self.uid = ""
+        self.name = ""
+        self.lang = "en"
+        self.site = ""
+        self.teams: list[str] = []
+        self.languages: list[str] = []
+        self.presence_member = ""
+        self.convs: dict[str, str | None] = {}  # joined conversation -> last seq sent
+        self.syncing: dict[str, list[str]] = {}
+        self.channels: set[str] = set()
+        self.open_conv: str | None = None  # visitors: their open conversation
+        self._last_queue: dict[str, tuple[int, int | None, int]] = {}
+        self._last_snapshot: str | None = None
+        self._last_snapshot_at = 0.0
+        self._pending_snapshot: str | None = None
+        self._snapshot_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self.drafts: dict[str, Drafts] = {}  # agents: conversation -> drafts coached
+        self.conv_langs: dict[str, str] = {}
+        self.watching: set[str] = set()  # supervisors: conversations watched
+        self._last_closed: str | None = None
+        self._counted = ""  # role counted in the connections gauge
+        self._run_task: asyncio.Task[Any] | None = None  # the task reading the socket
+        self._hung_up = False  # closed from another task: stop reading at once
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def party(self) -> p.Party:
+        return p.Party(role=self.role or "visitor", id=self.uid, name=self.name)
+
+    def send(self, frame: str | dict[str, Any] | p.ServerFrame) -> None:
+        if self._closing:
+            return
+        text = frame if isinstance(frame, str) else p.encode(frame)
+        try:
+            self.out.put_nowait(text)
+        except asyncio.QueueFull:
+            log.info("closing slow %s connection %s (outbound queue full)", self.role, self.conn_id)
+            self.spawn(self.close(CloseCode.TRY_AGAIN_LATER))
+
+    def send_error(self, err: ProtocolError) -> None:
+        self.relay.metrics.errors[err.code.value] += 1
+        self.send(p.error_frame(err))
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task failed", exc_info=task.exception())
+
+    async def close(self, code: int) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.relay.metrics.closes[code] += 1
+        with contextlib.suppress(asyncio.QueueFull):
+            self.out.put_nowait(None)
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(code), CLOSE_TIMEOUT_S)
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            # Closed from outside the read loop (a slow client, a failed resync): the client
+            # may never answer, and may not even read the close frame; end the session now.
+            self._hung_up = True
+            task.cancel()
+
+    async def _writer(self) -> None:
+        while True:
+            item = await self.out.get()
+            if item is None:
+                return
+            await self.ws.send_text(item)
+
+    async def run(self) -> None:
+        self.relay.sessions.add(self)
+        self._run_task = asyncio.current_task()
+        writer = asyncio.create_task(self._writer())
+        try:
+            await self._read_loop()
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        except asyncio.CancelledError:
+            if not self._hung_up or self._run_task is None or self._run_task.uncancel() > 0:
+                raise
+        finally:
+            self._closing = True
+            writer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            self.relay.sessions.discard(self)
+            if self._counted:
+                self.relay.metrics.connections[self._counted] -= 1
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        for channel in list(self.channels):
+            with contextlib.suppress(Exception):
+                await self.relay.hub.leave(channel, self)
+        if self.presence_member:
+            with contextlib.suppress(RedisError):
+                await self.relay.store.drop_presence(self.presence_member)
+            self.relay.kick_sweep()
+
+    async def _read_loop(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = s.idle_timeout_s if self.role else s.hello_timeout_s
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), timeout)
+            except TimeoutError:
+                await self.close(CloseCode.IDLE_TIMEOUT if self.role else CloseCode.HELLO_TIMEOUT)
+                return
+            if msg["type"] == "websocket.disconnect":
+                return
+            raw: str | bytes | None = msg.get("text")
+            if raw is None:
+                raw = msg.get("bytes") or b""
+            size = len(raw) if isinstance(raw, bytes) else len(raw)
+            if size * (4 if isinstance(raw, str) else 1) > s.max_frame_bytes and (
+                isinstance(raw, bytes) or len(raw.encode()) > s.max_frame_bytes
+            ):
+                await self.close(CloseCode.MESSAGE_TOO_BIG)
+                return
+            now = loop.time()
+            if not (self.bucket.take(now) and self.relay.ip_buckets.take(self.ip, now)):
+                self.strikes += 1
+                self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
+                if self.strikes > s.rate_strikes:
+                    await self.close(CloseCode.POLICY_VIOLATION)
+                    return
+                continue
+            self.relay.metrics.frames_in_total += 1
+            ref: str | None = None
+            try:
+                frame = p.parse_client_frame(raw, self.frames)
+                ref = frame.id
+                await self._dispatch(frame)
+            except ProtocolError as err:
+                if err.ref is None:
+                    err.ref = ref
+                self.send_error(err)
+                if err.code in (ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_EXPIRED):
+                    await self.close(CloseCode.UNAUTHORIZED)
+                    return
+            except (RedisError, OSError, TimeoutError):
+                log.exception("redis failed while handling a frame")
+                self.send_error(ProtocolError(ErrorCode.INTERNAL, "try again shortly", ref))
+            except Exception:  # noqa: BLE001 - log it; the client only learns it may retry
+                log.exception("failed to handle a %s frame", self.role or "new")
+                self.send_error(ProtocolError(ErrorCode.INTERNAL, "try again shortly", ref))
+            if self._closing:
+                return
+
+    async def _dispatch(self, frame: p.ClientFrame) -> None:
+        kind: str = frame.type  # type: ignore[attr-defined]
+        if kind == "hello":
+            if self.role:
+                raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "already said hello")
+            assert isinstance(frame, p.Hello)
+            await (
+                self._hello_visitor(frame)
+                if self.endpoint == "visitor"
+                else self._hello_agent(frame)
+            )
+            return
+        if not self.role:
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, "send hello first")
+        handler: Callable[[Any], Awaitable[None]] = getattr(self, "_on_" + kind)
+        await handler(frame)
+
+    # ------------------------------------------------------------ joining
+
+    async def _begin_join(self, conv: str, cursor: str | None) -> tuple[list[dict[str, Any]], bool]:
+        self.syncing[conv] = []
+        channel = live_channel(conv)
+        self.channels.add(channel)
+        await self.relay.hub.join(channel, self)
+        if cursor:
+            return await self.relay.store.events_after(conv, cursor, 0), False
+        return await self.relay.store.history(conv, self.settings.history_limit)
+
+    def _end_join(self, conv: str, events: list[dict[str, Any]], cursor: str | None) -> None:
+        buffered = self.syncing.pop(conv, [])
+        self.convs[conv] = events[-1]["seq"] if events else cursor
+        for payload in buffered:
+            self.on_live(conv, payload)
+
+    async def _join_live(self, conv: str) -> None:
+        """Join and deliver everything of ``conv`` as live events (nothing sent before)."""
+        if conv in self.convs:
+            return
+        events, _ = await self._begin_join(conv, None)
+        self._end_join(conv, [], None)
+        for event in events:
+            self.on_live(conv, _event_payload(event))
+
+    async def _leave(self, conv: str) -> None:
+        self.convs.pop(conv, None)
+        self.syncing.pop(conv, None)
+        channel = live_channel(conv)
+        self.channels.discard(channel)
+        await self.relay.hub.leave(channel, self)
+
+    async def _view(self, conv: str, st: dict[str, str], cursor: str | None) -> p.ConversationView:
+        events, truncated = await self._begin_join(conv, cursor)
+        agent = await self.relay.names.agent(st["agent"]) if st.get("agent") else None
+        return p.ConversationView(
+            conversation=conv,
+            status=st.get("status", "queued"),
+            lang=st.get("lang", "en"),
+            visitor=p.VisitorRef(
+                id=st.get("visitor", ""), name=st.get("visitor_name", ""), lang=st.get("lang", "en")
+            ),
+            agent=agent,
+            events=[_strip_event(e, self.role or "") for e in events],
+            history_truncated=truncated,
+        )
+
+    async def _welcome(
+        self, wanted: list[str], resume: dict[str, str], may_see: Callable[[dict[str, str]], bool]
+    ) -> None:
+        views: list[p.ConversationView] = []
+        for conv in dict.fromkeys(wanted):
+            st = await self.relay.store.state(conv)
+            if not st or not may_see(st):
+                continue
+            views.append(await self._view(conv, st, resume.get(conv)))
+        online = await self.relay.store.online_count()
+        self.send(
+            p.Welcome(
+                role=self.role,
+                user=p.AgentRef(id=self.uid, name=self.name),
+                agents_online=online,
+                conversations=views,
+            )
+        )
+        for view in views:
+            self._end_join(view.conversation, view.events, resume.get(view.conversation))
+        self._counted = self.role or "visitor"
+        self.relay.metrics.connections[self._counted] += 1
+        self.relay.queue_changed()
+
+    # ------------------------------------------------------------ hello
+
+    async def _hello_visitor(self, frame: p.Hello) -> None:
+        claims = verify(self.relay.secret, frame.token, "visitor", time.time())
+        site = self.relay.sites.get(str(claims.data.get("site")))
+        if site is None:
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
+        if not origin_allowed(site, self.ws.headers.get("origin"), self.ws.headers.get("host")):
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid for this origin")
+        if await self.relay.redis.exists(deleted_key(claims.sub)):
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
+        self.role = "visitor"
+        self.uid = claims.sub
+        self.name = str(claims.data.get("name") or "Visitor")
+        self.lang = str(claims.data.get("lang") or "en")
+        self.site = str(claims.data["site"])
+        self.open_conv = await self.relay.store.open_conversation_of(self.uid)
+        wanted = ([self.open_conv] if self.open_conv else []) + list(frame.resume)
+        await self._welcome(wanted, frame.resume, lambda st: st.get("visitor") == self.uid)
+
+    async def _hello_agent(self, frame: p.Hello) -> None:
+        claims = verify(self.relay.secret, frame.token, "session", time.time())
+        account = await get_account(self.relay.redis, claims.sub)
+        if account is None:
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
+        self.role = account.role
+        self.uid = account.name
+        self.name = account.display_name
+        self.teams = account.teams
+        self.languages = account.languages
+        channel = user_channel("agent", self.uid)
+        self.channels.add(channel)
+        await self.relay.hub.join(channel, self)
+        if self.role == "agent":
+            self.presence_member = f"{self.uid} {self.conn_id}"
+            await self.relay.store.set_presence(
+                [self.presence_member], int(self.settings.presence_ttl_s * 1000)
+            )
+            self.relay.kick_sweep()
+            mine = await self.relay.store.agent_conversations(self.uid)
+            wanted = mine + [c for c in frame.resume if c in set(mine)]
+            await self._welcome(wanted, frame.resume, lambda st: st.get("agent") == self.uid)
+        else:
+            await self._welcome(list(frame.resume), frame.resume, lambda st: True)
+
+    # ------------------------------------------------------------ delivery
+
+    def on_live(self, conv: str, payload: str) -> None:
+        buffer = self.syncing.get(conv)
+        if buffer is not None:
+            buffer.append(payload)
+            return
+        if conv not in self.convs:
+            return
+        if not payload.startswith(SEQ_PREFIX):  # ephemeral: typing
+            if f'"id":"{self.uid}"' in payload and f'"role":"{self.role}"' in payload:
+                return
+            self.send(payload)
+            return
+        seq = payload[len(SEQ_PREFIX) : payload.index('"', len(SEQ_PREFIX))]
+        last = self.convs[conv]
+        if last is not None and p.seq_key(seq) <= p.seq_key(last):
+            return
+        self.convs[conv] = seq
+        if self.role == "visitor" and '"type":"transferred"' in payload:
+            payload = _strip_for_visitor(payload)
+        self.send(payload)
+        at = payload.find('"ts":')
+        if at > 0:
+            end = at + 5
+            while end < len(payload) and payload[end].isdigit():
+                end += 1
+            with contextlib.suppress(ValueError):
+                self.relay.metrics.observe_latency(time.time() - int(payload[at + 5 : end]) / 1000)
+        if '"type":"closed"' in payload:
+            if self.open_conv == conv:
+                self.open_conv = None
+            self.spawn(self._leave(conv))
+
+    def on_notice(self, channel: str, payload: str) -> None:
+        data = json.loads(payload)
+        if data.get("kind") == "frame":
+            # Coaching for this agent (script, nudge, whisper), from any process.
+            frame = data.get("frame") or {}
+            conv = frame.get("conversation")
+            if conv in self.convs or conv in self.watching:
+                self.send(frame)
+            return
+        if data.get("kind") == "assignment":
+            self.spawn(self._assignment(data))
+        elif data.get("kind") == "revoked":
+            self.spawn(self._leave(str(data["conversation"])))
+
+    def on_resync(self) -> None:
+        for conv in list(self.convs):
+            if conv not in self.syncing:
+                # Hold live events back until the stream is read, as when joining: one
+                # delivered first would move the cursor past the events being caught up.
+                self.syncing[conv] = []
+                self.spawn(self._resync(conv))
+
+    async def _resync(self, conv: str) -> None:
+        for attempt in range(RESYNC_ATTEMPTS):
+            try:
+                events = await self.relay.store.events_after(conv, self.convs.get(conv) or "0-0", 0)
+            except RedisError as exc:
+                # Right after Redis comes back, pooled connections fail once each.
+                log.info("resync of %s failed (%s); retrying", conv, exc)
+                await asyncio.sleep(RESYNC_BACKOFF_S * 2**attempt)
+                continue
+            buffered = self.syncing.pop(conv, [])
+            for event in events:
+                self.on_live(conv, _event_payload(event))
+            for payload in buffered:
+                self.on_live(conv, payload)
+            return
+        # Live events were missed and cannot be read: the client reconnects and resumes.
+        self.syncing.pop(conv, None)
+        await self.close(CloseCode.INTERNAL_ERROR)
+
+    def on_queue(self, encoded_snapshot: str, updates: dict[str, p.QueueUpdate]) -> None:
+        if self.role == "visitor":
+            for conv in self.convs:
+                update = updates.get(conv)
+                if update is None:
+                    self._last_queue.pop(conv, None)
+                    continue
+                key = (update.position, update.estimated_wait_s, update.agents_online)
+                if self._last_queue.get(conv) != key:
+                    self._last_queue[conv] = key
+                    self.send(update)
+        elif self._counted and encoded_snapshot != self._last_snapshot:  # after welcome
+            # The snapshot lists every agent: at most one a second per agent,
+            # the newest, so its cost does not grow with agents × queue changes.
+            self._pending_snapshot = encoded_snapshot
+            if self._snapshot_timer is None:
+                loop = asyncio.get_running_loop()
+                delay = self._last_snapshot_at + AGENT_SNAPSHOT_INTERVAL_S - loop.time()
+                if delay <= 0:
+                    self._flush_snapshot()
+                else:
+                    self._snapshot_timer = loop.call_later(delay, self._flush_snapshot)
+
+    def _flush_snapshot(self) -> None:
+        self._snapshot_timer = None
+        pending, self._pending_snapshot = self._pending_snapshot, None
+        if pending is None or pending == self._last_snapshot or self._closing:
+            return
+        self._last_snapshot = pending
+        self._last_snapshot_at = asyncio.get_running_loop().time()
+        self.send(pending)
+
+    async def _assignment(self, data: dict[str, Any]) -> None:
+        conv = str(data["conversation"])
+        if conv in self.convs or conv in self.syncing:
+            await self._leave(conv)
+        st = await self.relay.store.state(conv)
+        events, _ = await self._begin_join(conv, None)
+        from_agent = (
+            await self.relay.names.agent(data["from_agent"]) if data.get("from_agent") else None
+        )
+        self.send(
+            p.Assignment(
+                conversation=conv,
+                reason=data.get("reason", "new"),
+                visitor=p.VisitorRef(
+                    id=st.get("visitor", ""),
+                    name=st.get("visitor_name", ""),
+                    lang=st.get("lang", "en"),
+                ),
+                note=data.get("note"),
+                from_agent=from_agent,
+                events=events,
+            )
+        )
+        self._end_join(conv, events, None)
+
+    # ------------------------------------------------------------ frames
+
+    def _conv_for(self, frame: Any, ref: str | None) -> str:
+        conv: str | None = frame.conversation
+        if self.role == "visitor":
+            if conv is None:
+                if self.open_conv is None:
+                    raise ProtocolError(ErrorCode.NO_CONVERSATION, "no open conversation", ref)
+                return self.open_conv
+            if conv != self.open_conv and conv not in self.convs:
+                raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", ref)
+            return conv
+        if conv is None:
+            raise ProtocolError(ErrorCode.INVALID_FRAME, "conversation: field required", ref)
+        return conv
+
+    def _actor(self) -> str:
+        if self.role == "visitor":
+            return f"v:{self.uid}"
+        if self.role == "agent":
+            return f"a:{self.uid}"
+        return "open"
+
+    @staticmethod
+    def _raise_for(outcome: str, conv: str, ref: str | None) -> None:
+        if outcome == "closed":
+            raise ProtocolError(ErrorCode.CONVERSATION_CLOSED, f"{conv} is closed", ref)
+        if outcome in ("forbidden", "missing"):
+            raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", ref)
+
+    async def _store(
+        self,
+        conv: str,
+        event: p.Event,
+        *,
+        dedup: str = "",
+        state: list[tuple[str, str]] | None = None,
+        actor: str | None = None,
+    ) -> tuple[str, str | None]:
+        body = p.dump(event)
+        body.pop("seq")
+        if body.get("contact", 1) is None:
+            body.pop("contact")
+        return await self.relay.store.append(
+            conv, body, actor=actor or self._actor(), dedup=dedup, state=state or []
+        )
+
+    async def _on_message(self, frame: p.Message, contact: dict[str, str] | None = None) -> None:
+        if len(frame.text) > self.settings.max_text_chars:
+            raise ProtocolError(
+                ErrorCode.TEXT_TOO_LONG,
+                f"text is over {self.settings.max_text_chars} characters",
+                frame.id,
+            )
+        created = False
+        if self.role == "visitor":
+            if frame.conversation is not None and frame.conversation != self.open_conv:
+                st = await self.relay.store.state(frame.conversation)
+                if st.get("visitor") != self.uid:
+                    raise ProtocolError(
+                        ErrorCode.NOT_IN_CONVERSATION,
+                        f"you are not in {frame.conversation}",
+                        frame.id,
+                    )
+                conv = frame.conversation
+            else:
+                if self.open_conv is None:
+                    await self._open_conversation()
+                    created = True
+                assert self.open_conv is not None
+                conv = self.open_conv
+        else:
+            conv = self._conv_for(frame, frame.id)
+            if self.role == "supervisor":
+                await self._join_live(conv)
+        coaching = self.relay.coaching
+        text = frame.text
+        sent_check: SentCheck | None = None
+        if coaching is not None:
+            if self.role == "visitor":
+                text, _ = mask_cards(text)
+            else:
+                try:
+                    sent_check = coaching.check_sent(
+                        text, await self._conv_lang(conv), frame.override
+                    )
+                except CoachingError as refusal:
+                    raise ProtocolError(
+                        ErrorCode.SENSITIVE_DATA,
+                        str(refusal),
+                        frame.id,
+                        extra={
+                            "conversation": conv,
+                            "flags": [f.model_dump() for f in refusal.flags],
+                            "suggestions": [s for f in refusal.flags for s in f.suggestions],
+                        },
+                    ) from None
+                text = sent_check.text
+        event = p.MessageEvent(
+            conversation=conv,
+            ts=now_ms(),
+            id=frame.id,
+            from_=self.party,
+            text=text,
+            contact=contact,
+        )
+        state = [("preview", frame.text[:80])] if self.role == "visitor" else []
+        outcome, seq = await self._store(
+            conv, event, dedup=f"{self.role}:{self.uid}:{frame.id}", state=state
+        )
+        if outcome == "closed" and self.role == "visitor" and frame.conversation is None:
+            self.open_conv = None  # closed meanwhile: this message starts a new conversation
+            await self._open_conversation()
+            created = True
+            conv = self.open_conv  # type: ignore[assignment]
+            event = event.model_copy(update={"conversation": conv})
+            outcome, seq = await self._store(
+                conv, event, dedup=f"{self.role}:{self.uid}:{frame.id}", state=state
+            )
+        self._raise_for(outcome, conv, frame.id)
+        assert seq is not None
+        if outcome == "ok":
+            self.relay.metrics.messages_total += 1
+        self.send(p.Ack(ref=frame.id, conversation=conv, seq=seq, duplicate=outcome == "dup"))
+        if coaching is not None and outcome == "ok":
+            # After the ack: coaching never delays a message.
+            if sent_check is not None:
+                self.spawn(self._coach_sent(conv, frame, seq, sent_check))
+            elif self.role == "visitor":
+                self.spawn(self._coach_customer(conv, seq, text))
+        if created:
+            await self.relay.store.enqueue([(conv, self.lang, "")], front=False)
+            if contact is not None:
+                await self.relay.redis.hset("{tl}:qleft", conv, "1")
+            await self.relay.router.route()
+
+    async def _conv_lang(self, conv: str) -> str:
+        """A conversation's language, read once per connection."""
+        lang = self.conv_langs.get(conv)
+        if lang is None:
+            lang = (await self.relay.store.state(conv)).get("lang") or self.lang
+            self.conv_langs[conv] = lang
+        return lang
+
+    async def _coach_customer(self, conv: str, seq: str, text: str) -> None:
+        coaching = self.relay.coaching
+        assert coaching is not None
+        await coaching.customer_message(conv, await self.relay.store.state(conv), seq, text)
+
+    async def _coach_sent(self, conv: str, frame: p.Message, seq: str, check: SentCheck) -> None:
+        coaching = self.relay.coaching
+        assert coaching is not None
+        outcome, _, nudges = await coaching.record_sent(
+            conv,
+            await self.relay.store.state(conv),
+            {"id": self.uid, "name": self.name},
+            frame.id,
+            seq,
+            check,
+            self.drafts.get(conv),
+            frame.override,
+        )
+        self.send(
+            {
+                "v": 1,
+                "type": "coach_checked",
+                "conversation": conv,
+                "ref": frame.id,
+                "flags": [f.model_dump() for f in check.flags],
+                "outcome": outcome,
+            }
+        )
+        for nudge in nudges:
+            self.send(nudge_frame(conv, nudge))
+
+    async def _on_draft(self, frame: p.Draft) -> None:
+        self._require_role(("agent", "supervisor"), frame.id)
+        conv = frame.conversation
+        if conv not in self.convs:
+            raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", frame.id)
+        coaching = self.relay.coaching
+        if coaching is None:
+            self.send(coach_frame(conv, frame.draft_id, []))
+            return
+        lang = await self._conv_lang(conv)
+        drafts = self.drafts.setdefault(conv, Drafts())
+        flags = coaching.check_draft(drafts, frame.draft_id, frame.text, lang)
+        if flags is not None:
+            self.send(coach_frame(conv, frame.draft_id, flags))
+
+    def _require_role(self, roles: tuple[str, ...], ref: str | None) -> None:
+        if self.role not in roles:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"only {' and '.join(roles)}s do this", ref)
+
+    async def _on_whisper(self, frame: p.Whisper) -> None:
+        self._require_role(("supervisor",), frame.id)
+        st = await self.relay.store.state(frame.conversation)
+        if not st:
+            raise ProtocolError(ErrorCode.NO_CONVERSATION, "no such conversation", frame.id)
+        agent = st.get("agent") or ""
+        if not agent or st.get("status") == "closed":
+            raise ProtocolError(ErrorCode.AGENT_UNAVAILABLE, "no agent is in this chat", frame.id)
+        sender = {"id": self.uid, "name": self.name}
+        if self.relay.coaching is not None:
+            await self.relay.coaching.whisper(frame.conversation, agent, sender, frame.text)
+        else:
+            whisper = {
+                "v": 1,
+                "type": "whisper",
+                "conversation": frame.conversation,
+                "from": sender,
+                "text": frame.text,
+                "ts": now_ms(),
+            }
+            await self.relay.redis.publish(
+                user_channel("agent", agent), json.dumps({"kind": "frame", "frame": whisper})
+            )
+        self.send(p.Pong(ref=frame.id))
+
+    async def _on_watch(self, frame: p.Watch) -> None:
+        self._require_role(("supervisor",), frame.id)
+        conv = frame.conversation
+        st = await self.relay.store.state(conv)
+        if not st:
+            raise ProtocolError(ErrorCode.NO_CONVERSATION, "no such conversation", frame.id)
+        self.watching.add(conv)
+        if conv in self.convs or conv in self.syncing:
+            return
+        events, truncated = await self._begin_join(conv, frame.resume)
+        self.send(
+            {
+                "v": 1,
+                "type": "watching",
+                "conversation": conv,
+                "events": events,
+                "agent": st.get("agent") or None,
+                "status": st.get("status"),
+                "lang": st.get("lang"),
+                "history_truncated": truncated,
+            }
+        )
+        self._end_join(conv, events, frame.resume)
+
+    async def _on_unwatch(self, frame: p.Unwatch) -> None:
+        self._require_role(("supervisor",), frame.id)
+        self.watching.discard(frame.conversation)
+        if frame.conversation in self.convs:
+            await self._leave(frame.conversation)
+
+    async def _on_take_over(self, frame: p.TakeOver) -> None:
+        self._require_role(("supervisor",), frame.id)
+        conv = frame.conversation
+        st = await self.relay.store.state(conv)
+        if not st:
+            raise ProtocolError(ErrorCode.NO_CONVERSATION, "no such conversation", frame.id)
+        if st.get("status") == "closed":
+            raise ProtocolError(ErrorCode.CONVERSATION_CLOSED, f"{conv} is closed", frame.id)
+        previous = await self.relay.store.release(conv) or st.get("agent") or ""
+        from_ref = await self.relay.names.agent(previous) if previous else None
+        me = p.AgentRef(id=self.uid, name=self.name)
+        await self._store_handover(conv, from_ref, me, frame.note)
+        if previous and previous != self.uid:
+            await self.relay.redis.publish(
+                user_channel("agent", previous),
+                json.dumps({"kind": "revoked", "conversation": conv}),
+            )
+        self.watching.add(conv)
+        if conv not in self.convs and conv not in self.syncing:
+            await self._join_live(conv)
+        await self.relay.router.notify_queue_changed()
+
+    async def _store_handover(
+        self, conv: str, from_ref: p.AgentRef | None, to_ref: p.AgentRef, note: str
+    ) -> None:
+        """The ``transferred`` event, with the conversation now assigned to ``to_ref``."""
+        event = p.TransferredEvent(
+            conversation=conv, ts=now_ms(), from_agent=from_ref, agent=to_ref, note=note or None
+        )
+        state = [("status", "assigned"), ("agent", to_ref.id), ("assigned_at", str(now_ms()))]
+        await self._store(conv, event, actor="open", state=state)
+
+    async def _on_csat(self, frame: p.Csat) -> None:
+        conv = frame.conversation or self._last_closed
+        if not conv:
+            raise ProtocolError(ErrorCode.NO_CONVERSATION, "no conversation to rate", frame.id)
+        st = await self.relay.store.state(conv)
+        if st.get("visitor") != self.uid:
+            raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", frame.id)
+        state_key = f"{{conv:{conv}}}:state"
+        if not await self.relay.redis.hsetnx(state_key, "csat", str(frame.score)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this chat is already rated", frame.id)
+        pipe = self.relay.redis.pipeline(transaction=False)
+        if frame.comment:
+            pipe.hset(state_key, "csat_comment", frame.comment)
+        agent = st.get("agent") or ""
+        if agent:
+            key = score_key(agent, day_of(now_ms()))
+            pipe.hincrby(key, "csat_sum", frame.score)
+            pipe.hincrby(key, "csat_count", 1)
+        await pipe.execute()
+        self.send(p.Pong(ref=frame.id))
+
+    async def _open_conversation(self) -> None:
+        conv, _ = await self.relay.store.create_conversation(
+            site=self.site, visitor=self.uid, visitor_name=self.name, lang=self.lang
+        )
+        self.open_conv = conv
+        await self._join_live(conv)
+
+    async def _on_leave_message(self, frame: p.LeaveMessage) -> None:
+        if await self.relay.store.online_count() > 0:
+            raise ProtocolError(
+                ErrorCode.AGENTS_ONLINE, "agents are online: send a message", frame.id
+            )
+        self.name = frame.name
+        msg = p.Message(type="message", id=frame.id, text=frame.text)
+        await self._on_message(msg, contact={"name": frame.name, "email": frame.email})
+
+    async def _on_typing(self, frame: p.Typing) -> None:
+        conv = self._conv_for(frame, frame.id)
+        if conv not in self.convs:
+            raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", frame.id)
+        out = p.TypingOut(conversation=conv, from_=self.party, active=frame.active)
+        await self.relay.redis.publish(live_channel(conv), p.encode(out))
+
+    async def _on_read(self, frame: p.Read) -> None:
+        conv = self._conv_for(frame, frame.id)
+        event = p.ReadEvent(conversation=conv, ts=now_ms(), by=self.party, up_to=frame.seq)
+        outcome, _ = await self._store(conv, event)
+        self._raise_for(outcome, conv, frame.id)
+
+    async def _on_ping(self, frame: p.Ping) -> None:
+        self.send(p.Pong(ref=frame.id))
+
+    async def _on_close(self, frame: p.Close) -> None:
+        conv = self._conv_for(frame, frame.id)
+        st = await self.relay.store.state(conv)
+        event = p.ClosedEvent(conversation=conv, ts=now_ms(), by=self.party)
+        outcome, _ = await self._store(
+            conv, event, state=[("status", "closed"), ("closed_at", str(now_ms()))]
+        )
+        self._raise_for(outcome, conv, frame.id)
+        await self.relay.store.release(conv)
+        await self.relay.store.clear_open(st.get("visitor", ""), conv)
+        if self.role == "visitor":
+            self._last_closed = conv
+        if self.relay.coaching is not None:
+            self.spawn(self.relay.coaching.closed(conv, st))
+        if st.get("assigned_at"):
+            handled = (now_ms() - int(st["assigned_at"])) / 1000
+            await self.relay.store.record_handle_time(handled, self.settings.avg_handle_s)
+        await self.relay.router.route()
+        await self.relay.router.notify_queue_changed()
+
+    async def _agent_only(self, ref: str | None) -> None:
+        if self.role != "agent":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only agents do this", ref)
+
+    async def _on_status(self, frame: p.Status) -> None:
+        await self._agent_only(frame.id)
+        current = await self.relay.store.agent(self.uid)
+        capacity = frame.capacity or int(current.get("capacity") or self.settings.default_capacity)
+        languages = list(frame.languages or self.languages)
+        self.languages = languages
+        requeue = await self.relay.store.set_agent_status(
+            self.uid, self.name, frame.status, capacity, languages, self.teams
+        )
+        # A status change is answered with a snapshot at once.
+        self._last_snapshot = None
+        self._last_snapshot_at = 0.0
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
+            self._snapshot_timer = None
+        if requeue:
+            await self.relay.router.requeue([(self.uid, c) for c in requeue])
+        else:
+            await self.relay.router.route()
+        await self.relay.router.notify_queue_changed()
+
+    async def _on_accept(self, frame: p.Accept) -> None:
+        await self._agent_only(frame.id)
+        outcome, conv = await self.relay.store.accept(self.uid, frame.conversation or "")
+        if outcome != "ok" or conv is None:
+            code = {
+                "no_capacity": ErrorCode.NO_CAPACITY,
+                "not_queued": ErrorCode.NOT_QUEUED,
+                "queue_empty": ErrorCode.QUEUE_EMPTY,
+            }.get(outcome, ErrorCode.NOT_QUEUED)
+            raise ProtocolError(code, f"cannot accept: {outcome.replace('_', ' ')}", frame.id)
+        await self.relay.router.announce([(conv, self.uid)], reason="accepted")
+
+    async def _on_transfer(self, frame: p.Transfer) -> None:
+        if self.role not in ("agent", "supervisor"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only agents transfer", frame.id)
+        conv = frame.conversation
+        st = await self.relay.store.state(conv)
+        if not st or (self.role == "agent" and st.get("agent") != self.uid):
+            raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", frame.id)
+        if st.get("status") == "closed":
+            raise ProtocolError(ErrorCode.CONVERSATION_CLOSED, f"{conv} is closed", frame.id)
+        router = self.relay.router
+        me = self.uid if self.role == "agent" else ""
+        previous = st.get("agent") or ""
+        from_ref = await self.relay.names.agent(previous) if previous else None
+        if frame.to_agent is not None:
+            target = await get_account(self.relay.redis, frame.to_agent)
+            if target is None or target.role != "agent":
+                raise ProtocolError(ErrorCode.AGENT_UNAVAILABLE, "no such agent", frame.id)
+            outcome, prev = await self.relay.store.transfer_to_agent(conv, me, target.name)
+            if outcome != "ok":
+                code = (
+                    ErrorCode.AGENT_UNAVAILABLE
+                    if outcome == "agent_unavailable"
+                    else ErrorCode.NOT_IN_CONVERSATION
+                )
+                raise ProtocolError(code, f"cannot transfer: {outcome.replace('_', ' ')}", frame.id)
+            to_ref = await self.relay.names.agent(target.name)
+            await self._store_handover(conv, from_ref, to_ref, frame.note)
+            await self.relay.redis.publish(
+                user_channel("agent", target.name),
+                json.dumps(
+                    {
+                        "kind": "assignment",
+                        "conversation": conv,
+                        "reason": "transfer",
+                        "note": frame.note or None,
+                        "from_agent": previous or None,
+                    }
+                ),
+            )
+            if prev:
+                await router.revoke(prev, conv)
+        else:
+            team = frame.to_team or ""
+            if not any(
+                team in acc.teams
+                for acc in await list_accounts(self.relay.redis)
+                if acc.role == "agent"
+            ):
+                raise ProtocolError(
+                    ErrorCode.AGENT_UNAVAILABLE, f"no agent in team {team}", frame.id
+                )
+            event = p.TransferredEvent(
+                conversation=conv,
+                ts=now_ms(),
+                from_agent=from_ref,
+                agent=None,
+                team=team,
+                note=frame.note or None,
+            )
+            await self._store(
+                conv,
+                event,
+                actor="open",
+                state=[
+                    ("status", "queued"),
+                    ("agent", ""),
+                    ("next_reason", "transfer"),
+                    ("handoff_note", frame.note),
+                    ("handoff_from", previous),
+                ],
+            )
+            await self.relay.store.enqueue([(conv, st.get("lang", "en"), team)], front=True)
+            if previous:
+                await router.revoke(previous, conv)
+            await router.route()
+        await router.notify_queue_changed()

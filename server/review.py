@@ -1,0 +1,608 @@
+"""Supervisor review: flagged conversations, transcripts, scorecards, exports,
+false alarms and the rule-quality report (docs/coaching.md).
+
+Every endpoint needs a supervisor session; agents get 403.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from server.api import _caller, _json, _relay
+from server.coaching import FLAGGED, RULE_FALSE, RULE_FIRES, conv_key, score_key
+from server.errors import ApiError
+from server.store import G, decode_event
+
+# Limits
+MAX_PAGE = 100
+MAX_SCAN = 5000
+MAX_DAYS = 366
+MAX_EXPORT = 1000
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
+
+
+class FlagReview(BaseModel):
+    status: str = Field(pattern=r"^(false_alarm|reviewed)$")
+    note: str = Field(default="", max_length=2000)
+
+
+async def _supervisor(request: Request) -> str:
+    uid, role = await _caller(request)
+    if role != "supervisor":
+        raise ApiError(403, "forbidden", "supervisors only")
+    return uid
+
+
+def _date_ms(value: str | None, name: str, default: int) -> int:
+    if not value:
+        return default
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: a date like 2026-11-23") from None
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _bool(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ApiError(400, "invalid_request", f"{name}: true or false")
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: an integer") from None
+    if not low <= n <= high:
+        raise ApiError(400, "invalid_request", f"{name}: between {low} and {high}")
+    return n
+
+
+async def _flags(request: Request, conv: str) -> list[dict[str, Any]]:
+    raw = await _relay(request).redis.hvals(conv_key(conv, "flags"))
+    flags = [json.loads(r) for r in raw]
+    flags.sort(key=lambda f: (f.get("seq", ""), f.get("start", 0)))
+    return flags
+
+
+def _summary(st: dict[str, str], flags: list[dict[str, Any]]) -> dict[str, Any]:
+    fired = [f for f in flags if f.get("outcome") != "applied"]
+    worst = max((f["severity"] for f in fired), key=lambda s: SEVERITY_RANK[s], default=None)
+    return {
+        "conversation": st.get("id"),
+        "agent": st.get("agent") or None,
+        "visitor": {"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+        "lang": st.get("lang", ""),
+        "site": st.get("site", ""),
+        "status": st.get("status", ""),
+        "started_at": int(st.get("created") or 0),
+        "closed_at": int(st["closed_at"]) if st.get("closed_at") else None,
+        "csat": int(st["csat"]) if st.get("csat") else None,
+        "flags": {
+            "count": len(fired),
+            "worst": worst,
+            "categories": sorted({f["category"] for f in fired}),
+            "ignored": sum(1 for f in fired if f.get("outcome") == "ignored"),
+            "applied": sum(1 for f in flags if f.get("outcome") == "applied"),
+        },
+    }
+
+
+async def _filtered(request: Request) -> list[dict[str, Any]]:
+    """Conversations matching the query filters, most severe and most flagged first."""
+    relay = _relay(request)
+    q = request.query_params
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    start = _date_ms(q.get("from"), "from", 0)
+    end = _date_ms(q.get("to"), "to", now) + (86_400_000 if q.get("to") else 1)
+    has_flags = _bool(q.get("has_flags"), "has_flags")
+    ignored = _bool(q.get("flag_ignored"), "flag_ignored")
+    csat = _int(q.get("csat"), "csat", 0, 0, 5) or None
+    severity = q.get("severity")
+    if severity and severity not in SEVERITY_RANK:
+        raise ApiError(400, "invalid_request", "severity: info, warning or alert")
+    index = FLAGGED if has_flags or ignored or q.get("category") or severity else f"{G}convs"
+    # Flagged conversations are scored by their last flag, others by their start;
+    # either way the start is checked below.
+    low, high = (start, f"({end}") if index != FLAGGED else (start, "+inf")
+    ids = cast(
+        list[str],
+        await relay.redis.zrevrangebyscore(index, high, low, start=0, num=MAX_SCAN),
+    )
+    pipe = relay.redis.pipeline(transaction=False)
+    for conv in ids:
+        pipe.hgetall(conv_key(conv, "state"))
+        pipe.hvals(conv_key(conv, "flags"))
+    results = await pipe.execute()
+    out = []
+    for i, conv in enumerate(ids):
+        st, raw_flags = results[2 * i], results[2 * i + 1]
+        if not st:
+            continue
+        st.setdefault("id", conv)
+        created = int(st.get("created") or 0)
+        if not start <= created < end:
+            continue
+        flags = [json.loads(r) for r in raw_flags]
+        summary = _summary(st, flags)
+        if q.get("agent") and summary["agent"] != q["agent"]:
+            continue
+        if q.get("lang") and summary["lang"] != q["lang"]:
+            continue
+        if q.get("site") and summary["site"] != q["site"]:
+            continue
+        if csat is not None and summary["csat"] != csat:
+            continue
+        if q.get("category") and q["category"] not in summary["flags"]["categories"]:
+            continue
+        if severity and (
+            summary["flags"]["worst"] is None
+            or SEVERITY_RANK[summary["flags"]["worst"]] < SEVERITY_RANK[severity]
+        ):
+            continue
+        if has_flags is not None and (summary["flags"]["count"] > 0) != has_flags:
+            continue
+        if ignored is not None and (summary["flags"]["ignored"] > 0) != ignored:
+            continue
+        out.append(summary)
+    out.sort(
+        key=lambda s: (
+            -SEVERITY_RANK.get(s["flags"]["worst"] or "", -1),
+            -s["flags"]["count"],
+            -s["started_at"],
+        )
+    )
+    return out
+
+
+async def list_flagged(request: Request) -> JSONResponse:
+    await _supervisor(request)
+    q = request.query_params
+    page = _int(q.get("page"), "page", 1, 1, 10_000)
+    per_page = _int(q.get("per_page"), "per_page", 20, 1, MAX_PAGE)
+    items = await _filtered(request)
+    chunk = items[(page - 1) * per_page : page * per_page]
+    return JSONResponse({"items": chunk, "page": page, "per_page": per_page, "total": len(items)})
+
+
+async def _transcript(request: Request, conv: str) -> dict[str, Any]:
+    relay = _relay(request)
+    st = cast(dict[str, str], await relay.redis.hgetall(conv_key(conv, "state")))
+    if not st:
+        raise ApiError(404, "not_found", f"no conversation {conv}")
+    st.setdefault("id", conv)
+    entries = cast(
+        list[tuple[str, dict[str, str]]], await relay.redis.xrange(conv_key(conv, "events"))
+    )
+    events = [decode_event(seq, fields["e"]) for seq, fields in entries]
+    flags = await _flags(request, conv)
+    log = [json.loads(r) for r in await relay.redis.lrange(conv_key(conv, "coachlog"), 0, -1)]
+    timeline = [
+        {"ts": e.get("ts"), "type": e.get("type"), "seq": e.get("seq")}
+        for e in events
+        if e.get("type") in ("assigned", "transferred", "closed")
+    ]
+    timeline += [
+        {"ts": r.get("ts"), "type": r.get("category") or r.get("kind"), "waited": r.get("waited")}
+        for r in log
+        if r.get("kind") == "nudge"
+    ]
+    timeline.sort(key=lambda t: t.get("ts") or 0)
+    return {
+        **_summary(st, flags),
+        "events": events,
+        "flags": flags,
+        "cues": [r for r in log if r.get("kind") == "cue"],
+        "scripts": [r for r in log if r.get("kind") == "script"],
+        "nudges": [r for r in log if r.get("kind") == "nudge"],
+        "whispers": [r for r in log if r.get("kind") == "whisper"],
+        "overrides": [r for r in log if r.get("kind") == "override"],
+        "timeline": timeline,
+        "csat_comment": st.get("csat_comment") or None,
+    }
+
+
+async def get_transcript(request: Request) -> JSONResponse:
+    await _supervisor(request)
+    return JSONResponse(await _transcript(request, request.path_params["conv"]))
+
+
+def _as_text(t: dict[str, Any]) -> str:
+    lines = [f"Conversation {t['conversation']} ({t['lang']}, agent {t['agent'] or '-'})"]
+    flags_by_seq: dict[str, list[dict[str, Any]]] = {}
+    for f in t["flags"]:
+        flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
+    for e in t["events"]:
+        when = datetime.fromtimestamp((e.get("ts") or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if e.get("type") == "message":
+            who = e.get("from", {})
+            lines.append(f"[{when}] {who.get('name') or who.get('role')}: {e.get('text', '')}")
+            for f in flags_by_seq.get(e.get("seq", ""), []):
+                lines.append(
+                    f"    ! {f['severity']} {f['category']} {f['text']!r} ({f['outcome']})"
+                    + (f" -> {f['suggestions'][0]!r}" if f.get("suggestions") else "")
+                )
+        else:
+            lines.append(f"[{when}] -- {e.get('type')}")
+    return "\n".join(lines) + "\n"
+
+
+_CSV_FIELDS = [
+    "conversation",
+    "seq",
+    "ts",
+    "from",
+    "text",
+    "flag_rule",
+    "flag_category",
+    "flag_severity",
+    "flag_text",
+    "flag_outcome",
+    "flag_review",
+]
+
+
+def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    flags_by_seq: dict[str, list[dict[str, Any]]] = {}
+    for f in t["flags"]:
+        flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
+    for e in t["events"]:
+        if e.get("type") != "message":
+            continue
+        base = {
+            "conversation": t["conversation"],
+            "seq": e.get("seq"),
+            "ts": e.get("ts"),
+            "from": (e.get("from") or {}).get("role"),
+            "text": e.get("text", ""),
+        }
+        flags = flags_by_seq.get(e.get("seq", ""), [])
+        if not flags:
+            rows.append(base)
+        for f in flags:
+            rows.append(
+                {
+                    **base,
+                    "flag_rule": f["rule"],
+                    "flag_category": f["category"],
+                    "flag_severity": f["severity"],
+                    "flag_text": f["text"],
+                    "flag_outcome": f["outcome"],
+                    "flag_review": (f.get("review") or {}).get("status", ""),
+                }
+            )
+    return rows
+
+
+def _export(transcripts: list[dict[str, Any]], fmt: str, name: str) -> Response:
+    if fmt == "json":
+        body = json.dumps(
+            transcripts if len(transcripts) != 1 else transcripts[0], ensure_ascii=False, indent=1
+        )
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"content-disposition": f'attachment; filename="{name}.json"'},
+        )
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for t in transcripts:
+            writer.writerows(_csv_rows(t))
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if fmt == "txt":
+        return PlainTextResponse(
+            "\n".join(_as_text(t) for t in transcripts),
+            headers={"content-disposition": f'attachment; filename="{name}.txt"'},
+        )
+    raise ApiError(400, "invalid_request", "format: json, csv or txt")
+
+
+async def export_one(request: Request) -> Response:
+    await _supervisor(request)
+    conv = request.path_params["conv"]
+    return _export(
+        [await _transcript(request, conv)], request.query_params.get("format", "json"), conv
+    )
+
+
+async def export_many(request: Request) -> Response:
+    await _supervisor(request)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv", "txt"):
+        raise ApiError(400, "invalid_request", "format: json, csv or txt")
+    items = (await _filtered(request))[:MAX_EXPORT]
+    transcripts = [await _transcript(request, s["conversation"]) for s in items]
+    return _export(transcripts, fmt, "transcripts")
+
+
+async def review_flag(request: Request) -> JSONResponse:
+    uid = await _supervisor(request)
+    relay = _relay(request)
+    flag_id = request.path_params["flag"]
+    body: FlagReview = await _json(request, FlagReview)
+    conv = request.query_params.get("conversation") or ""
+    if not conv:
+        # The flag id does not name its conversation; look through the flagged ones.
+        flagged = cast(list[str], await relay.redis.zrevrange(FLAGGED, 0, MAX_SCAN - 1))
+        for candidate in flagged:
+            if await relay.redis.hexists(conv_key(candidate, "flags"), flag_id):
+                conv = candidate
+                break
+    raw = await relay.redis.hget(conv_key(conv, "flags"), flag_id) if conv else None
+    if raw is None:
+        raise ApiError(404, "not_found", f"no flag {flag_id}")
+    flag = json.loads(raw)
+    before = (flag.get("review") or {}).get("status")
+    flag["review"] = {
+        "status": body.status,
+        "note": body.note,
+        "by": uid,
+        "ts": int(datetime.now(UTC).timestamp() * 1000),
+    }
+    pipe = relay.redis.pipeline(transaction=True)
+    pipe.hset(conv_key(conv, "flags"), flag_id, json.dumps(flag, ensure_ascii=False))
+    if body.status == "false_alarm" and before != "false_alarm":
+        pipe.hincrby(RULE_FALSE, flag["rule"], 1)
+    elif before == "false_alarm" and body.status != "false_alarm":
+        pipe.hincrby(RULE_FALSE, flag["rule"], -1)
+    await pipe.execute()
+    return JSONResponse(flag)
+
+
+async def rule_quality(request: Request) -> JSONResponse:
+    await _supervisor(request)
+    relay = _relay(request)
+    fires = await relay.redis.hgetall(RULE_FIRES)
+    false = await relay.redis.hgetall(RULE_FALSE)
+    rows = []
+    for rule in sorted(set(fires) | set(false)):
+        n, fa = int(fires.get(rule, 0)), int(false.get(rule, 0))
+        rows.append(
+            {"rule": rule, "fires": n, "false_alarms": fa, "rate": round(fa / n, 4) if n else 0.0}
+        )
+    rows.sort(key=lambda r: (-float(r["rate"]), -int(r["false_alarms"]), str(r["rule"])))
+    return JSONResponse(rows)
+
+
+def _day_range(request: Request) -> list[str]:
+    q = request.query_params
+    today = datetime.now(UTC).date()
+    start = (
+        date.fromtimestamp(_date_ms(q.get("from"), "from", 0) / 1000)
+        if q.get("from")
+        else today - timedelta(days=29)
+    )
+    end = date.fromtimestamp(_date_ms(q.get("to"), "to", 0) / 1000) if q.get("to") else today
+    if end < start:
+        raise ApiError(400, "invalid_request", "to is before from")
+    if (end - start).days >= MAX_DAYS:
+        raise ApiError(400, "invalid_request", f"at most {MAX_DAYS} days")
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _card(counters: dict[str, int]) -> dict[str, Any]:
+    msgs = counters.get("messages", 0)
+    applied = counters.get("outcome:applied", 0)
+    ignored = counters.get("outcome:ignored", 0)
+    per100 = {
+        k.split(":", 1)[1]: round(v * 100 / msgs, 2) if msgs else 0.0
+        for k, v in counters.items()
+        if k.startswith("flags:")
+    }
+    fr, frn = counters.get("first_response_ms", 0), counters.get("first_responses", 0)
+    hd, hdn = counters.get("handling_ms", 0), counters.get("handled", 0)
+    cs, csn = counters.get("csat_sum", 0), counters.get("csat_count", 0)
+    return {
+        "messages": msgs,
+        "flags_per_100": per100,
+        "applied_share": round(applied / (applied + ignored), 4) if applied + ignored else None,
+        "first_response_s": round(fr / frn / 1000, 1) if frn else None,
+        "handling_s": round(hd / hdn / 1000, 1) if hdn else None,
+        "csat": round(cs / csn, 2) if csn else None,
+        "conversations": hdn,
+    }
+
+
+async def scorecards(request: Request) -> JSONResponse:
+    await _supervisor(request)
+    relay = _relay(request)
+    days = _day_range(request)
+    wanted = request.query_params.get("agent")
+    agents = [wanted] if wanted else sorted(cast(set[str], await relay.redis.smembers(f"{G}users")))
+    out = []
+    for agent in agents:
+        pipe = relay.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(score_key(agent, day))
+        per_day = await pipe.execute()
+        total: dict[str, int] = {}
+        series = []
+        for day, raw in zip(days, per_day, strict=True):
+            counters = {k: int(v) for k, v in raw.items()}
+            for k, v in counters.items():
+                total[k] = total.get(k, 0) + v
+            series.append({"day": day, **_card(counters)})
+        if not total and wanted is None:
+            continue
+        out.append({"agent": agent, **_card(total), "days": series})
+    return JSONResponse({"from": days[0], "to": days[-1], "agents": out})
+
+
+async def live(request: Request) -> JSONResponse:
+    await _supervisor(request)
+    relay = _relay(request)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    ids = cast(list[str], await relay.redis.zrevrange(f"{G}convs", 0, MAX_SCAN - 1))
+    pipe = relay.redis.pipeline(transaction=False)
+    for conv in ids:
+        pipe.hgetall(conv_key(conv, "state"))
+        pipe.lindex(conv_key(conv, "coachlog"), -1)
+        pipe.zscore(f"{G}coach-wait", conv)
+    res = await pipe.execute()
+    items = []
+    for i, conv in enumerate(ids):
+        st, last, wait_due = res[3 * i], res[3 * i + 1], res[3 * i + 2]
+        if not st or st.get("status") == "closed":
+            continue
+        last_rec = json.loads(last) if last else None
+        items.append(
+            {
+                "conversation": conv,
+                "status": st.get("status"),
+                "agent": st.get("agent") or None,
+                "visitor": {"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+                "lang": st.get("lang", ""),
+                "started_at": int(st.get("created") or 0),
+                "waiting": wait_due is not None,
+                "last_coach": last_rec,
+                "age_s": (now - int(st.get("created") or now)) // 1000,
+            }
+        )
+    return JSONResponse({"items": items})
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The review API's part of /openapi.json (shapes: docs/coaching.md)."""
+    bearer: list[dict[str, list[str]]] = [{"session": []}]
+    obj = {"type": "object"}
+    err = {"description": "error", "content": {"application/json": {"schema": obj}}}
+
+    def ok(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+        return {"description": "OK", "content": {media: {"schema": schema}}}
+
+    def q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": schema}
+
+    conv = {"name": "conv", "in": "path", "required": True, "schema": {"type": "string"}}
+    date_s = {"type": "string", "format": "date"}
+    filters = [
+        q("from", date_s),
+        q("to", date_s),
+        q("agent", {"type": "string"}),
+        q("category", {"type": "string"}),
+        q("severity", {"enum": ["info", "warning", "alert"]}),
+        q("lang", {"enum": ["en", "sr", "hr", "sl"]}),
+        q("site", {"type": "string"}),
+        q("csat", {"type": "integer", "minimum": 1, "maximum": 5}),
+        q("has_flags", {"type": "boolean"}),
+        q("flag_ignored", {"type": "boolean"}),
+    ]
+    fmt = q("format", {"enum": ["json", "csv", "txt"]})
+    export_ok = {
+        "description": "OK",
+        "content": {
+            m: {"schema": {"type": "string"}}
+            for m in ("application/json", "text/csv", "text/plain")
+        },
+    }
+    errors = {"400": err, "401": err, "403": err}
+
+    def get(
+        op: str, summary: str, params: list[dict[str, Any]], response: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "get": {
+                "operationId": op,
+                "summary": summary,
+                "security": bearer,
+                "parameters": params,
+                "responses": {"200": response, **errors},
+            }
+        }
+
+    page = [
+        q("page", {"type": "integer", "minimum": 1}),
+        q("per_page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    ]
+    return {
+        "/api/review/conversations": get(
+            "reviewConversations",
+            "Conversations with flags, most severe first",
+            filters + page,
+            ok(obj),
+        ),
+        "/api/review/conversations/{conv}": get(
+            "reviewTranscript",
+            "A transcript with its flags, cues, scripts and time line",
+            [conv],
+            ok(obj),
+        ),
+        "/api/review/conversations/{conv}/export": get(
+            "exportTranscript", "One transcript as JSON, CSV or text", [conv, fmt], export_ok
+        ),
+        "/api/review/export": get(
+            "exportTranscripts", "A filtered set of transcripts", filters + [fmt], export_ok
+        ),
+        "/api/review/flags/{flag}": {
+            "post": {
+                "operationId": "reviewFlag",
+                "summary": "Mark a flag false_alarm or reviewed",
+                "security": bearer,
+                "parameters": [
+                    {"name": "flag", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": FlagReview.model_json_schema()}},
+                },
+                "responses": {"200": ok(obj), "404": err, **errors},
+            }
+        },
+        "/api/review/scorecards": get(
+            "scorecards",
+            "Per-agent scorecards, per day",
+            [q("from", date_s), q("to", date_s), q("agent", {"type": "string"})],
+            ok(obj),
+        ),
+        "/api/review/rule-quality": get(
+            "ruleQuality", "Fires and false alarms per rule", [], ok({"type": "array"})
+        ),
+        "/api/review/live": get("liveConversations", "Active conversations", [], ok(obj)),
+        "/api/rules/reload": {
+            "post": {
+                "operationId": "reloadRules",
+                "summary": "Recompile the rules now",
+                "security": bearer,
+                "responses": {"200": ok(obj), "422": err, "401": err, "403": err},
+            }
+        },
+        "/api/visitors/{visitor}": {
+            "delete": {
+                "operationId": "deleteVisitor",
+                "summary": "Delete a visitor's data and tokens",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "visitor",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": ok(obj), "401": err, "403": err},
+            }
+        },
+    }

@@ -1,0 +1,194 @@
+"""Routing: assignment results announced, requeues, queue positions and estimates.
+
+The decisions themselves are Lua scripts in ``server/store.py`` (atomic in
+Redis, so two processes never assign one conversation twice).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from server import protocol as p
+from server.accounts import get_account
+from server.store import QUEUE_CHANNEL, Store, now_ms, user_channel
+
+
+def estimate_wait_s(position: int, avg_handle_s: float, agents_online: int) -> int | None:
+    """``ceil(position × average handling time ÷ online agents)``; None with nobody online."""
+    if agents_online <= 0:
+        return None
+    return math.ceil(position * avg_handle_s / agents_online)
+
+
+class Names:
+    """Display names of accounts, cached for the life of the process."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.r = redis
+        self._cache: dict[str, str] = {}
+
+    async def agent(self, uid: str) -> p.AgentRef:
+        name = self._cache.get(uid)
+        if name is None:
+            acc = await get_account(self.r, uid)
+            name = acc.display_name if acc else uid
+            self._cache[uid] = name
+        return p.AgentRef(id=uid, name=name)
+
+
+class Router:
+    def __init__(self, store: Store, names: Names, avg_handle_default: float) -> None:
+        self.store = store
+        self.names = names
+        self.avg_default = avg_handle_default
+
+    async def notify_queue_changed(self) -> None:
+        await self.store.r.publish(QUEUE_CHANNEL, "1")
+
+    async def route(self) -> list[tuple[str, str]]:
+        """Match queued conversations with available agents and announce the results."""
+        pairs = await self.store.assign()
+        await self.announce(pairs)
+        return pairs
+
+    async def announce(self, pairs: Sequence[tuple[str, str]], reason: str | None = None) -> None:
+        for conv, agent in pairs:
+            st = await self.store.state(conv)
+            why = reason or st.get("next_reason") or "new"
+            ref = await self.names.agent(agent)
+            event = p.dump(p.AssignedEvent(conversation=conv, ts=now_ms(), agent=ref))
+            event.pop("seq")
+            outcome, _ = await self.store.append(
+                conv,
+                event,
+                actor="open",
+                state=[
+                    ("status", "assigned"),
+                    ("agent", agent),
+                    ("next_reason", ""),
+                    ("handoff_note", ""),
+                    ("handoff_from", ""),
+                    ("assigned_at", str(now_ms())),
+                ],
+            )
+            if outcome != "ok":  # closed meanwhile: give the seat back
+                await self.store.release(conv)
+                continue
+            notice: dict[str, Any] = {
+                "kind": "assignment",
+                "conversation": conv,
+                "reason": why,
+                "note": st.get("handoff_note") or None,
+                "from_agent": st.get("handoff_from") or None,
+            }
+            await self.store.r.publish(user_channel("agent", agent), json.dumps(notice))
+        if pairs:
+            await self.notify_queue_changed()
+
+    async def revoke(self, agent: str, conv: str) -> None:
+        """Tell the agent's connections they no longer hold ``conv``."""
+        await self.store.r.publish(
+            user_channel("agent", agent), json.dumps({"kind": "revoked", "conversation": conv})
+        )
+
+    async def requeue(self, pairs: Sequence[tuple[str, str]], *, note: str = "") -> None:
+        """Put conversations of an agent who left back at the front of the queue."""
+        items = []
+        for agent, conv in pairs:
+            st = await self.store.state(conv)
+            if not st or st.get("status") == "closed":
+                await self.store.release(conv)
+                continue
+            from_ref = await self.names.agent(agent)
+            event = p.dump(
+                p.TransferredEvent(
+                    conversation=conv,
+                    ts=now_ms(),
+                    from_agent=from_ref,
+                    agent=None,
+                    team=None,
+                    note=note or None,
+                )
+            )
+            event.pop("seq")
+            await self.store.append(
+                conv,
+                event,
+                actor="open",
+                state=[
+                    ("status", "queued"),
+                    ("agent", ""),
+                    ("next_reason", "requeue"),
+                    ("handoff_note", note),
+                    ("handoff_from", ""),
+                ],
+            )
+            items.append((conv, st.get("lang", "en"), ""))
+            await self.revoke(agent, conv)
+        if items:
+            await self.store.enqueue(items, front=True)
+        await self.route()
+
+    async def snapshot(self) -> tuple[p.QueueSnapshot, dict[str, p.QueueUpdate]]:
+        """The queue as agents see it, and each queued conversation's position for its visitor."""
+        r = self.store.r
+        queue = await self.store.queue()
+        now = now_ms()
+        pipe = r.pipeline(transaction=False)
+        for conv, _ in queue:
+            pipe.hmget(f"{{conv:{conv}}}:state", "lang", "created", "preview")
+            pipe.hget("{tl}:qteam", conv)
+            pipe.hexists("{tl}:qleft", conv)
+        rows = await pipe.execute() if queue else []
+        active = sorted(cast(set[str], await r.smembers("{tl}:active")))
+        pipe = r.pipeline(transaction=False)
+        for a in active:
+            pipe.hgetall(f"{{tl}}:agent:{a}")
+            pipe.scard(f"{{tl}}:aconvs:{a}")
+        agent_rows = await pipe.execute() if active else []
+        online = await self.store.online_count()
+        avg = await self.store.avg_handle_s(self.avg_default)
+        entries: list[p.QueueEntry] = []
+        updates: dict[str, p.QueueUpdate] = {}
+        for i, (conv, _) in enumerate(queue):
+            (lang, created, preview), team, left = rows[3 * i : 3 * i + 3]
+            entries.append(
+                p.QueueEntry(
+                    conversation=conv,
+                    lang=lang or "en",
+                    position=i + 1,
+                    waiting_s=max(0, (now - int(created or now)) // 1000),
+                    team=team or None,
+                    left_message=bool(left),
+                    preview=preview or "",
+                )
+            )
+            updates[conv] = p.QueueUpdate(
+                conversation=conv,
+                position=i + 1,
+                estimated_wait_s=estimate_wait_s(i + 1, avg, online),
+                agents_online=online,
+            )
+        agents = []
+        for j, a in enumerate(active):
+            h, open_n = agent_rows[2 * j], agent_rows[2 * j + 1]
+            if not h:
+                continue
+            agents.append(
+                p.AgentState(
+                    id=a,
+                    name=h.get("name", a),
+                    status=h.get("status", "offline")
+                    if h.get("status") in ("online", "away")
+                    else "offline",
+                    open=int(open_n),
+                    capacity=int(h.get("capacity", 3)),
+                    languages=[x for x in h.get("langs", "").split(",") if x],
+                )
+            )
+        return p.QueueSnapshot(queue=entries, agents=agents), updates

@@ -1,0 +1,115 @@
+"""The coach at run time: loaded in the background, reloaded when rules change.
+
+Compiling runs in a thread; the new :class:`coach.Coach` replaces the old one
+in a single assignment, so a check in progress finishes with the rules it
+started with. A rule file with an error leaves the running rules in place;
+the error (file, line, rule) goes to the log and to ``/readyz``.
+
+Every process watches the rules directory itself, and a reload asked for
+through the API is broadcast on Redis so that all processes follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from coach import Coach, CoachError
+
+log = logging.getLogger("tactline.rules")
+
+RELOAD_CHANNEL = "{tl}:rules-reload"
+#: How often the rules directory is looked at for changes.
+POLL_INTERVAL_S = 2.0
+
+
+def rules_fingerprint(rules_dir: Path) -> str:
+    """Names, sizes and modification times of the rule files."""
+    digest = hashlib.sha256()
+    for path in sorted(rules_dir.glob("*/*.yaml")):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class RulesRuntime:
+    """Holds the current coach; ``coach`` is None until the first load succeeds."""
+
+    def __init__(self, rules_dir: Path, cache_dir: Path | None = None) -> None:
+        self.rules_dir = rules_dir
+        self.cache_dir = cache_dir
+        self.coach: Coach | None = None
+        self.error: str | None = None
+        self.loaded_at: float | None = None
+        self.reloads = 0
+        self._seen = ""
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.coach is not None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "loaded": self.coach is not None,
+            "rules": len(self.coach.rules) if self.coach else 0,
+            "fingerprint": self.coach.fingerprint if self.coach else None,
+            "error": self.error,
+            "reloads": self.reloads,
+        }
+
+    def _compile(self) -> Coach:
+        return Coach.load(self.rules_dir, cache_dir=self.cache_dir)
+
+    async def reload(self) -> bool:
+        """Compile the rules now; True when the new rules are in use."""
+        async with self._lock:
+            self._seen = rules_fingerprint(self.rules_dir)
+            started = time.perf_counter()
+            try:
+                coach = await asyncio.to_thread(self._compile)
+            except CoachError as exc:
+                self.error = str(exc)
+                log.error("rules not reloaded, the running rules stay: %s", exc)
+                return False
+            except Exception as exc:  # noqa: BLE001 - whatever breaks, the chat goes on
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("rules not reloaded, the running rules stay")
+                return False
+            if self.coach is not None and coach.fingerprint == self.coach.fingerprint:
+                self.error = None
+                return True
+            self.coach = coach
+            self.error = None
+            self.loaded_at = time.time()
+            self.reloads += 1
+            log.info(
+                "rules loaded: %d rules in %.2f s (%s)",
+                len(coach.rules),
+                time.perf_counter() - started,
+                coach.fingerprint,
+            )
+            return True
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="rules-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        await self.reload()
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            if rules_fingerprint(self.rules_dir) != self._seen:
+                await self.reload()

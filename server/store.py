@@ -1,0 +1,492 @@
+"""Conversations, their event streams and the routing state, in Redis.
+
+Key layout (docs/deploy.md). The keys of one conversation share the hash tag
+``{conv:<id>}``; the routing keys share ``{tl}``, so every Lua script touches
+one hash slot and Redis Cluster works.
+
+- ``{conv:<id>}:events``  stream of events (field ``e``: JSON without ``seq``)
+- ``{conv:<id>}:state``   hash: status, site, visitor, visitor_name, lang, agent, …
+- ``{conv:<id>}:dedup``   hash: "<sender>:<client id>" -> seq
+- ``{conv:<id>}:live``    pub/sub channel: events with their ``seq``
+- ``{tl}:queue``          zset conversation -> priority (lower first)
+- ``{tl}:qlang`` / ``{tl}:qteam`` / ``{tl}:qleft``  hashes conversation -> queue attributes
+- ``{tl}:assign``         hash conversation -> agent
+- ``{tl}:agent:<id>``     hash: status, capacity, langs, teams, idle_since, name
+- ``{tl}:aconvs:<id>``    set of the agent's open conversations
+- ``{tl}:online``         set of agents that may receive conversations now
+- ``{tl}:active``         set of agents that are online/away or hold conversations
+- ``{tl}:presence``       zset "<agent> <connection>" -> expiry (ms)
+- ``{tl}:grace``          zset agent -> end of the grace period (ms)
+- ``{tl}:convs``, ``{tl}:ahist:<agent>``, ``{tl}:vconvs:<visitor>``  zsets for listings
+- ``{tl}:vopen:<visitor>`` the visitor's open conversation
+- ``{tl}:user:<name>``    account hash; ``{tl}:users`` set of names
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+G = "{tl}:"
+QUEUE_CHANNEL = "{tl}:queue-changed"
+
+
+def conv_key(conv: str, part: str) -> str:
+    return f"{{conv:{conv}}}:{part}"
+
+
+def live_channel(conv: str) -> str:
+    return conv_key(conv, "live")
+
+
+def user_channel(role: str, uid: str) -> str:
+    return f"{G}u:{role}:{uid}"
+
+
+def new_conversation_id() -> str:
+    return "c_" + secrets.token_hex(8)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------ Lua scripts
+
+# KEYS: events, dedup, state. ARGV: dedup field ('' none), event JSON (no seq),
+# channel, required actor ('any' | 'v:<id>' | 'a:<id>' | 'open'), then state
+# field/value pairs to set with the event.
+APPEND = """
+local st = redis.call('HMGET', KEYS[3], 'status', 'visitor', 'agent')
+if not st[1] then return {'missing'} end
+local need = ARGV[4]
+if need ~= 'any' then
+  if st[1] == 'closed' then return {'closed'} end
+  local kind = string.sub(need, 1, 2)
+  if kind == 'v:' and st[2] ~= string.sub(need, 3) then return {'forbidden'} end
+  if kind == 'a:' and st[3] ~= string.sub(need, 3) then return {'forbidden'} end
+end
+if ARGV[1] ~= '' then
+  local prev = redis.call('HGET', KEYS[2], ARGV[1])
+  if prev then return {'dup', prev} end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[3], 'last_seq', id)
+redis.call('PUBLISH', ARGV[3], '{"seq":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return {'ok', id}
+"""
+
+# Routing scripts: every key under the {tl} prefix (ARGV[1]).
+_AGENTS = """
+local P = ARGV[1]
+local function load_agents(only)
+  local ids = only ~= '' and {only} or redis.call('SMEMBERS', P .. 'online')
+  local out = {}
+  for _, a in ipairs(ids) do
+    local h = redis.call('HMGET', P .. 'agent:' .. a,
+                         'status', 'capacity', 'langs', 'teams', 'idle_since')
+    if h[1] == 'online' and redis.call('SISMEMBER', P .. 'online', a) == 1 then
+      out[#out + 1] = {id = a, cap = tonumber(h[2]) or 3,
+                       open = redis.call('SCARD', P .. 'aconvs:' .. a),
+                       langs = h[3] or '', teams = h[4] or '', idle = tonumber(h[5]) or 0}
+    end
+  end
+  return out
+end
+local function fits(a, lang, team)
+  return a.open < a.cap and string.find(a.langs, ',' .. lang .. ',', 1, true) ~= nil
+     and (team == '' or string.find(a.teams, ',' .. team .. ',', 1, true) ~= nil)
+end
+local function take(c, a, now)
+  redis.call('ZREM', P .. 'queue', c)
+  redis.call('HDEL', P .. 'qlang', c)
+  redis.call('HDEL', P .. 'qteam', c)
+  redis.call('HDEL', P .. 'qleft', c)
+  redis.call('HSET', P .. 'assign', c, a.id)
+  redis.call('SADD', P .. 'aconvs:' .. a.id, c)
+  redis.call('ZADD', P .. 'ahist:' .. a.id, now, c)
+  redis.call('HSET', P .. 'agent:' .. a.id, 'idle_since', now)
+  a.open = a.open + 1
+  a.idle = now
+end
+"""
+
+# ARGV: prefix, now, only-agent ('' for all). Returns {conv, agent, ...}.
+ASSIGN = (
+    _AGENTS
+    + """
+local now = tonumber(ARGV[2])
+local agents = load_agents(ARGV[3])
+local out = {}
+if #agents == 0 then return out end
+local q = redis.call('ZRANGE', P .. 'queue', 0, 999)
+for _, c in ipairs(q) do
+  local lang = redis.call('HGET', P .. 'qlang', c) or ''
+  local team = redis.call('HGET', P .. 'qteam', c) or ''
+  local best = nil
+  for _, a in ipairs(agents) do
+    if fits(a, lang, team) and (best == nil or a.open < best.open
+        or (a.open == best.open and a.idle < best.idle)) then
+      best = a
+    end
+  end
+  if best then
+    take(c, best, now)
+    out[#out + 1] = c
+    out[#out + 1] = best.id
+  end
+end
+return out
+"""
+)
+
+# ARGV: prefix, now, agent, conversation ('' = oldest that fits). Returns {'ok', conv} or {err}.
+ACCEPT = (
+    _AGENTS
+    + """
+local now = tonumber(ARGV[2])
+local agents = load_agents(ARGV[3])
+local a = agents[1]
+if a == nil or a.open >= a.cap then return {'no_capacity'} end
+local c = ARGV[4]
+if c ~= '' then
+  if redis.call('ZSCORE', P .. 'queue', c) == false then return {'not_queued'} end
+  take(c, a, now)
+  return {'ok', c}
+end
+for _, q in ipairs(redis.call('ZRANGE', P .. 'queue', 0, 999)) do
+  local lang = redis.call('HGET', P .. 'qlang', q) or ''
+  local team = redis.call('HGET', P .. 'qteam', q) or ''
+  if fits(a, lang, team) then
+    take(q, a, now)
+    return {'ok', q}
+  end
+end
+return {'queue_empty'}
+"""
+)
+
+# ARGV: prefix, now, conversation, from-agent ('' = any, supervisor), to-agent.
+TRANSFER_TO_AGENT = (
+    _AGENTS
+    + """
+local now = tonumber(ARGV[2])
+local c = ARGV[3]
+local cur = redis.call('HGET', P .. 'assign', c)
+if not cur or (ARGV[4] ~= '' and cur ~= ARGV[4]) then return {'not_in_conversation'} end
+local agents = load_agents(ARGV[5])
+local a = agents[1]
+if a == nil or a.open >= a.cap or a.id == cur then return {'agent_unavailable'} end
+redis.call('SREM', P .. 'aconvs:' .. cur, c)
+take(c, a, now)
+return {'ok', cur}
+"""
+)
+
+# Put conversations at the front of the queue (requeue / team transfer) or the back (new).
+# ARGV: prefix, now, front ('1'|'0'), then triples conv, lang, team.
+ENQUEUE = """
+local P = ARGV[1]
+local now = tonumber(ARGV[2])
+local front = ARGV[3] == '1'
+local n = 0
+for i = 4, #ARGV, 3 do
+  local c = ARGV[i]
+  local cur = redis.call('HGET', P .. 'assign', c)
+  if cur then
+    redis.call('SREM', P .. 'aconvs:' .. cur, c)
+    redis.call('HDEL', P .. 'assign', c)
+  end
+  local score = now
+  if front then
+    local first = redis.call('ZRANGE', P .. 'queue', 0, 0, 'WITHSCORES')
+    score = 0
+    if first[2] then score = math.min(tonumber(first[2]) - 1, 0) end
+  end
+  redis.call('ZADD', P .. 'queue', score, c)
+  redis.call('HSET', P .. 'qlang', c, ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then redis.call('HSET', P .. 'qteam', c, ARGV[i + 2]) end
+  n = n + 1
+end
+return n
+"""
+
+# ARGV: prefix, conversation. Returns the agent it was assigned to, or false.
+RELEASE = """
+local P = ARGV[1]
+local c = ARGV[2]
+redis.call('ZREM', P .. 'queue', c)
+redis.call('HDEL', P .. 'qlang', c)
+redis.call('HDEL', P .. 'qteam', c)
+redis.call('HDEL', P .. 'qleft', c)
+local cur = redis.call('HGET', P .. 'assign', c)
+if cur then
+  redis.call('HDEL', P .. 'assign', c)
+  redis.call('SREM', P .. 'aconvs:' .. cur, c)
+  redis.call('HSET', P .. 'agent:' .. cur, 'idle_since', ARGV[3])
+end
+return cur
+"""
+
+# Presence and grace periods. ARGV: prefix, now, grace ms.
+# Returns {agent, conv, agent, conv, …} for conversations whose agent's grace ran out.
+SWEEP = """
+local P = ARGV[1]
+local now = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', P .. 'presence', '-inf', now)
+local present = {}
+for _, m in ipairs(redis.call('ZRANGE', P .. 'presence', 0, -1)) do
+  present[string.match(m, '^(%S+)')] = true
+end
+local out = {}
+for _, a in ipairs(redis.call('SMEMBERS', P .. 'active')) do
+  local status = redis.call('HGET', P .. 'agent:' .. a, 'status')
+  if present[a] then
+    redis.call('ZREM', P .. 'grace', a)
+    if status == 'online' then redis.call('SADD', P .. 'online', a) end
+  else
+    redis.call('SREM', P .. 'online', a)
+    local deadline = redis.call('ZSCORE', P .. 'grace', a)
+    if not deadline then
+      redis.call('ZADD', P .. 'grace', now + grace, a)
+    elseif tonumber(deadline) <= now then
+      redis.call('ZREM', P .. 'grace', a)
+      redis.call('SREM', P .. 'active', a)
+      redis.call('HSET', P .. 'agent:' .. a, 'status', 'offline')
+      for _, c in ipairs(redis.call('SMEMBERS', P .. 'aconvs:' .. a)) do
+        out[#out + 1] = a
+        out[#out + 1] = c
+      end
+    end
+  end
+end
+return out
+"""
+
+
+class Store:
+    """All Redis access of the server."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.r = redis
+        self._append = redis.register_script(APPEND)
+        self._assign = redis.register_script(ASSIGN)
+        self._accept = redis.register_script(ACCEPT)
+        self._transfer = redis.register_script(TRANSFER_TO_AGENT)
+        self._enqueue = redis.register_script(ENQUEUE)
+        self._release = redis.register_script(RELEASE)
+        self._sweep = redis.register_script(SWEEP)
+
+    # -------------------------------------------------------------- events
+
+    async def append(
+        self,
+        conv: str,
+        event: dict[str, Any],
+        *,
+        actor: str,
+        dedup: str = "",
+        state: Sequence[tuple[str, str]] = (),
+    ) -> tuple[str, str | None]:
+        """Store one event; returns (outcome, seq). Outcome: ok, dup, closed, forbidden, missing."""
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        args: list[str] = [dedup, body, live_channel(conv), actor]
+        for k, v in state:
+            args += [k, v]
+        res = await self._append(
+            keys=[conv_key(conv, "events"), conv_key(conv, "dedup"), conv_key(conv, "state")],
+            args=args,
+        )
+        return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+
+    async def events_after(self, conv: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """Events after ``after`` (exclusive) in order, or the newest ``limit`` when None."""
+        key = conv_key(conv, "events")
+        rows: list[tuple[str, dict[str, str]]]
+        if after is None:
+            rows = list(reversed(cast(Rows, await self.r.xrevrange(key, "+", "-", count=limit))))
+        else:
+            rows = []
+            start = "(" + after
+            while True:
+                batch = cast(Rows, await self.r.xrange(key, start, "+", count=1000))
+                rows += batch
+                if len(batch) < 1000:
+                    break
+                start = "(" + batch[-1][0]
+        return [decode_event(seq, fields["e"]) for seq, fields in rows]
+
+    async def history(self, conv: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        events = await self.events_after(conv, None, limit + 1)
+        if len(events) > limit:
+            return events[1:], True
+        return events, False
+
+    async def state(self, conv: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.r.hgetall(conv_key(conv, "state")))
+
+    async def create_conversation(
+        self, *, site: str, visitor: str, visitor_name: str, lang: str
+    ) -> tuple[str, bool]:
+        """The visitor's open conversation, created if there is none. Returns (id, created)."""
+        conv = new_conversation_id()
+        created = now_ms()
+        ok = await self.r.set(f"{G}vopen:{visitor}", conv, nx=True)
+        if not ok:
+            existing = cast(str | None, await self.r.get(f"{G}vopen:{visitor}"))
+            if existing:
+                st = await self.state(existing)
+                if st.get("status") and st["status"] != "closed":
+                    return existing, False
+            await self.r.set(f"{G}vopen:{visitor}", conv)
+        await self.r.hset(
+            conv_key(conv, "state"),
+            mapping={
+                "id": conv,
+                "site": site,
+                "visitor": visitor,
+                "visitor_name": visitor_name,
+                "lang": lang,
+                "status": "queued",
+                "agent": "",
+                "created": created,
+                "last_seq": "",
+            },
+        )
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(f"{G}convs", {conv: created})
+        pipe.zadd(f"{G}vconvs:{visitor}", {conv: created})
+        await pipe.execute()
+        return conv, True
+
+    async def open_conversation_of(self, visitor: str) -> str | None:
+        conv = cast(str | None, await self.r.get(f"{G}vopen:{visitor}"))
+        if not conv:
+            return None
+        st = await self.r.hget(conv_key(conv, "state"), "status")
+        return conv if st and st != "closed" else None
+
+    async def clear_open(self, visitor: str, conv: str) -> None:
+        key = f"{G}vopen:{visitor}"
+        if await self.r.get(key) == conv:
+            await self.r.delete(key)
+
+    # -------------------------------------------------------------- routing
+
+    async def enqueue(self, items: Sequence[tuple[str, str, str]], *, front: bool) -> None:
+        args: list[Any] = [G, now_ms(), "1" if front else "0"]
+        for conv, lang, team in items:
+            args += [conv, lang, team]
+        await self._enqueue(keys=[f"{G}queue"], args=args)
+        await self.r.publish(QUEUE_CHANNEL, "1")
+
+    async def assign(self, only_agent: str = "") -> list[tuple[str, str]]:
+        res = await self._assign(keys=[f"{G}queue"], args=[G, now_ms(), only_agent])
+        return [(str(res[i]), str(res[i + 1])) for i in range(0, len(res), 2)]
+
+    async def accept(self, agent: str, conv: str) -> tuple[str, str | None]:
+        res = await self._accept(keys=[f"{G}queue"], args=[G, now_ms(), agent, conv])
+        return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+
+    async def transfer_to_agent(
+        self, conv: str, from_agent: str, to_agent: str
+    ) -> tuple[str, str | None]:
+        res = await self._transfer(
+            keys=[f"{G}assign"], args=[G, now_ms(), conv, from_agent, to_agent]
+        )
+        return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+
+    async def release(self, conv: str) -> str | None:
+        res = await self._release(keys=[f"{G}assign"], args=[G, conv, now_ms()])
+        return str(res) if res else None
+
+    async def sweep(self, grace_ms: int) -> list[tuple[str, str]]:
+        res = await self._sweep(keys=[f"{G}presence"], args=[G, now_ms(), grace_ms])
+        return [(str(res[i]), str(res[i + 1])) for i in range(0, len(res), 2)]
+
+    async def set_presence(self, members: Sequence[str], ttl_ms: int) -> None:
+        if members:
+            expiry = now_ms() + ttl_ms
+            await self.r.zadd(f"{G}presence", {m: expiry for m in members})
+
+    async def drop_presence(self, member: str) -> None:
+        await self.r.zrem(f"{G}presence", member)
+
+    async def set_agent_status(
+        self,
+        agent: str,
+        name: str,
+        status: str,
+        capacity: int,
+        langs: Sequence[str],
+        teams: Sequence[str],
+    ) -> list[str]:
+        """Record the agent's status; returns the conversations to requeue (going offline)."""
+        key = f"{G}agent:{agent}"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "status": status,
+                "capacity": capacity,
+                "name": name,
+                "langs": "," + ",".join(langs) + ",",
+                "teams": "," + ",".join(teams) + ",",
+            },
+        )
+        pipe.hsetnx(key, "idle_since", now_ms())
+        if status == "online":
+            pipe.sadd(f"{G}online", agent)
+            pipe.sadd(f"{G}active", agent)
+        elif status == "away":
+            pipe.srem(f"{G}online", agent)
+            pipe.sadd(f"{G}active", agent)
+        else:
+            pipe.srem(f"{G}online", agent)
+            pipe.srem(f"{G}active", agent)
+        pipe.smembers(f"{G}aconvs:{agent}")
+        res = await pipe.execute()
+        return sorted(res[-1]) if status == "offline" else []
+
+    async def agent(self, agent: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.r.hgetall(f"{G}agent:{agent}"))
+
+    async def agent_conversations(self, agent: str) -> list[str]:
+        return sorted(cast(set[str], await self.r.smembers(f"{G}aconvs:{agent}")))
+
+    async def online_count(self) -> int:
+        return int(await self.r.scard(f"{G}online"))
+
+    async def queue(self) -> list[tuple[str, float]]:
+        rows = cast(
+            list[tuple[str, float]], await self.r.zrange(f"{G}queue", 0, -1, withscores=True)
+        )
+        return [(str(c), float(s)) for c, s in rows]
+
+    async def queue_length(self) -> int:
+        return int(await self.r.zcard(f"{G}queue"))
+
+    async def avg_handle_s(self, default: float) -> float:
+        value = await self.r.get(f"{G}avg_handle_s")
+        return float(value) if value else default
+
+    async def record_handle_time(self, seconds: float, default: float) -> None:
+        current = await self.avg_handle_s(default)
+        await self.r.set(f"{G}avg_handle_s", f"{0.9 * current + 0.1 * seconds:.1f}")
+
+
+Rows = list[tuple[str, dict[str, str]]]
+
+
+def decode_event(seq: str, body: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(body)
+    event["seq"] = seq
+    return event

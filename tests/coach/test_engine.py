@@ -1,0 +1,216 @@
+"""Matching semantics of the engine, on small rule packs written here."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from coach import Coach, UnknownLanguageError, UnknownRoleError
+
+EN_RULES = """\
+lang: en
+category: dont_know
+role: agent
+rules:
+  - id: en.dont_know.i_dont_know
+    severity: warning
+    match:
+      - phrase: no idea
+      - pattern: [{LOWER: i}, {LOWER: really, OP: "?"}, {LEMMA: do}, {LOWER: not}, {LEMMA: know}]
+    except:
+      - pattern: [{LEMMA: know}, {LOWER: {IN: [if, whether]}}]
+    message: Offer a next step.
+    suggestions: [let me find out for you]
+"""
+
+EN_ABSOLUTE = """\
+lang: en
+category: absolute_no
+role: agent
+rules:
+  - id: en.absolute_no.we_never
+    severity: warning
+    match:
+      - pattern: [{LOWER: we}, {LOWER: never}, {}]
+    message: Say what you can do.
+    suggestions: [here is what we can do]
+"""
+
+EN_CUSTOMER = """\
+lang: en
+category: frustration
+role: customer
+rules:
+  - id: en.frustration.shouting
+    severity: warning
+    match:
+      - pattern: [{IS_UPPER: true}, {IS_UPPER: true}, {IS_UPPER: true}]
+      - regex: "!{3,}"
+      - pattern: [{LEMMA: be}, {LOWER: angry}]
+    except:
+      - pattern: [{LOWER: not}, {LOWER: angry}]
+    message: The customer is upset.
+    suggestions:
+      - "I'm sorry[, {customer_name}]. I'll fix[ {topic}] now.[ — {agent_name}]"
+"""
+
+SR_RULES = """\
+lang: sr
+category: dont_know
+role: agent
+rules:
+  - id: sr.dont_know.ne_znam
+    severity: warning
+    match:
+      - pattern: [{LOWER: ne}, {LEMMA: znati}]
+    message: Ponudite sledeći korak.
+    suggestions: [proveriću to za vas]
+"""
+
+
+@pytest.fixture
+def small(write_rules, tmp_path: Path) -> Coach:
+    root = write_rules(
+        {
+            "en/dont_know.yaml": EN_RULES,
+            "en/absolute_no.yaml": EN_ABSOLUTE,
+            "en/frustration.yaml": EN_CUSTOMER,
+            "sr/dont_know.yaml": SR_RULES,
+        }
+    )
+    return Coach.load(root, cache_dir=tmp_path / "cache", max_chars=200)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I don't know.", ["I don't know"]),
+        ("i dont know", ["i dont know"]),
+        ("I do not know", ["I do not know"]),
+        ("I really don’t know", ["I really don’t know"]),
+        ("I didn't know that", ["I didn't know"]),
+        ("No idea, sorry. I don't know!", ["No idea", "I don't know"]),
+        ("I don't know if it shipped, let me check.", []),
+        ("Let me find out for you.", []),
+    ],
+)
+def test_agent_phrasing_spans(small: Coach, text: str, expected: list[str]) -> None:
+    flags = small.check(text, "en", "agent")
+    assert [f.text for f in flags] == expected
+    for f in flags:
+        assert text[f.start : f.end] == f.text
+
+
+def test_suggestion_fits_the_sentence(small: Coach) -> None:
+    [first] = small.check("I don't know.", "en")
+    assert first.suggestions == ["Let me find out for you"]
+    [inner] = small.check("Sorry, i don't know", "en")
+    assert inner.suggestions == ["let me find out for you"]
+
+
+def test_serbian_rule_matches_both_scripts_and_answers_in_kind(small: Coach) -> None:
+    [latin] = small.check("Ne znamo to.", "sr")
+    assert latin.suggestions == ["Proveriću to za vas"]
+    [cyrillic] = small.check("Не знам то.", "sr")
+    assert cyrillic.text == "Не знам"
+    assert cyrillic.suggestions == ["Проверићу то за вас"]
+    assert cyrillic.message == "Понудите следећи корак."
+
+
+def test_serbian_matches_text_typed_without_diacritics(small: Coach) -> None:
+    assert [f.text for f in small.check("ne znas", "sr-Latn")] == ["ne znas"]
+
+
+def test_wildcard_token_and_hard_negative(small: Coach) -> None:
+    assert [f.category for f in small.check("We never give refunds.", "en")] == ["absolute_no"]
+    assert small.check("You never have to pay for returns.", "en") == []
+
+
+def test_customer_cues_respect_negation(small: Coach) -> None:
+    assert small.check("I'm not angry, just curious", "en", "customer") == []
+    assert [f.category for f in small.check("I am angry", "en", "customer")] == ["frustration"]
+    shout = small.check("WHERE IS MY ORDER", "en", "customer")
+    assert [f.text for f in shout] == ["WHERE IS MY"]
+    assert small.check("Where is my order!!!", "en", "customer")[0].text == "!!!"
+
+
+def test_scripts_fill_known_slots_and_drop_unknown(small: Coach) -> None:
+    [bare] = small.check("I am angry", "en", "customer")
+    assert bare.suggestions == ["I'm sorry. I'll fix now."]
+    [full] = small.check(
+        "I am angry",
+        "en",
+        "customer",
+        slots={"customer_name": "Ana", "topic": "your refund", "agent_name": "Marko"},
+    )
+    assert full.suggestions == ["I'm sorry, Ana. I'll fix your refund now. — Marko"]
+
+
+def test_roles_are_separate(small: Coach) -> None:
+    assert small.check("I am angry", "en", "agent") == []
+    assert small.check("I don't know", "en", "customer") == []
+
+
+def test_empty_text_gives_no_flags(small: Coach) -> None:
+    assert small.check("", "en") == []
+    assert small.check("   \n", "en") == []
+
+
+def test_long_text_is_checked_up_to_the_limit_and_says_so(small: Coach) -> None:
+    text = "I don't know. " + "x " * 200 + "No idea."
+    flags = small.check(text, "en")
+    assert [f.category for f in flags] == ["dont_know", "text_truncated"]
+    assert flags[-1].start == 200 and flags[-1].end == len(text)
+    assert "200" in flags[-1].message
+
+
+def test_unknown_language_lists_the_known_ones(small: Coach) -> None:
+    with pytest.raises(UnknownLanguageError, match="en, sr"):
+        small.check("hello", "de")
+
+
+def test_unknown_role_is_refused(small: Coach) -> None:
+    with pytest.raises(UnknownRoleError):
+        small.check("hello", "en", "visitor")
+
+
+def test_language_tags_are_accepted(small: Coach) -> None:
+    assert small.check("Не знам", "sr-Cyrl")
+    assert small.check("I don't know", "en-GB")
+
+
+def test_check_is_safe_from_many_threads(small: Coach) -> None:
+    texts = ["I don't know.", "Не знам то.", "WHERE IS MY ORDER", "fine, thanks"]
+    expected = {
+        t: small.check(t, "sr" if "Не" in t else "en", "customer" if t.isupper() else "agent")
+        for t in texts
+    }
+    errors: list[str] = []
+
+    def work() -> None:
+        for _ in range(200):
+            for t in texts:
+                got = small.check(
+                    t, "sr" if "Не" in t else "en", "customer" if t.isupper() else "agent"
+                )
+                if got != expected[t]:
+                    errors.append(t)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert errors == []
+
+
+def test_lemma_expansion_is_cached_on_disk(write_rules, tmp_path: Path) -> None:
+    root = write_rules({"sr/dont_know.yaml": SR_RULES})
+    cache = tmp_path / "lemma-cache"
+    Coach.load(root, cache_dir=cache, languages=["sr"])
+    [entry] = list(cache.glob("lemmas-sr-*.json"))
+    assert "znamo" in entry.read_text(encoding="utf-8")
+    again = Coach.load(root, cache_dir=cache, languages=["sr"])
+    assert again.check("ne znamo", "sr")

@@ -1,0 +1,65 @@
+"""A regex's required literals are a necessary condition: never skip a text it matches."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coach.prefilter import required_literals
+
+PATTERNS = [
+    r"!{3,}",
+    r"\?{3,}",
+    r"(\?+!+|!+\?+){2,}[?!]*",
+    r"\b100\s*(%|percent|per cent)",
+    r"\b(absolutely|definitely|certainly)\s+not\b",
+    r"\b(no way|not a chance|no chance)\b",
+    r"\b(i|we) (can't|cannot|could not) (say|tell you)\b",
+    r"^\s*(ne|nikakor|nikoli)\s*[.!]*\s*$",
+    r"no{2,}",
+]
+ALPHABET = "abcdefghilnorstuwy !?%01 .,'"
+
+
+def allowed(pattern: str, text: str) -> bool:
+    sets = required_literals(pattern)
+    lowered = text.lower()
+    return sets is None or all(any(lit in lowered for lit in options) for options in sets)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=ALPHABET, max_size=40))
+def test_no_match_is_filtered_out(pattern: str, text: str) -> None:
+    if re.search(pattern, text, re.IGNORECASE):
+        assert allowed(pattern, text)
+
+
+@pytest.mark.parametrize(
+    "pattern, text",
+    [
+        (r"!{3,}", "Thanks!"),
+        (r"\b(absolutely|definitely|certainly)\s+not\b", "Let me check that for you."),
+        (r"\b100\s*(%|percent|per cent)", "Order 100 is on its way."),
+    ],
+)
+def test_texts_without_the_words_are_skipped(pattern: str, text: str) -> None:
+    assert not allowed(pattern, text)
+
+
+@pytest.mark.parametrize(
+    "pattern, text",
+    [
+        (r"!{3,}", "WHERE IS IT!!!!"),
+        (r"(\?+!+|!+\?+){2,}[?!]*", "what?!?!"),
+        (r"\b100\s*(%|percent|per cent)", "I am 100 % sure"),
+        (r"\b(i|we) (can't|cannot|could not) (say|tell you)\b", "Sorry, we CANNOT say."),
+        (r"no{2,}", "Nooo"),
+    ],
+)
+def test_texts_the_regex_matches_pass_the_filter(pattern: str, text: str) -> None:
+    assert re.search(pattern, text, re.IGNORECASE)
+    assert allowed(pattern, text)

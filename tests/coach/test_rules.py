@@ -1,0 +1,136 @@
+"""The project's rule packs: every example, coverage, hard negatives, real corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coach import DEFAULT_RULES_DIR, LANGUAGES, Coach
+from coach.rulefile import RuleLoader
+from coach.taxonomy import AGENT_CATEGORIES, CUSTOMER_CATEGORIES
+
+CORPORA = Path(
+    os.environ.get("TACTLINE_CORPORA")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
+)
+MIN_EXAMPLES = 10
+MAX_FALSE_ALARM_RATE = 0.02
+
+
+def _examples() -> list[tuple[str, str, str, str, str]]:
+    out = []
+    for path in sorted(DEFAULT_RULES_DIR.glob("*/*.yaml")):
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=RuleLoader)  # noqa: S506
+        for rule in data.get("rules", []):
+            examples = rule.get("examples") or {}
+            for kind in ("flag", "pass"):
+                for sentence in examples.get(kind) or []:
+                    out.append((rule["id"], data["lang"], data["category"], kind, sentence))
+    return out
+
+
+EXAMPLES = _examples()
+
+
+@pytest.fixture(scope="module")
+def rules_coach() -> Coach:
+    return Coach.load(check_examples=False)
+
+
+@pytest.mark.parametrize(
+    "rule_id, lang, category, kind, sentence",
+    EXAMPLES,
+    ids=[f"{e[0]}-{e[3]}-{i}" for i, e in enumerate(EXAMPLES)],
+)
+def test_rule_example(rules_coach: Coach, rule_id, lang, category, kind, sentence) -> None:
+    role = "customer" if category in CUSTOMER_CATEGORIES else "agent"
+    if kind == "flag":
+        # Before overlaps are resolved: a sibling rule may report the same words.
+        raw = rules_coach.check(sentence, lang, role, include_offers=True, resolve_overlaps=False)
+        assert rule_id in [f.rule for f in raw]
+    else:
+        flags = rules_coach.check(sentence, lang, role, include_offers=True)
+        assert [f.rule for f in flags if f.category == category] == []
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("category", AGENT_CATEGORIES + CUSTOMER_CATEGORIES)
+def test_every_category_has_enough_examples(lang: str, category: str) -> None:
+    counts = Counter(kind for _, lng, cat, kind, _ in EXAMPLES if lng == lang and cat == category)
+    assert counts["flag"] >= MIN_EXAMPLES, f"{lang}/{category}: {counts['flag']} flag examples"
+    assert counts["pass"] >= MIN_EXAMPLES, f"{lang}/{category}: {counts['pass']} pass examples"
+
+
+HARD_NEGATIVES = [
+    ("en", "agent", "There's no charge for the replacement."),
+    ("en", "agent", "You never have to pay for returns."),
+    ("en", "agent", "That's not your fault."),
+    ("en", "agent", "I can't wait to hear how it goes!"),
+    ("en", "customer", "I'm not angry, just curious."),
+    ("sr", "agent", "Nikada ne naplaćujemo povraćaj robe."),
+    ("sr", "agent", "Никада не наплаћујемо повраћај робе."),
+    ("hr", "agent", "Nikada ne naplaćujemo povrat robe."),
+    ("sl", "agent", "Ni vaša krivda."),
+]
+
+
+@pytest.mark.parametrize("lang, role, text", HARD_NEGATIVES)
+def test_taxonomy_hard_negatives_pass(rules_coach: Coach, lang: str, role: str, text: str) -> None:
+    assert [f.rule for f in rules_coach.check(text, lang, role)] == []
+
+
+SEEDED = [
+    ("en", "I don't know, that's not my job.", {"dont_know", "not_my_job"}),
+    ("en", "Calm down, the company won't agree to that.", {"dismissive", "policy_refusal"}),
+    ("sr", "Ne znam, to nije moj posao.", {"dont_know", "not_my_job"}),
+    ("sr", "Не знам, то није мој посао.", {"dont_know", "not_my_job"}),
+    ("hr", "Ne znam, to nije moj posao.", {"dont_know", "not_my_job"}),
+    ("sl", "Ne vem, to ni moje delo.", {"dont_know", "not_my_job"}),
+]
+
+
+@pytest.mark.parametrize("lang, text, categories", SEEDED)
+def test_seed_phrasings_are_flagged_with_suggestions(rules_coach, lang, text, categories) -> None:
+    flags = rules_coach.check(text, lang, "agent")
+    assert {f.category for f in flags} >= categories
+    assert all(f.suggestions and f.message for f in flags)
+
+
+def _corpus(name: str) -> list[str]:
+    path = CORPORA / name
+    if not path.exists():
+        pytest.skip(f"corpus {path} is not on this machine")
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh if line.strip()]
+
+
+def test_agent_corpus_false_alarms_stay_under_two_percent(rules_coach: Coach) -> None:
+    replies = _corpus("twitter-care-agent.jsonl")
+    flagged = []
+    for text in replies:
+        hits = [f for f in rules_coach.check(text, "en", "agent") if f.severity != "info"]
+        if hits:
+            flagged.append((text, hits))
+    rate = len(flagged) / len(replies)
+    print(f"\nagent corpus: {len(flagged)}/{len(replies)} replies warned ({rate:.2%})")
+    for text, hits in flagged:
+        print(f"  {[f.rule for f in hits]}: {text[:140]!r}")
+    assert rate <= MAX_FALSE_ALARM_RATE
+
+
+def test_customer_corpus_cues_by_category(rules_coach: Coach) -> None:
+    posts = _corpus("twitter-care-customer.jsonl")
+    by_category: Counter[str] = Counter()
+    cued = 0
+    for text in posts:
+        cats = {f.category for f in rules_coach.check(text, "en", "customer")}
+        cued += bool(cats)
+        by_category.update(cats)
+    print(f"\ncustomer corpus: {cued}/{len(posts)} posts cued; by category: {dict(by_category)}")
+    assert set(by_category) <= set(CUSTOMER_CATEGORIES)
+    assert by_category["frustration"] > 0

@@ -1,0 +1,300 @@
+"""Live coaching in the chat and supervisor review, with the real coach, server and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.support import agent, make_account, running, session_token, visitor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Timeouts
+READY_TIMEOUT_S = 60.0
+
+
+async def wait_ready(base: str) -> str:
+    async with httpx.AsyncClient(timeout=5) as http:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_S
+        while loop.time() < deadline:
+            r = await http.get(base + "/readyz")
+            if r.status_code == 200:
+                return r.text
+            await asyncio.sleep(0.1)
+    raise TimeoutError("server never became ready")
+
+
+async def chat(
+    srv: Any, redis_db: str, name: str = "ana", lang: str = "en"
+) -> tuple[Any, Any, str]:
+    ag = await agent(srv, redis_db, name)
+    vi = await visitor(srv, lang=lang, name="Marko")
+    ack = await vi.say("Hello, my parcel is late.")
+    conv = ack["conversation"]
+    await ag.expect("assignment", conversation=conv)
+    return ag, vi, conv
+
+
+async def supervisor_http(srv: Any, redis_db: str, name: str = "sanja") -> httpx.AsyncClient:
+    await make_account(redis_db, name, role="supervisor")
+    token = await session_token(srv.base, name)
+    return httpx.AsyncClient(
+        base_url=srv.base, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+async def test_drafts_are_coached_and_the_newest_wins(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.send(
+            type="draft", conversation=conv, draft_id=2, text="I don't know, that's not my job."
+        )
+        coach = await ag.expect("coach", conversation=conv)
+        assert coach["draft_id"] == 2
+        assert {f["category"] for f in coach["flags"]} >= {"dont_know", "not_my_job"}
+        for f in coach["flags"]:
+            assert "I don't know, that's not my job."[f["start"] : f["end"]] == f["text"]
+            assert f["suggestions"]
+        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know")
+        assert await ag.quiet("coach") == []  # older than one answered: dropped
+        await ag.send(type="draft", conversation=conv, draft_id=3, text="Let me find out for you.")
+        clean = await ag.expect("coach", conversation=conv, draft_id=3)
+        assert clean["flags"] == []
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(srv.base + "/metrics")).text
+        assert "tactline_draft_check_seconds_count 2" in metrics
+        await vi.close()
+        await ag.close()
+
+
+async def test_draft_for_someone_elses_chat_is_an_error(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        other = await agent(srv, redis_db, "boris")
+        await other.send(type="draft", id="d1", conversation=conv, draft_id=1, text="hello")
+        err = await other.expect("error")
+        assert err["code"] == "not_in_conversation" and err["ref"] == "d1"
+        await vi.send(type="draft", id="d2", conversation=conv, draft_id=1, text="x")
+        assert (await vi.expect("error"))["code"] == "unknown_type"
+
+
+async def test_sent_message_records_what_the_agent_did(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+        shown = await ag.expect("coach", conversation=conv)
+        suggestion = shown["flags"][0]["suggestions"][0]
+        ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
+        checked = await ag.expect("coach_checked", ref=ack["ref"])
+        assert checked["outcome"] == "applied"
+        await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
+        await ag.expect("coach", conversation=conv, draft_id=2)
+        ack = await ag.say("Calm down.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "ignored"
+        async with await supervisor_http(srv, redis_db) as sup:
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            outcomes = sorted(f["outcome"] for f in t["flags"])
+            assert outcomes == ["applied", "ignored"]
+
+
+async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        ask = "Please send me your full card number and the CVV."
+        await ag.send(type="message", id="s1", conversation=conv, text=ask)
+        err = await ag.expect("error", ref="s1")
+        assert err["code"] == "sensitive_data" and err["suggestions"] and err["flags"]
+        # Nothing reached the visitor.
+        assert [m for m in await vi.quiet("message") if m.get("id") == "s1"] == []
+        await ag.send(type="message", id="s1", conversation=conv, text=ask, override=True)
+        await ag.expect("ack", ref="s1")
+        assert (await vi.expect("message", id="s1"))["text"] == ask
+        async with await supervisor_http(srv, redis_db) as sup:
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            assert [o["ref"] for o in t["overrides"]] == ["s1"]
+            assert any(f["override"] for f in t["flags"])
+
+
+async def test_card_numbers_are_masked_for_everyone(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await vi.say("my card is 4111 1111 1111 1111")
+        got = await ag.expect("message", conversation=conv, text="my card is •••• •••• •••• 1111")
+        assert "4111" not in got["text"]
+
+
+async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await vi.say("This is ridiculous, I am so angry!!!")
+        script = await ag.expect("script", conversation=conv)
+        assert script["category"] == "frustration" and script["scripts"]
+        assert "{" not in " ".join(script["scripts"])
+        assert "Marko" in " ".join(script["scripts"]) or "Ana" in " ".join(script["scripts"])
+        await vi.say("Still ridiculous!!!")
+        assert await ag.quiet("script", within=0.5) == []  # cooldown
+        await vi.close()
+
+
+async def test_waiting_customer_nudges_the_agent(redis_db: str) -> None:
+    async with running(redis_db, coach=True, hold_after_s=1.0) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        nudge = await ag.expect("nudge", conversation=conv, timeout=8)
+        assert nudge["category"] == "hold_without_update" and nudge["suggestions"]
+        assert nudge["waited_s"] >= 1
+
+
+async def test_first_reply_without_introduction_is_nudged(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.say("How can I help?", conversation=conv)
+        nudge = await ag.expect("nudge", conversation=conv, category="missing_introduction")
+        assert "Ana" in nudge["suggestions"][0]
+
+
+async def test_whisper_reaches_the_agent_and_never_the_visitor(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await make_account(redis_db, "sanja", role="supervisor")
+        from tests.server.support import connect
+
+        sup = await connect(srv.ws, "/ws/agent", await session_token(srv.base, "sanja"))
+        await sup.send(type="watch", conversation=conv)
+        watching = await sup.expect("watching", conversation=conv)
+        assert [e["text"] for e in watching["events"] if e["type"] == "message"] == [
+            "Hello, my parcel is late."
+        ]
+        await sup.send(type="whisper", id="w1", conversation=conv, text="Offer the express refund.")
+        whisper = await ag.expect("whisper", conversation=conv)
+        assert whisper["text"] == "Offer the express refund." and whisper["from"]["id"] == "sanja"
+        seen = await vi.quiet("whisper", "message")
+        assert [
+            f for f in seen if f["type"] == "whisper" or "express refund" in f.get("text", "")
+        ] == []
+        await vi.say("Any news?")
+        assert (await sup.expect("message", conversation=conv))["text"] == "Any news?"
+        # An agent may not whisper.
+        await ag.send(type="whisper", id="w2", conversation=conv, text="x")
+        assert (await ag.expect("error", ref="w2"))["code"] == "forbidden"
+        await sup.send(type="take_over", conversation=conv, note="I'll handle it")
+        moved = await vi.expect("transferred")
+        assert moved["agent"]["id"] == "sanja" and "note" not in moved
+        reply = await sup.say("Hi, I'm Sanja, the supervisor.", conversation=conv)
+        assert (await vi.expect("message", id=reply["ref"]))["from"]["role"] == "supervisor"
+
+
+async def test_review_filters_false_alarms_exports_and_roles(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.say("I don't know.", conversation=conv)
+        await ag.expect("coach_checked")
+        await ag.send(type="close", conversation=conv)
+        await vi.expect("closed")
+        await vi.send(type="csat", id="r1", conversation=conv, score=4, comment="ok")
+        await vi.expect("pong", ref="r1")
+        async with await supervisor_http(srv, redis_db) as sup:
+            page = (await sup.get("/api/review/conversations", params={"has_flags": "true"})).json()
+            assert [i["conversation"] for i in page["items"]] == [conv]
+            assert page["items"][0]["csat"] == 4
+            assert (
+                await sup.get("/api/review/conversations", params={"category": "blame"})
+            ).json()["total"] == 0
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            [flag] = [f for f in t["flags"] if f["category"] == "dont_know"]
+            r = await sup.post(
+                f"/api/review/flags/{flag['id']}",
+                json={"status": "false_alarm", "note": "fine here"},
+            )
+            assert r.status_code == 200 and r.json()["review"]["status"] == "false_alarm"
+            quality = (await sup.get("/api/review/rule-quality")).json()
+            [row] = [q for q in quality if q["rule"] == flag["rule"]]
+            assert row["fires"] == 1 and row["false_alarms"] == 1 and row["rate"] == 1.0
+            cards = (await sup.get("/api/review/scorecards", params={"agent": "ana"})).json()
+            card = cards["agents"][0]
+            assert card["messages"] == 1 and card["flags_per_100"]["dont_know"] == 100.0
+            assert card["csat"] == 4.0
+            csv_text = (
+                await sup.get(f"/api/review/conversations/{conv}/export", params={"format": "csv"})
+            ).text
+            assert "I don't know." in csv_text and "dont_know" in csv_text
+            txt = (
+                await sup.get("/api/review/export", params={"format": "txt", "has_flags": "true"})
+            ).text
+            assert "I don't know." in txt
+            bad = await sup.get("/api/review/export", params={"format": "pdf"})
+            assert bad.status_code == 400
+        token = await session_token(srv.base, "ana")
+        async with httpx.AsyncClient(
+            base_url=srv.base, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+            assert (await http.get("/api/review/conversations")).status_code == 403
+            assert (await http.post("/api/rules/reload")).status_code == 403
+
+
+async def test_rules_reload_keeps_running_rules_when_a_file_is_bad(
+    redis_db: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    async with running(redis_db, coach=True, rules_dir=rules, data_dir=tmp_path / "var") as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            bad = rules / "en" / "dont_know.yaml"
+            good_text = bad.read_text(encoding="utf-8")
+            bad.write_text(
+                good_text.replace("category: dont_know", "category: rudeness", 1), encoding="utf-8"
+            )
+            r = await sup.post("/api/rules/reload")
+            assert r.status_code == 422
+            assert "dont_know.yaml:" in r.json()["error"] and "rudeness" in r.json()["error"]
+            ready = await sup.get("/readyz")
+            assert ready.status_code == 200 and "rudeness" in ready.text
+            await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+            still = await ag.expect("coach", conversation=conv, draft_id=1)
+            assert [f["category"] for f in still["flags"]] == ["dont_know"]
+
+            bad.write_text(
+                good_text.replace(
+                    "      - phrase: no idea",
+                    "      - phrase: no idea\n      - phrase: haven't the foggiest",
+                    1,
+                )
+                if "      - phrase: no idea" in good_text
+                else good_text,
+                encoding="utf-8",
+            )
+            r = await sup.post("/api/rules/reload")
+            assert r.status_code == 200 and r.json()["error"] is None
+            assert "reload failed" not in (await sup.get("/readyz")).text
+
+
+@pytest.mark.parametrize(
+    "lang, text, category", [("sr", "Не знам, то није мој посао.", "dont_know")]
+)
+async def test_serbian_cyrillic_draft_gets_cyrillic_suggestions(
+    redis_db: str, lang: str, text: str, category: str
+) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db, lang=lang)
+        await ag.send(type="draft", conversation=conv, draft_id=1, text=text)
+        coach = await ag.expect("coach", conversation=conv)
+        [flag] = [f for f in coach["flags"] if f["category"] == category]
+        assert any("\u0400" <= ch <= "\u04ff" for ch in flag["suggestions"][0])

@@ -1,0 +1,177 @@
+"""End to end: real ``tactline serve`` processes sharing one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import ROOT, RedisProcess, ServeProcess
+from tests.server.support import PASSWORD, agent, connect, visitor_token
+
+pytestmark = pytest.mark.slow
+
+Serve = Callable[..., ServeProcess]
+
+
+async def stored_messages(redis_url: str, conv: str) -> list[dict[str, str]]:
+    r = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        rows = await r.xrange(f"{{conv:{conv}}}:events")
+    finally:
+        await r.aclose()
+    return [json.loads(f["e"]) | {"seq": s} for s, f in rows if '"type":"message"' in f["e"]]
+
+
+async def test_two_server_processes_share_redis(redis_db: str, serve_process: Serve) -> None:
+    a = serve_process(redis_db)
+    b = serve_process(redis_db)
+    ag = await agent(b, redis_db, "jelena")
+    vi = await connect(a.ws, "/ws/visitor", await visitor_token(a.base))
+    ack = await vi.say("hello from process A")
+    conv = ack["conversation"]
+    await ag.expect("assignment", conversation=conv)
+    await vi.expect("assigned")
+    reply = await ag.say("hello from process B", conversation=conv)
+    assert (await vi.expect("message", id=reply["ref"]))["seq"] == reply["seq"]
+    await vi.send(type="typing")
+    await ag.expect("typing")
+    await vi.close()
+    await ag.close()
+
+
+async def test_kill_9_mid_chat_then_restart_loses_and_doubles_nothing(
+    redis_db: str, serve_process: Serve
+) -> None:
+    a = serve_process(redis_db)
+    b = serve_process(redis_db)
+    ag = await agent(b, redis_db, "jelena")
+    token = await visitor_token(a.base)
+    vi = await connect(a.ws, "/ws/visitor", token)
+    acked = {}
+    for i in range(10):
+        ack = await vi.say(f"before {i}", msg_id=f"m{i}")
+        acked[ack["ref"]] = ack["seq"]
+    conv = ack["conversation"]
+    assignment = await ag.expect("assignment", conversation=conv)
+    last_seen = (await vi.expect("message", id="m9"))["seq"]
+    # In flight when the server dies: sent, maybe stored, never acknowledged.
+    for i in range(10, 15):
+        await vi.send(type="message", id=f"m{i}", text=f"in flight {i}")
+    a.kill9()
+    a.start()  # same port, same Redis
+    vi = await connect(a.ws, "/ws/visitor", token, resume={conv: last_seen})
+    [view] = vi.welcome["conversations"]
+    replayed = [e["id"] for e in view["events"] if e["type"] == "message"]
+    for i in range(10, 15):  # the client resends everything unacknowledged
+        ack = await vi.say(f"in flight {i}", msg_id=f"m{i}")
+        acked[ack["ref"]] = ack["seq"]
+    stored = await stored_messages(redis_db, conv)
+    assert [m["id"] for m in stored] == [f"m{i}" for i in range(15)]
+    assert {m["id"]: m["seq"] for m in stored} == acked
+    assert set(replayed) <= {f"m{i}" for i in range(10, 15)}
+    # The agent, on the surviving process, saw each message exactly once.
+    got = [e["id"] for e in assignment["events"] if e["type"] == "message"]
+    got += [f["id"] for f in ag.skipped if f["type"] == "message"]
+    got += [f["id"] for f in await ag.quiet("message", within=1.0)]
+    assert sorted(got) == sorted(f"m{i}" for i in range(15))
+    await vi.close()
+    await ag.close()
+
+
+async def test_redis_restart_keeps_acknowledged_messages(serve_process: Serve) -> None:
+    redis = RedisProcess()
+    redis.start()
+    try:
+        srv = serve_process(redis.url)
+        ag = await agent(srv, redis.url, "jelena")
+        token = await visitor_token(srv.base)
+        vi = await connect(srv.ws, "/ws/visitor", token)
+        first = await vi.say("before the restart")
+        conv = first["conversation"]
+        await ag.expect("assignment", conversation=conv)
+        seen = await vi.expect("message", id=first["ref"])
+        redis.stop()  # SHUTDOWN: the append-only file is flushed
+        await vi.send(type="message", id="during", text="while Redis is down")
+        err = await vi.expect("error")
+        assert (err["code"], err["ref"]) == ("internal", "during")
+        redis.start()
+        for _ in range(50):
+            try:
+                ack = await vi.say(
+                    "while Redis is down",
+                    msg_id="during",
+                )
+                break
+            except TimeoutError:
+                continue
+        assert ack["duplicate"] is False
+        got = await ag.expect("message", id="during", timeout=10)
+        assert got["seq"] == ack["seq"]
+        vi2 = await connect(srv.ws, "/ws/visitor", token, resume={conv: seen["seq"]})
+        [view] = vi2.welcome["conversations"]
+        assert [e["id"] for e in view["events"] if e["type"] == "message"] == ["during"]
+        stored = await stored_messages(redis.url, conv)
+        assert [m["id"] for m in stored] == [first["ref"], "during"]
+        for c in (vi, vi2, ag):
+            await c.close()
+    finally:
+        redis.cleanup()
+
+
+async def test_workers_share_the_chat(redis_db: str, serve_process: Serve) -> None:
+    srv = serve_process(redis_db, workers=2)
+    ag = await agent(srv, redis_db, "jelena")
+    visitors = [
+        await connect(srv.ws, "/ws/visitor", await visitor_token(srv.base)) for _ in range(3)
+    ]
+    convs = [(await v.say(f"hi {i}"))["conversation"] for i, v in enumerate(visitors)]
+    for conv in convs:
+        await ag.expect("assignment", conversation=conv)
+    for v, conv in zip(visitors, convs, strict=True):
+        reply = await ag.say("hello", conversation=conv)
+        assert (await v.expect("message", id=reply["ref"]))["seq"] == reply["seq"]
+    for c in (*visitors, ag):
+        await c.close()
+
+
+async def test_embedded_redis_persists_and_stops_with_the_server(
+    tmp_path: Path, serve_process: Serve
+) -> None:
+    data = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TACTLINE_")}
+    env.update({"TACTLINE_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)})
+    add = subprocess.run(
+        [sys.executable, "-m", "server.cli", "users", "add", "jelena", "--role", "agent"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert add.returncode == 0, add.stderr
+    assert (data / "redis" / "appendonly.aof").exists() or (data / "redis").exists()
+    srv = serve_process(None)  # no TACTLINE_REDIS_URL: embedded Redis
+    async with httpx.AsyncClient(timeout=5) as http:
+        r = await http.post(
+            srv.base + "/api/login", json={"username": "jelena", "password": PASSWORD}
+        )
+        assert r.status_code == 200
+        ready = await http.get(srv.base + "/readyz")
+        assert "redis unreachable" not in ready.text
+    assert (data / "redis" / "redis.sock").exists()
+    srv.stop()
+    for _ in range(50):
+        if not (data / "redis" / "redis.sock").exists():
+            break
+        await asyncio.sleep(0.1)
+    assert not (data / "redis" / "redis.sock").exists(), srv.output()

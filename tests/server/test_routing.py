@@ -1,0 +1,248 @@
+"""Routing: assignment, queue positions, transfer, grace period, leave-a-message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+
+from server.routing import estimate_wait_s
+from tests.server.support import (
+    Client,
+    agent,
+    connect,
+    make_account,
+    running,
+    visitor,
+    visitor_token,
+)
+
+
+@pytest.mark.parametrize(
+    ("position", "avg", "online", "expected"),
+    [
+        (1, 180.0, 1, 180),
+        (3, 180.0, 2, 270),
+        (1, 10.0, 3, 4),
+        (5, 60.0, 0, None),
+    ],
+)
+def test_estimated_wait(position: int, avg: float, online: int, expected: int | None) -> None:
+    assert estimate_wait_s(position, avg, online) == expected
+
+
+async def test_new_conversation_goes_to_least_busy_agent_who_speaks_the_language(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        en = await agent(srv, redis_db, "enonly", languages=["en"])
+        sr = await agent(srv, redis_db, "srbian", languages=["sr", "en"])
+        v_sr = await visitor(srv, lang="sr")
+        conv = (await v_sr.say("Zdravo"))["conversation"]
+        await sr.expect("assignment", conversation=conv)
+        v_en = await visitor(srv, lang="en")
+        conv2 = (await v_en.say("Hello"))["conversation"]
+        # srbian has one chat, enonly none: the English chat goes to enonly.
+        await en.expect("assignment", conversation=conv2)
+        for c in (en, sr, v_sr, v_en):
+            await c.close()
+
+
+async def test_queue_positions_then_assignment_when_an_agent_comes_online(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        visitors = [await visitor(srv) for _ in range(3)]
+        convs = []
+        for i, v in enumerate(visitors):
+            convs.append((await v.say(f"waiting {i}"))["conversation"])
+        for i, v in enumerate(visitors):
+            q = await v.expect("queue", position=i + 1)
+            assert q["agents_online"] == 0 and q["estimated_wait_s"] is None
+        ag = await agent(srv, redis_db, "jelena", capacity=1)
+        await ag.expect("assignment", conversation=convs[0])
+        await visitors[0].expect("assigned")
+        await visitors[1].expect("queue", position=1)
+        q = await visitors[2].expect("queue", position=2)
+        assert q["agents_online"] == 1 and q["estimated_wait_s"] == 360
+        await ag.send(type="close", conversation=convs[0])
+        await ag.expect("assignment", conversation=convs[1])
+        await visitors[2].expect("queue", position=1)
+        for c in (*visitors, ag):
+            await c.close()
+
+
+async def test_fifty_visitors_five_agents_no_double_assignment(redis_db: str) -> None:
+    async with running(redis_db) as srv_a, running(redis_db) as srv_b:
+        agents = [
+            await agent(srv_a if i % 2 else srv_b, redis_db, f"agent{i}", capacity=4)
+            for i in range(5)
+        ]
+
+        async def one(i: int) -> tuple[Client, str]:
+            v = await visitor(srv_a if i % 2 else srv_b)
+            return v, (await v.say(f"visitor {i}"))["conversation"]
+
+        pairs = await asyncio.gather(*(one(i) for i in range(50)))
+        convs = [c for _, c in pairs]
+        assert len(set(convs)) == 50
+        got: Counter[str] = Counter()
+        by_agent: Counter[str] = Counter()
+        for a in agents:
+            for _ in range(4):
+                frame = await a.expect("assignment", timeout=10)
+                got[frame["conversation"]] += 1
+                by_agent[a.welcome["user"]["id"]] += 1
+        assert all(n == 1 for n in got.values()) and len(got) == 20
+        assert set(by_agent.values()) == {4}
+        extra = await asyncio.gather(*(a.quiet("assignment", within=0.3) for a in agents))
+        assert all(x == [] for x in extra)
+        queued = [c for c in convs if c not in got]
+        r = Redis.from_url(redis_db, decode_responses=True)
+        assert await r.zcard("{tl}:queue") == 30
+        assert set(await r.zrange("{tl}:queue", 0, -1)) == set(queued)
+        assert len(await r.hgetall("{tl}:assign")) == 20
+        await r.aclose()
+        await asyncio.sleep(0.3)
+
+        async def position(v: Client) -> int:
+            frames = [f for f in v.skipped if f["type"] == "queue"]
+            frames += await v.quiet("queue", within=0.3)
+            return int(frames[-1]["position"])
+
+        waiting = [v for v, c in pairs if c in queued]
+        positions = dict(
+            zip(queued, await asyncio.gather(*(position(v) for v in waiting)), strict=True)
+        )
+        assert sorted(positions.values()) == list(range(1, 31))
+        for c in (*agents, *(v for v, _ in pairs)):
+            await c.close()
+
+
+async def test_transfer_to_agent_with_note(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        first = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        conv = (await vi.say("I need a refund"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        second = await agent(srv, redis_db, "marko")
+        await first.send(
+            type="transfer",
+            conversation=conv,
+            to_agent="marko",
+            note="Refund approved, needs the bank details.",
+        )
+        got = await second.expect("assignment", conversation=conv)
+        assert got["reason"] == "transfer"
+        assert got["note"] == "Refund approved, needs the bank details."
+        assert got["from_agent"] == {"id": "jelena", "name": "Jelena"}
+        assert "I need a refund" in [e.get("text") for e in got["events"]]
+        told = await vi.expect("transferred")
+        assert told["agent"] == {"id": "marko", "name": "Marko"}
+        assert "note" not in told and "from_agent" not in told
+        reply = await second.say("Hi, I have your refund here.", conversation=conv)
+        assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
+        await first.send(type="message", id="old", text="still here?", conversation=conv)
+        assert (await first.expect("error"))["code"] == "not_in_conversation"
+        for c in (first, second, vi):
+            await c.close()
+
+
+async def test_transfer_to_team_queues_at_front_for_that_team(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        first = await agent(srv, redis_db, "jelena", teams=["support"])
+        vi = await visitor(srv)
+        conv = (await vi.say("invoice question"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        await make_account(redis_db, "bob", teams=["billing"])
+        await first.send(type="transfer", conversation=conv, to_team="billing", note="Invoice 7")
+        told = await vi.expect("transferred")
+        assert told["agent"] is None
+        assert (await first.quiet("assignment")) == []
+        billing = await agent(srv, redis_db, "bob", teams=["billing"], create=False)
+        got = await billing.expect("assignment", conversation=conv)
+        assert (got["reason"], got["note"]) == ("transfer", "Invoice 7")
+        for c in (first, billing, vi):
+            await c.close()
+
+
+async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: str) -> None:
+    async with running(redis_db, grace_period_s=1.0) as srv:
+        ag = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        conv = (await vi.say("hello"))["conversation"]
+        got = await ag.expect("assignment", conversation=conv)
+        last = got["events"][-1]["seq"]
+        await ag.close()
+        # Back within the grace period: the chat is still ours, resumed by cursor.
+        await asyncio.sleep(0.3)
+        ag = await agent(srv, redis_db, "jelena", create=False, online=False, resume={conv: last})
+        assert [v["conversation"] for v in ag.welcome["conversations"]] == [conv]
+        await ag.close()
+        # Away for longer: the chat goes back to the front of the queue, to the next agent.
+        other = await agent(srv, redis_db, "marko", capacity=1)
+        requeued = await other.expect("assignment", conversation=conv, timeout=6)
+        assert requeued["reason"] == "requeue"
+        told = await vi.expect("transferred", timeout=5)
+        assert told["agent"] is None
+        await vi.expect("assigned")
+        await other.close()
+        await vi.close()
+
+
+async def test_leave_a_message_when_no_agent_is_online(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        vi = await visitor(srv)
+        assert vi.welcome["agents_online"] == 0
+        await vi.send(
+            type="leave_message",
+            id="lm1",
+            name="Ana",
+            email="ana@example.com",
+            text="Please call me back about order 1182.",
+        )
+        ack = await vi.expect("ack", ref="lm1")
+        conv = ack["conversation"]
+        await vi.close()
+        ag = await agent(srv, redis_db, "jelena", online=False)
+        await ag.send(type="status", status="online")
+        got = await ag.expect("assignment", conversation=conv)
+        [msg] = [e for e in got["events"] if e["type"] == "message"]
+        assert msg["contact"] == {"name": "Ana", "email": "ana@example.com"}
+        await ag.close()
+
+
+async def test_visitor_cannot_reach_another_visitors_conversation(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        alice = await visitor(srv)
+        conv = (await alice.say("my secret order"))["conversation"]
+        mallory_token = await visitor_token(srv.base)
+        mallory = await connect(srv.ws, "/ws/visitor", mallory_token, resume={conv: "0-0"})
+        assert mallory.welcome["conversations"] == []
+        await mallory.send(type="message", id="x", text="hi", conversation=conv)
+        assert (await mallory.expect("error"))["code"] == "not_in_conversation"
+        await mallory.send(type="read", seq="1-0", conversation=conv)
+        assert (await mallory.expect("error"))["code"] == "not_in_conversation"
+        assert await mallory.quiet("message") == []
+        for c in (alice, mallory):
+            await c.close()
+
+
+async def test_accept_takes_a_queued_conversation_once(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        a1 = await agent(srv, redis_db, "jelena", languages=["en"])
+        a2 = await agent(srv, redis_db, "marko", languages=["en"])
+        vi = await visitor(srv, lang="sl")  # nobody speaks it: stays queued
+        conv = (await vi.say("Pozdravljeni"))["conversation"]
+        await vi.expect("queue", position=1)
+        await asyncio.gather(
+            a1.send(type="accept", conversation=conv), a2.send(type="accept", conversation=conv)
+        )
+        outcomes = []
+        for a in (a1, a2):
+            frame = await a.expect("assignment", "error")
+            outcomes.append(frame.get("reason") or frame.get("code"))
+        assert sorted(outcomes) == ["accepted", "not_queued"]
+        await vi.expect("assigned")
+        for c in (a1, a2, vi):
+            await c.close()

@@ -1,0 +1,370 @@
+"""The agent console (/agent) in Chromium.
+
+Two kinds of tests: against the real server (chat, transfer, close, markup as text), and
+against a scripted /ws/agent that sends the coaching frames of docs/coaching.md exactly
+as documented, so the composer's behaviour is pinned down independently of the coach.
+The same coaching scenarios against the real server are at the end; they are expected
+to fail until the server answers ``draft`` frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from tests.server.support import PASSWORD, connect, visitor_token
+from tests.widget.conftest import Site
+from tests.widget.support import W, open_shop, open_widget, wait_bubble, write
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
+
+XSS = "<img src=x onerror=alert(1)>"
+NOT_MY_JOB = "I don't know, that's not my job."
+FLAGS = [
+    {"rule": "en.dont_know.i_dont_know", "category": "dont_know", "severity": "warning",
+     "start": 0, "end": 12, "text": "I don't know", "message": "Say what you will do instead.",
+     "suggestions": ["Let me find out for you"]},
+    {"rule": "en.not_my_job.not_my_job", "category": "not_my_job", "severity": "warning",
+     "start": 14, "end": 31, "text": "that's not my job", "message": "Own the request.",
+     "suggestions": ["I'll make sure the right team handles this"]},
+]
+
+
+async def login(page: Any, site: Site, name: str, online: bool = True) -> None:
+    await page.goto(site.base + "/agent")
+    await page.get_by_label("User name").fill(name)
+    await page.get_by_label("Password").fill(site.accounts.get(name, PASSWORD))
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    if online:
+        await page.locator("#status").select_option("online")
+        await asyncio.sleep(0.3)  # the status frame reaches the server before visitors come
+
+
+# ------------------------------------------------------------------ real server
+
+
+async def test_agent_answers_a_visitor_from_the_console(site: Site, new_page: Any,
+                                                        agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Hello, is anyone there?")
+    chat = console.locator("#chats .item").first
+    await chat.wait_for(timeout=10_000)
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["Hello, is anyone there?"], timeout=10_000)
+    await expect(console.locator("#chats .wait")).to_have_text(re.compile(r"^\d+ s$"))
+    await console.locator("#draft").fill("Yes, I am here. How can I help?")
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop, "Yes, I am here. How can I help?", mine=False)
+    await expect(console.locator("#transcript .msg.mine .state")).to_have_text("read",
+                                                                               timeout=10_000)
+    await console.locator("#draft").fill("Line one")
+    await console.locator("#draft").press("Shift+Enter")
+    await console.locator("#draft").type("line two")
+    assert await console.locator("#draft").input_value() == "Line one\nline two"
+    assert console.watched.errors == []
+
+
+async def test_markup_from_a_visitor_is_text_in_the_console(site: Site, new_page: Any,
+                                                            agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, XSS)
+    await expect(console.locator("#transcript .msg .text")).to_have_text([XSS], timeout=10_000)
+    assert await console.locator("#transcript img").count() == 0
+    assert await console.locator("#chats .preview").first.inner_text() == XSS
+    await console.wait_for_timeout(300)
+    assert console.watched.dialogs == [] and shop.watched.dialogs == []
+
+
+async def test_unread_count_and_switching_chats(site: Site, new_page: Any,
+                                                agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shops = [await new_page(), await new_page()]
+    for i, shop in enumerate(shops):
+        await open_shop(shop, site.base)
+        await open_widget(shop)
+        await write(shop, f"visitor {i} here")
+        await expect(console.locator("#chats .item")).to_have_count(i + 1, timeout=10_000)
+    # The first chat stays open; the second one counts what its visitor wrote.
+    await expect(console.locator("#transcript .msg .text")).to_have_text(["visitor 0 here"])
+    await write(shops[1], "are you there?")
+    other = console.locator("#chats .item").filter(has_text="are you there?")
+    await expect(other.locator(".unread")).to_have_text("2", timeout=10_000)
+    assert "2 unread" in (await other.get_attribute("aria-label") or "")
+    await other.click()
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["visitor 1 here", "are you there?"], timeout=10_000)
+    assert await console.locator("#chats .unread").count() == 0
+
+
+async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
+    first, second = await agent_name(), await agent_name()
+    console = await new_page()
+    await login(console, site, first)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "I need a refund for order 1182.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    other = await site.agent_client(second)
+    await console.get_by_role("button", name="Transfer…").click()
+    dialog = console.locator("#transfer")
+    await expect(dialog.locator("#transfer-agent option")).to_have_count(1, timeout=10_000)
+    note = dialog.get_by_label("Note for the next agent")
+    await note.fill("Refund approved, needs bank details.")
+    await dialog.get_by_role("button", name="Transfer", exact=True).click()
+    got = await other.expect("assignment", timeout=10)
+    assert got["reason"] == "transfer" and got["note"] == "Refund approved, needs bank details."
+    await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
+    await shop.locator(f"{W} .sys").filter(has_text="You are now chatting with").nth(1).wait_for(
+        timeout=10_000)
+    await other.close()
+
+    # The next visitor: closing from the console ends the chat for the visitor.
+    shop2 = await new_page()
+    await open_shop(shop2, site.base)
+    await open_widget(shop2)
+    await write(shop2, "second question")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.get_by_role("button", name="Close chat").click()
+    await shop2.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
+    await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
+
+
+async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: Any,
+                                                        agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name, online=False)
+    await console.locator("#capacity").fill("1")
+    await console.locator("#capacity").dispatch_event("change")
+    await console.locator("#status").select_option("online")
+    visitors = []
+    for text in ("first in line", "second in line"):
+        v = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+        await v.say(text)
+        visitors.append(v)
+    queued = console.locator("#queue .queue-item")
+    await expect(queued).to_have_count(1, timeout=10_000)
+    await expect(queued.locator(".preview")).to_have_text("second in line")
+    await console.locator("#capacity").fill("2")
+    await console.locator("#capacity").dispatch_event("change")
+    await expect(console.locator("#chats .item")).to_have_count(2, timeout=10_000)
+    await expect(queued).to_have_count(0, timeout=10_000)
+    for v in visitors:
+        await v.close()
+
+
+# ------------------------------------------------------------------ scripted /ws/agent
+
+
+class ScriptedAgentSocket:
+    """Stands in for /ws/agent: answers hello with one assigned chat and records frames."""
+
+    CONV = "c_scripted0001"
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.ws: Any = None
+        self.drafts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def handler(self, ws: Any) -> None:
+        self.ws = ws
+        ws.on_message(self.on_message)
+
+    def send(self, **frame: Any) -> None:
+        frame.setdefault("v", 1)
+        self.ws.send(json.dumps(frame))
+
+    def on_message(self, raw: str | bytes) -> None:
+        frame = json.loads(raw)
+        self.frames.append(frame)
+        if frame["type"] == "hello":
+            self.send(type="welcome", role="agent", user={"id": "jelena", "name": "Jelena"},
+                      agents_online=1, conversations=[{
+                          "conversation": self.CONV, "status": "assigned", "lang": "en",
+                          "visitor": {"id": "v_1", "name": "Ana", "lang": "en"},
+                          "agent": {"id": "jelena", "name": "Jelena"}, "history_truncated": False,
+                          "events": [{"type": "message", "conversation": self.CONV,
+                                      "seq": "1000-0", "ts": int(time.time() * 1000) - 60_000,
+                                      "id": "m1",
+                                      "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+                                      "text": "My parcel is late again!"}]}])
+        elif frame["type"] == "draft":
+            self.drafts.put_nowait(frame)
+        elif frame["type"] == "message":
+            self.send(type="ack", ref=frame["id"], conversation=self.CONV, seq="2000-0",
+                      duplicate=False)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    async def answer_draft_with(self, text: str, flags: list[dict[str, Any]]) -> None:
+        """Wait for the draft with ``text`` and answer it with ``flags``."""
+        while True:
+            draft = await asyncio.wait_for(self.drafts.get(), 10)
+            if draft["text"] == text:
+                self.send(type="coach", conversation=self.CONV, draft_id=draft["draft_id"],
+                          flags=flags)
+                return
+
+
+async def scripted_console(site: Site, new_page: Any) -> tuple[Any, ScriptedAgentSocket]:
+    page = await new_page()
+    fake = ScriptedAgentSocket()
+    await page.route_web_socket(site.ws + "/ws/agent", fake.handler)
+    await login(page, site, "agent1", online=False)
+    await expect(page.locator("#transcript .msg .text")).to_have_text(["My parcel is late again!"])
+    return page, fake
+
+
+async def test_composer_underlines_flags_and_applies_a_suggestion(site: Site, new_page: Any,
+                                                                 out_dir: Path) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.locator("#draft").fill(NOT_MY_JOB)
+    await fake.answer_draft_with(NOT_MY_JOB, FLAGS)
+    marks = page.locator("#backdrop mark")
+    await expect(marks).to_have_text(["I don't know", "that's not my job"], timeout=5_000)
+    await expect(page.locator("#flags li")).to_have_count(2)
+    # Hovering the first underline shows the reason and the alternative.
+    box = await marks.first.bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+    popover = page.locator("#popover")
+    await expect(popover).to_be_visible(timeout=5_000)
+    await expect(popover).to_contain_text("Say what you will do instead.")
+    await page.screenshot(path=out_dir / "console-flag.png")
+    await popover.get_by_role("button", name="Let me find out for you").click()
+    await expect(page.locator("#draft")).to_have_value(
+        "Let me find out for you, that's not my job.")
+    await expect(marks).to_have_text(["that's not my job"])  # the other span moved along
+    # The keyboard shortcut applies the flag at the cursor.
+    await page.locator("#draft").press("End")
+    await page.locator("#draft").press("ArrowLeft")
+    await page.locator("#draft").press("ArrowLeft")
+    await page.locator("#draft").press("Alt+Enter")
+    fixed = "Let me find out for you, I'll make sure the right team handles this."
+    await expect(page.locator("#draft")).to_have_value(fixed)
+    await fake.answer_draft_with(fixed, [])
+    await page.locator("#draft").press("Enter")
+    await expect(page.locator("#transcript .msg.mine .text")).to_have_text([fixed])
+    sent = fake.of_type("message")[-1]
+    assert sent["text"] == fixed and sent["conversation"] == fake.CONV
+    assert isinstance(sent["draft_id"], int) and "override" not in sent
+
+
+async def test_stale_coach_answers_are_ignored(site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.locator("#draft").fill(NOT_MY_JOB)
+    old = await asyncio.wait_for(fake.drafts.get(), 10)
+    await page.locator("#draft").fill("Thanks for waiting.")
+    fake.send(type="coach", conversation=fake.CONV, draft_id=old["draft_id"], flags=FLAGS)
+    await page.wait_for_timeout(300)
+    assert await page.locator("#backdrop mark").count() == 0
+
+
+async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    text = "Please send me your card number and CVV."
+    await page.locator("#draft").fill(text)
+    await page.locator("#draft").press("Enter")
+    await expect(page.locator("#transcript .msg.mine")).to_have_count(1)
+    ref = fake.of_type("message")[-1]["id"]
+    fake.send(type="error", code="sensitive_data", ref=ref,
+              message="Never ask for card details in chat.",
+              flags=[{"rule": "en.sensitive.card", "category": "sensitive_data_request",
+                      "severity": "alert", "start": 15, "end": 39,
+                      "text": "your card number and CVV", "message": "Never ask for card details.",
+                      "suggestions": ["the secure payment link"]}],
+              suggestions=["Please use the secure payment link."])
+    refusal = page.locator("#refusal")
+    await expect(refusal).to_be_visible(timeout=5_000)
+    await expect(refusal).to_contain_text("Never ask for card details in chat.")
+    await expect(page.locator("#transcript .msg.mine")).to_have_count(0)
+    await refusal.get_by_role("button", name="Send anyway").click()
+    resent = fake.of_type("message")[-1]
+    assert resent["id"] == ref and resent["override"] is True and resent["text"] == text
+    await expect(page.locator("#transcript .msg.mine .text")).to_have_text([text])
+
+
+async def test_scripts_nudges_and_whispers(site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    fake.send(type="script", conversation=fake.CONV, category="frustration",
+              cue={"seq": "1000-0", "start": 0, "end": 24, "text": "My parcel is late again!"},
+              message="Acknowledge the frustration before the facts.",
+              scripts=["I'm sorry about the delay, Ana. I understand how frustrating this is."])
+    card = page.locator("#assist .card.script")
+    await expect(card).to_contain_text("The customer is upset", timeout=5_000)
+    await expect(card.locator(".cue")).to_have_text("“My parcel is late again!”")
+    await card.get_by_role("button", name="Insert: I'm sorry about the delay").click()
+    await expect(page.locator("#draft")).to_have_value(
+        "I'm sorry about the delay, Ana. I understand how frustrating this is.")
+    fake.send(type="nudge", conversation=fake.CONV, category="hold_without_update",
+              rule="conversation.hold_without_update", severity="warning",
+              message="Ana has waited 2 minutes without an update.",
+              suggestions=["Thanks for waiting, I'm still checking."], waited_s=120)
+    nudge = page.locator("#assist .card.nudge")
+    await expect(nudge).to_contain_text("waiting 2 min", timeout=5_000)
+    await nudge.get_by_role("button", name="Dismiss").click()
+    await expect(nudge).to_have_count(0)
+    fake.send(**{"type": "whisper", "conversation": fake.CONV,
+                 "from": {"id": "ana", "name": "Ana S."}, "text": XSS, "ts": 3000})
+    whisper = page.locator("#transcript .whisper")
+    await expect(whisper).to_contain_text("only you see this", timeout=5_000)
+    await expect(whisper).to_contain_text(XSS)
+    assert await page.locator("#transcript img").count() == 0
+
+
+async def test_console_works_without_a_coaching_server(site: Site, new_page: Any,
+                                                       agent_name: Any) -> None:
+    """Drafts that the server does not know must not stop messages from being sent."""
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    agent = await site.agent_client(name, online=False)  # a second connection of the same agent
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "hi")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").type("Hello, how can I help?", delay=10)
+    await console.wait_for_timeout(400)
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop, "Hello, how can I help?", mine=False)
+    await agent.close()
+
+
+# ------------------------------------------------------------------ coaching, real server
+
+
+async def test_real_coach_underlines_both_spans(site: Site, new_page: Any,
+                                                agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").type(NOT_MY_JOB, delay=10)
+    await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)

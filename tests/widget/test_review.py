@@ -1,0 +1,271 @@
+"""The supervisor pages (/review) in Chromium.
+
+Transcripts are checked against the real server. The review API answers are also served
+from the documented shapes of docs/coaching.md (``page.route``), so the pages' rendering
+of flags, scorecards, rule quality and the live monitor is pinned down; the same flows
+against the real server are expected to fail until its review API lands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from playwright.async_api import expect
+
+from tests.widget.conftest import Site
+from tests.widget.support import open_shop, open_widget, write
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
+
+XSS = "<img src=x onerror=alert(1)>"
+CONV = "c_review0001"
+
+LIST = {"items": [{"conversation": CONV, "agent": "agent1", "lang": "en", "site": "demo",
+                   "started_at": "2026-11-20T10:00:00Z", "closed_at": "2026-11-20T10:09:00Z",
+                   "csat": 2, "flags": {"count": 2, "worst": "warning",
+                                        "categories": ["dont_know", "not_my_job"]}}],
+        "page": 1, "per_page": 50, "total": 1}
+TRANSCRIPT = {
+    "conversation": CONV, "agent": "agent1", "visitor": {"id": "v_1", "name": "Ana"},
+    "lang": "en", "site": "demo", "csat": 2,
+    "events": [
+        {"type": "message", "conversation": CONV, "seq": "1-0", "ts": 1763632800000, "id": "m1",
+         "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+         "text": "I called three times already! " + XSS},
+        {"type": "message", "conversation": CONV, "seq": "2-0", "ts": 1763632860000, "id": "a1",
+         "from": {"role": "agent", "id": "agent1", "name": "Jelena"},
+         "text": "I don't know, that's not my job."},
+    ],
+    "flags": [
+        {"id": "f1", "seq": "2-0", "rule": "en.dont_know.i_dont_know", "category": "dont_know",
+         "severity": "warning", "start": 0, "end": 12, "text": "I don't know",
+         "message": "Say what you will do instead.", "suggestions": ["Let me find out for you"],
+         "outcome": "ignored", "override": False, "review": None},
+        {"id": "f2", "seq": "2-0", "rule": "en.not_my_job.not_my_job", "category": "not_my_job",
+         "severity": "warning", "start": 14, "end": 31, "text": "that's not my job",
+         "message": "Own the request.", "suggestions": ["I'll make sure the right team handles it"],
+         "outcome": "ignored", "override": False, "review": None},
+    ],
+    "cues": [{"seq": "1-0", "start": 2, "end": 28, "category": "repeat_contact",
+              "text": "called three times already"}],
+    "scripts": [], "nudges": [], "timeline": [],
+}
+DAYS = ["2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"]
+SCORECARDS = {"items": [{
+    "agent": "agent1", "name": "Jelena", "messages": 412,
+    "flags_per_100": {"dont_know": 3.1, "not_my_job": 1.2, "blame": 0.5},
+    "applied_share": 0.62, "first_response_s": 38, "handling_s": 420, "csat": 4.3,
+    "days": [{"date": d, "messages": 80 + i, "flags_per_100": {
+        "dont_know": 5 - i, "not_my_job": 2 - i * 0.3, "blame": 0.5 + (i % 2) * 0.4},
+        "applied_share": 0.4 + i * 0.06, "first_response_s": 60 - i * 6, "handling_s": 400,
+        "csat": 3.8 + i * 0.12} for i, d in enumerate(DAYS)]}]}
+RULE_QUALITY = [{"rule": "en.dismissive.calm_down", "fires": 40, "false_alarms": 12, "rate": 0.3},
+                {"rule": "en.dont_know.i_dont_know", "fires": 120, "false_alarms": 6, "rate": 0.05}]
+LIVE = {"items": [{"conversation": CONV, "agent": {"id": "agent1", "name": "Jelena"},
+                   "visitor": {"id": "v_1", "name": "Ana"}, "waiting_s": 95,
+                   "last_cue": {"category": "frustration", "text": "this is a disgrace"},
+                   "last_flag": {"category": "blame", "text": "you should have"}}]}
+
+
+async def login(page: Any, site: Site, name: str = "supervisor", hash_: str = "") -> None:
+    await page.goto(site.base + "/review" + hash_)
+    await page.get_by_label("User name").fill(name)
+    await page.get_by_label("Password").fill(site.accounts[name])
+    await page.get_by_role("button", name="Log in").click()
+
+
+class ReviewApi:
+    """The review API of docs/coaching.md, answered from the fixtures above."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+
+    async def handle(self, route: Any) -> None:
+        request = route.request
+        url = urlparse(request.url)
+        body = request.post_data_json if request.method == "POST" else None
+        self.requests.append((request.method, url.path + ("?" + url.query if url.query else ""),
+                              body))
+        path = url.path
+        if path == "/api/review/conversations":
+            data: Any = LIST
+        elif path == f"/api/review/conversations/{CONV}":
+            data = TRANSCRIPT
+        elif path.startswith("/api/review/flags/"):
+            data = {"ok": True}
+        elif path == "/api/review/scorecards":
+            data = SCORECARDS
+        elif path == "/api/review/rule-quality":
+            data = RULE_QUALITY
+        elif path == "/api/review/live":
+            data = LIVE
+        else:
+            await route.fulfill(status=404, json={"code": "not_found", "message": path})
+            return
+        await route.fulfill(status=200, content_type="application/json", body=json.dumps(data))
+
+    def queries(self, path: str) -> list[dict[str, list[str]]]:
+        return [parse_qs(urlparse(p).query) for m, p, _ in self.requests
+                if m == "GET" and urlparse(p).path == path]
+
+
+async def review_page(site: Site, new_page: Any, hash_: str = "") -> tuple[Any, ReviewApi]:
+    page = await new_page(width=1280, height=900)
+    api = ReviewApi()
+    await page.route(site.base + "/api/review/**", api.handle)
+    await login(page, site, hash_=hash_)
+    return page, api
+
+
+# ------------------------------------------------------------------ real server
+
+
+async def test_transcript_shows_visitor_markup_as_text(site: Site, new_page: Any,
+                                                       agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, XSS)
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.say("Sorry, I cannot show pictures here.", conversation=conv)
+    page = await new_page()
+    await login(page, site)
+    await page.locator(f"[data-conv='{conv}'] a").click()
+    messages = page.locator(".transcript .msg .text")
+    await expect(messages).to_have_text([XSS, "Sorry, I cannot show pictures here."],
+                                        timeout=10_000)
+    assert await page.locator(".transcript img").count() == 0
+    await page.wait_for_timeout(300)
+    assert page.watched.dialogs == [] and page.watched.errors == []
+    await agent.close()
+
+
+async def test_agents_cannot_use_the_review_pages(site: Site, new_page: Any,
+                                                  agent_name: Any) -> None:
+    name = await agent_name()
+    page = await new_page()
+    await login(page, site, name)
+    await expect(page.locator("#login-form .error")).to_have_text(
+        "The review pages are for supervisors.", timeout=5_000)
+    assert await page.locator("#page").is_hidden()
+
+
+async def test_supervisor_finds_the_flagged_transcript_and_marks_a_false_alarm(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.say("I don't know, that's not my job.", conversation=conv)
+    page = await new_page()
+    await login(page, site, hash_="#/conversations?has_flags=true")
+    await page.locator(f"[data-conv='{conv}']").click(timeout=10_000)
+    await expect(page.locator(".transcript mark")).to_have_count(2, timeout=10_000)
+    first = page.locator(".flag-list li").first
+    await first.get_by_role("button", name="False alarm").click()
+    await expect(first.locator(".review-status")).to_have_text("Review: false alarm")
+    await agent.close()
+
+
+# ------------------------------------------------------------------ documented API shapes
+
+
+async def test_conversation_filters_reach_the_review_api(site: Site, new_page: Any) -> None:
+    page, api = await review_page(site, new_page)
+    await expect(page.locator("tbody tr[data-conv]")).to_have_count(1, timeout=10_000)
+    await page.get_by_label("Category").select_option("not_my_job")
+    await page.get_by_label("Severity").select_option("warning")
+    await page.get_by_label("Language").select_option("sr")
+    await page.get_by_label("Suggestion ignored").check()
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(re.compile("category=not_my_job"), timeout=5_000)
+    await expect(page.locator("tbody tr[data-conv]")).to_have_count(1, timeout=10_000)
+    last = api.queries("/api/review/conversations")[-1]
+    assert last["category"] == ["not_my_job"] and last["severity"] == ["warning"]
+    assert last["lang"] == ["sr"] and last["flag_ignored"] == ["true"]
+
+
+async def test_transcript_highlights_flags_and_marks_a_false_alarm(site: Site, new_page: Any,
+                                                                   out_dir: Path) -> None:
+    page, api = await review_page(site, new_page, f"#/conversation/{CONV}")
+    marks = page.locator(".transcript mark")
+    await expect(marks).to_have_text(["called three times already", "I don't know",
+                                      "that's not my job"], timeout=10_000)
+    assert await page.locator(".transcript img").count() == 0
+    flag = page.locator(".flag-list li[data-flag='f1']")
+    await expect(flag).to_contain_text("Let me find out for you")
+    await expect(flag.locator(".outcome")).to_have_text("ignored")
+    await flag.get_by_role("button", name="False alarm").click()
+    await expect(flag.locator(".review-status")).to_have_text("Review: false alarm")
+    posted = [r for r in api.requests if r[0] == "POST"]
+    assert posted == [("POST", "/api/review/flags/f1", {"status": "false_alarm", "note": ""})]
+    await page.screenshot(path=out_dir / "review-transcript.png", full_page=True)
+    assert page.watched.dialogs == []
+
+
+async def test_scorecards_are_drawn_as_svg(site: Site, new_page: Any, out_dir: Path) -> None:
+    page, _ = await review_page(site, new_page, "#/scorecards")
+    card = page.locator(".scorecard[data-agent='agent1']")
+    await expect(card.locator("h2")).to_have_text("Jelena", timeout=10_000)
+    await expect(card.locator(".figures")).to_contain_text("62%")
+    charts = card.locator("svg.chart")
+    await expect(charts).to_have_count(4)
+    assert await charts.first.locator("path").count() == 3  # one line per category
+    label = await charts.first.get_attribute("aria-label")
+    assert label is not None and "dont know 1" in label
+    await card.screenshot(path=out_dir / "review-scorecard.png")
+
+
+async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: Any) -> None:
+    page, _ = await review_page(site, new_page, "#/rules")
+    rows = page.locator("tbody tr[data-rule]")
+    await expect(rows).to_have_count(2, timeout=10_000)
+    await expect(rows.first).to_contain_text("en.dismissive.calm_down")
+    await expect(rows.first).to_contain_text("30%")
+
+
+async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> None:
+    page = await new_page(width=1280, height=900)
+    api = ReviewApi()
+    await page.route(site.base + "/api/review/**", api.handle)
+    sent: list[dict[str, Any]] = []
+
+    def fake_socket(ws: Any) -> None:
+        def on_message(raw: str | bytes) -> None:
+            frame = json.loads(raw)
+            sent.append(frame)
+            if frame["type"] == "hello":
+                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
+                                    "user": {"id": "supervisor", "name": "Ana"},
+                                    "agents_online": 1, "conversations": []}))
+            elif frame["type"] == "watch":
+                ws.send(json.dumps({
+                    "v": 1, "type": "message", "conversation": CONV, "seq": "5-0", "ts": 1,
+                    "id": "m5", "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+                    "text": XSS}))
+        ws.on_message(on_message)
+
+    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await login(page, site, hash_="#/live")
+    row = page.locator(f"tr[data-conv='{CONV}']")
+    await expect(row).to_contain_text("this is a disgrace", timeout=10_000)
+    await row.get_by_role("button", name="Watch").click()
+    watched = page.locator(".live-watch .transcript")
+    await expect(watched).to_contain_text(XSS, timeout=10_000)
+    await page.get_by_label("Whisper to the agent").fill("Offer the refund now.")
+    await page.get_by_role("button", name="Whisper").click()
+    await page.get_by_role("button", name="Take over").click()
+    await expect(page.locator("#toast")).to_contain_text("taking over")
+    kinds = [(f["type"], f.get("conversation"), f.get("text")) for f in sent if f["type"] != "ping"]
+    assert ("watch", CONV, None) in kinds
+    assert ("whisper", CONV, "Offer the refund now.") in kinds
+    assert ("take_over", CONV, None) in kinds
+    assert await page.locator(".live-watch img").count() == 0

@@ -1,0 +1,331 @@
+"""The visitor widget on the demo shop, in Chromium, against a real server and Redis."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import expect
+
+from tests.widget.conftest import SHOP_SECRET, Site, ThirdPartySite
+from tests.widget.support import W, bubbles, open_shop, open_widget, wait_bubble, write
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
+
+WIDGET_GZIP_LIMIT = 15 * 1024
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def test_widget_js_is_small_gzipped_and_cacheable(site: Site) -> None:
+    r = httpx.get(site.base + "/widget.js", headers={"Accept-Encoding": "gzip"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert r.headers["content-encoding"] == "gzip"
+    assert "max-age=" in r.headers["cache-control"] and r.headers["etag"]
+    assert r.headers["vary"] == "Accept-Encoding"
+    size = int(r.headers["content-length"])
+    raw = len(r.content)  # httpx decodes the gzip body
+    assert size == len(gzip.compress(r.content, 9, mtime=0))
+    print(f"\nwidget.js: {size} bytes gzipped ({raw} bytes raw), limit {WIDGET_GZIP_LIMIT}")
+    assert size <= WIDGET_GZIP_LIMIT
+    again = httpx.get(site.base + "/widget.js", headers={"If-None-Match": r.headers["etag"]},
+                      timeout=5)
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("path", ["/", "/agent", "/review"])
+def test_pages_have_a_strict_content_security_policy(site: Site, path: str) -> None:
+    r = httpx.get(site.base + path, timeout=5)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+async def test_visitor_writes_and_agent_receives(site: Site, new_page: Any, agent_name: Any,
+                                                 out_dir: Path) -> None:
+    name = await agent_name()
+    agent = await site.agent_client(name)
+    page = await new_page()
+    await open_shop(page, site.base)
+    await page.screenshot(path=out_dir / "widget-closed.png")
+    await open_widget(page)
+    await write(page, "Hello, my order 1182 has not arrived.")
+    assignment = await agent.expect("assignment", timeout=10)
+    conv = assignment["conversation"]
+    texts = [e["text"] for e in assignment["events"] if e["type"] == "message"]
+    assert texts == ["Hello, my order 1182 has not arrived."]
+    tick = page.locator(f"{W} .m.me .tick").first
+    await expect(tick).to_have_text("✓", timeout=10_000)
+
+    await agent.send(type="typing", conversation=conv, active=True)
+    await page.locator(f"{W} .typing").filter(has_text="is typing").wait_for(timeout=10_000)
+    reply = await agent.say("I will check that for you right now.", conversation=conv)
+    await wait_bubble(page, "I will check that for you right now.", mine=False)
+    assert await page.locator(f"{W} .typing").inner_text() == ""
+    read = await agent.expect("read", timeout=10)  # the open widget reads what it shows
+    assert read["up_to"] == reply["seq"]
+
+    [first] = [e for e in assignment["events"] if e["type"] == "message"]
+    await agent.send(type="read", conversation=conv, seq=first["seq"])
+    await expect(tick).to_have_text("✓✓", timeout=10_000)
+    assert await tick.get_attribute("aria-label") == "Read"
+    await page.screenshot(path=out_dir / "widget-open.png")
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_visitor_markup_is_shown_as_text_and_never_run(site: Site, new_page: Any,
+                                                              agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, XSS)
+    assignment = await agent.expect("assignment", timeout=10)
+    await agent.say(XSS + " <b>bold</b>", conversation=assignment["conversation"])
+    await wait_bubble(page, "<b>bold</b>", mine=False)
+    assert await bubbles(page, mine=True).all_inner_texts() == [XSS]
+    assert await bubbles(page, mine=False).all_inner_texts() == [XSS + " <b>bold</b>"]
+    assert await page.locator(f"{W} img, {W} b").count() == 0
+    await page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert page.watched.dialogs == []
+    await agent.close()
+
+
+@pytest.mark.parametrize(("query", "locale", "launcher", "placeholder"), [
+    ("sr-Cyrl", "en-US", "Отвори ћаскање", "Напишите поруку…"),
+    ("sr-Latn", "en-US", "Otvori ćaskanje", "Napišite poruku…"),
+    ("hr", "en-US", "Otvori razgovor", "Napišite poruku…"),
+    ("sl", "en-US", "Odpri klepet", "Napišite sporočilo …"),
+    (None, "en-US", "Open chat", "Write a message…"),
+])
+async def test_widget_speaks_the_language_of_data_lang(site: Site, new_page: Any, query: str | None,
+                                                       locale: str, launcher: str,
+                                                       placeholder: str) -> None:
+    page = await new_page(locale=locale)
+    await open_shop(page, site.base, query)
+    assert await page.locator(f"{W} .launcher").get_attribute("aria-label") == launcher
+    await open_widget(page)
+    assert await page.locator(f"{W} .compose textarea").get_attribute("placeholder") == placeholder
+
+
+@pytest.mark.parametrize(("locale", "expected"), [
+    ("sr-RS", "sr-Cyrl"), ("sr-Latn-RS", "sr-Latn"), ("hr-HR", "hr"), ("sl-SI", "sl"),
+    ("de-DE", "en"),
+])
+async def test_widget_without_data_lang_follows_the_browser(
+        site: Site, new_page: Any, third_party: ThirdPartySite, locale: str, expected: str) -> None:
+    page = await new_page(locale=locale)
+    await page.goto(third_party.put("/no-data-lang", (
+        '<!doctype html><html><body><p>Another shop</p>'
+        f'<script src="{site.base}/widget.js" data-site="shop" async></script></body></html>')))
+    await page.wait_for_function("window.Tactline && window.Tactline.lang", timeout=10_000)
+    assert await page.evaluate("window.Tactline.lang") == expected
+
+
+async def test_serbian_cyrillic_chat_end_to_end(site: Site, new_page: Any, agent_name: Any,
+                                                out_dir: Path) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base, "sr-Cyrl")
+    await open_widget(page)
+    await write(page, "Здраво, где је моја поруџбина?")
+    assignment = await agent.expect("assignment", timeout=10)
+    assert assignment["visitor"]["lang"] == "sr"
+    await page.locator(f"{W} .sys").filter(has_text="Сада разговарате са:").wait_for(timeout=10_000)
+    await agent.say("Проверавам одмах.", conversation=assignment["conversation"])
+    await wait_bubble(page, "Проверавам одмах.", mine=False)
+    await agent.send(type="close", conversation=assignment["conversation"])
+    await page.locator(f"{W} .csat legend").filter(
+        has_text="Како бисте оценили разговор?").wait_for(timeout=10_000)
+    await page.screenshot(path=out_dir / "widget-sr-cyrl.png")
+    await agent.close()
+
+
+async def test_history_survives_a_page_reload(site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, "first message")
+    assignment = await agent.expect("assignment", timeout=10)
+    await agent.say("answer before the reload", conversation=assignment["conversation"])
+    await wait_bubble(page, "answer before the reload")
+    await page.reload()
+    await wait_bubble(page, "answer before the reload")  # the panel stays open
+    assert await bubbles(page).all_inner_texts() == ["first message", "answer before the reload"]
+    await write(page, "after the reload")
+    got = await agent.expect("message", text="after the reload", timeout=10)
+    assert got["conversation"] == assignment["conversation"]
+    await agent.close()
+
+
+async def test_unread_badge_counts_messages_while_closed(site: Site, new_page: Any,
+                                                         agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, "hi")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await page.keyboard.press("Escape")
+    await page.locator(f"{W} .panel").wait_for(state="hidden", timeout=5_000)
+    await agent.say("one", conversation=conv)
+    await agent.say("two", conversation=conv)
+    badge = page.locator(f"{W} .badge")
+    await expect(badge).to_have_text("2", timeout=10_000)
+    assert "2 unread" in (await page.locator(f"{W} .launcher").get_attribute("aria-label"))
+    await open_widget(page)
+    await badge.wait_for(state="hidden", timeout=5_000)
+    await agent.close()
+
+
+async def test_queue_position_is_shown_while_waiting(site: Site, new_page: Any,
+                                                     agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(), online=False)
+    await agent.send(type="status", status="online", capacity=1)
+    first, second = await new_page(), await new_page()
+    for page in (first, second):
+        await open_shop(page, site.base)
+        await open_widget(page)
+    await write(first, "first visitor")
+    await agent.expect("assignment", timeout=10)
+    await write(second, "second visitor")
+    await second.locator(f"{W} .notice").filter(has_text="number 1 in line").wait_for(
+        timeout=10_000)
+    await agent.close()
+
+
+async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any,
+                                                       agent_name: Any) -> None:
+    name = await agent_name()
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    form = page.locator(f"{W} form.leave")
+    await form.wait_for(state="visible", timeout=10_000)
+    await form.get_by_label("Name").fill("Ana")
+    await form.get_by_label("Email").fill("ana@example.com")
+    await form.get_by_label("Message").fill("Please call me back about order 1182.")
+    await form.get_by_role("button", name="Send message").click()
+    await page.locator(f"{W} .sys").filter(has_text="get back to you").wait_for(timeout=10_000)
+    agent = await site.agent_client(name)
+    assignment = await agent.expect("assignment", timeout=10)
+    [msg] = [e for e in assignment["events"] if e["type"] == "message"]
+    assert msg["contact"] == {"name": "Ana", "email": "ana@example.com"}
+    await agent.close()
+
+
+async def test_rating_is_offered_when_the_chat_closes(site: Site, new_page: Any,
+                                                      agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, "thanks, that is all")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.send(type="close", conversation=conv)
+    csat = page.locator(f"{W} form.csat")
+    await csat.wait_for(state="visible", timeout=10_000)
+    await csat.get_by_label("4 of 5").check()
+    await csat.get_by_label("Comment (optional)").fill("Quick and kind")
+    await csat.get_by_role("button", name="Send rating").click()
+    await page.locator(f"{W} .sys").filter(has_text="Thank you for your feedback").wait_for(
+        timeout=5_000)
+    await page.locator(f"{W} .compose textarea").wait_for(state="visible", timeout=5_000)
+    await agent.close()
+
+
+async def test_keyboard_only_use(site: Site, new_page: Any) -> None:
+    page = await new_page()
+    await open_shop(page, site.base)
+    await page.locator(f"{W} .launcher").focus()
+    await page.keyboard.press("Enter")
+    await page.locator(f"{W} .panel").wait_for(state="visible", timeout=5_000)
+    focused = await page.evaluate(
+        "document.querySelector('#tactline-widget').shadowRoot.activeElement.tagName")
+    assert focused in ("TEXTAREA", "INPUT")
+    assert await page.locator(f"{W} .launcher").get_attribute("aria-expanded") == "true"
+    await page.keyboard.press("Escape")
+    await page.locator(f"{W} .panel").wait_for(state="hidden", timeout=5_000)
+    assert await page.locator(f"{W} .log").get_attribute("role") == "log"
+
+
+async def test_phone_width_and_page_styles_do_not_leak_in(site: Site, new_page: Any,
+                                                          out_dir: Path) -> None:
+    page = await new_page(width=360, height=740)
+    await open_shop(page, site.base)
+    await page.screenshot(path=out_dir / "widget-phone-closed.png")
+    await open_widget(page)
+    box = await page.locator(f"{W} .panel").bounding_box()
+    assert box is not None and box["width"] == 360 and box["x"] == 0
+    send = page.locator(f"{W} form:not([hidden]) button[type=submit]")
+    send_box = await send.bounding_box()
+    assert send_box is not None and send_box["x"] + send_box["width"] <= 360
+    # demo.css makes page textareas red in Comic Sans; the widget's must not be.
+    color = await page.locator(f"{W} .compose textarea").evaluate(
+        "el => getComputedStyle(el).color")
+    assert color != "rgb(255, 0, 0)"
+    await page.screenshot(path=out_dir / "widget-phone-open.png")
+
+
+async def test_rating_reaches_the_review(site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, "rate me")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.send(type="close", conversation=conv)
+    csat = page.locator(f"{W} form.csat")
+    await csat.wait_for(state="visible", timeout=10_000)
+    await csat.get_by_label("5 of 5").check()
+    await csat.get_by_role("button", name="Send rating").click()
+    token = await site.login("supervisor")
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(20):
+            r = await http.get(f"{site.base}/api/review/conversations/{conv}",
+                               headers={"Authorization": f"Bearer {token}"})
+            if r.status_code == 200 and r.json().get("csat") == 5:
+                break
+            await page.wait_for_timeout(200)
+        assert r.status_code == 200 and r.json()["csat"] == 5
+    await agent.close()
+
+
+async def test_verified_visitor_continues_on_another_device(
+        site: Site, new_page: Any, agent_name: Any, third_party: ThirdPartySite) -> None:
+    """The widget on another origin, with identity verification."""
+    agent = await site.agent_client(await agent_name())
+    user_hash = hmac.new(SHOP_SECRET.encode(), b"42", hashlib.sha256).hexdigest()
+
+    async def shop_page(hash_: str) -> Any:
+        page = await new_page()
+        url = third_party.put(f"/account-{hash_[:8]}", (
+            '<!doctype html><html><body><p>Logged in as Ana</p>'
+            f'<script src="{site.base}/widget.js" data-site="shop" async></script><script>'
+            'addEventListener("load", function () { Tactline.identify({userId: "42", '
+            f'userHash: "{hash_}", name: "Ana", email: "ana@example.com"}}); }});'
+            '</script></body></html>'))
+        await page.goto(url)
+        await page.locator(f"{W} .launcher").wait_for(timeout=10_000)
+        await open_widget(page)
+        return page
+
+    laptop = await shop_page(user_hash)
+    await write(laptop, "written on the laptop")
+    assignment = await agent.expect("assignment", timeout=10)
+    assert assignment["visitor"]["name"] == "Ana"
+    phone = await shop_page(user_hash)  # a new browser context: no shared storage
+    await wait_bubble(phone, "written on the laptop", mine=True)
+
+    impostor = await shop_page("0" * 64)  # a wrong hash: an anonymous visitor, no history
+    await impostor.locator(f"{W} .compose textarea").wait_for(timeout=10_000)
+    await impostor.wait_for_timeout(500)
+    assert await bubbles(impostor).count() == 0
+    await agent.close()

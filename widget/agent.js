@@ -1,0 +1,594 @@
+/* The agent console (/agent): queue, my chats, the conversation, and a composer that
+ * underlines what the coach flags as the agent types (docs/coaching.md). */
+(function () {
+  'use strict';
+  var h = TL.h, $ = function (id) { return document.getElementById(id); };
+
+  // Timeouts
+  var DRAFT_DEBOUNCE_MS = 150, TYPING_EVERY_MS = 3000, TYPING_SHOWN_MS = 6000, TOAST_MS = 6000;
+
+  var CATEGORY = {
+    frustration: 'The customer is upset', repeat_contact: 'The customer has contacted us before',
+    escalation_request: 'The customer asks for someone in charge',
+    hold_without_update: 'The customer is waiting', missing_introduction: 'Introduce yourself',
+    missing_thanks: 'Thank the customer', upsell_when_upset: 'Not the moment for an offer'
+  };
+
+  var S = {
+    me: null, role: null, socket: null, convs: new Map(), current: null, queue: [], agents: [],
+    snapshotAt: Date.now(), coachSeen: false, coachOff: false, draftSentAt: 0
+  };
+
+  // ---------------------------------------------------------------- conversations
+  function conv(id) {
+    var c = S.convs.get(id);
+    if (!c) {
+      c = {id: id, visitor: {name: 'Visitor'}, lang: '', status: 'assigned', events: [], last: null,
+        unread: 0, waitingSince: null, draft: '', draftId: 0, draftTexts: {}, flags: [], applied: [],
+        assist: [], notes: [], lastRead: null, pending: {}};
+      S.convs.set(id, c);
+    }
+    return c;
+  }
+
+  function addEvent(c, ev) {
+    if (c.last && TL.cmpSeq(ev.seq, c.last) <= 0) return false;
+    c.last = ev.seq;
+    c.events.push(ev);
+    if (ev.type === 'message') {
+      var fromVisitor = ev.from.role === 'visitor';
+      if (fromVisitor) { if (!c.waitingSince) c.waitingSince = ev.ts; } else c.waitingSince = null;
+      if (fromVisitor && (S.current !== c.id || document.hidden)) c.unread++;
+      delete c.pending[ev.id];
+    } else if (ev.type === 'closed') {
+      c.status = 'closed'; c.waitingSince = null;
+    } else if (ev.type === 'transferred') {
+      if (!ev.agent || ev.agent.id !== S.me.id) c.status = 'gone';
+    } else if (ev.type === 'assigned') {
+      c.status = 'assigned';
+    }
+    return true;
+  }
+
+  function onEvent(f) {
+    var c = S.convs.get(f.conversation);
+    if (!c) return;
+    if (!addEvent(c, f)) return;
+    if (S.current === c.id) { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
+    if (f.type === 'closed' && S.current === c.id) renderChatState(c);
+    if (c.status === 'gone') {
+      S.convs.delete(c.id);
+      if (S.current === c.id) select(null);
+      toast('The chat with ' + c.visitor.name + ' was transferred.');
+    }
+    renderChats();
+  }
+
+  // ---------------------------------------------------------------- frames
+  function onFrame(f) {
+    switch (f.type) {
+      case 'welcome':
+        S.me = f.user; S.role = f.role;
+        $('me').textContent = f.user.name + (f.role === 'supervisor' ? ' (supervisor)' : '');
+        $('controls').hidden = f.role !== 'agent';
+        f.conversations.forEach(function (view) {
+          var c = conv(view.conversation), fresh = !c.last;
+          c.visitor = view.visitor || c.visitor; c.lang = view.lang; c.status = view.status;
+          view.events.forEach(function (ev) { addEvent(c, ev); });
+          if (fresh) c.unread = 0;
+        });
+        renderChats();
+        if (S.current) select(S.current); else if (S.convs.size) select(S.convs.keys().next().value);
+        if (S.wantStatus && f.role === 'agent') status(); // after a reconnect, as the agent chose
+        break;
+      case 'assignment': {
+        var c = conv(f.conversation);
+        c.visitor = f.visitor; c.lang = f.visitor.lang; c.status = 'assigned';
+        (f.events || []).forEach(function (ev) { addEvent(c, ev); });
+        if (f.reason === 'transfer' || f.note) {
+          c.notes.push('Transferred' + (f.from_agent ? ' from ' + (f.from_agent.name || f.from_agent) : '') +
+            (f.note ? ': ' + f.note : ''));
+        } else if (f.reason === 'requeue') c.notes.push('Returned to the queue and assigned to you.');
+        renderChats();
+        if (!S.current || S.current === c.id) select(c.id);
+        else toast('New chat: ' + c.visitor.name);
+        break;
+      }
+      case 'queue_snapshot':
+        S.queue = f.queue; S.agents = f.agents; S.snapshotAt = Date.now();
+        if ($('transfer').open) fillTransferAgents(); // keep the open dialog current
+        renderQueue();
+        var mine = f.agents.filter(function (a) { return a.id === S.me.id; })[0];
+        if (mine && document.activeElement !== $('status')) $('status').value = mine.status;
+        break;
+      case 'ack': {
+        var ac = S.convs.get(f.conversation), p = ac && ac.pending[f.ref];
+        if (p && p.li) p.li.classList.remove('pending');
+        break;
+      }
+      case 'typing':
+        if (f.conversation === S.current && f.from.role === 'visitor') {
+          $('typing').textContent = f.active ? f.from.name + ' is typing…' : '';
+          clearTimeout(S.typingOff);
+          S.typingOff = setTimeout(function () { $('typing').textContent = ''; }, TYPING_SHOWN_MS);
+        }
+        break;
+      case 'coach': onCoach(f); break;
+      case 'script': case 'nudge': {
+        var sc = S.convs.get(f.conversation);
+        if (!sc) break;
+        S.coachSeen = true;
+        sc.assist = sc.assist.filter(function (a) { return !(a.type === f.type && a.category === f.category); });
+        sc.assist.push(f);
+        if (S.current === sc.id) renderAssist(sc);
+        break;
+      }
+      case 'whisper': {
+        var wc = S.convs.get(f.conversation);
+        if (!wc) break;
+        wc.events.push(f);
+        if (S.current === wc.id) renderEvent(wc, f);
+        else toast('Whisper from ' + f.from.name);
+        break;
+      }
+      case 'coach_checked': {
+        var cc = S.convs.get(f.conversation);
+        var li = cc && document.querySelector('#transcript [data-id="' + CSS.escape(f.ref) + '"] .state');
+        if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + f.outcome;
+        break;
+      }
+      case 'error': onError(f); break;
+      case 'pong': break;
+      default:
+        if (f.seq && f.conversation) onEvent(f);
+    }
+  }
+
+  function onError(f) {
+    if (f.code === 'sensitive_data') return showRefusal(f);
+    if (f.code === 'unknown_type' && !S.coachSeen && Date.now() - S.draftSentAt < 5000) {
+      S.coachOff = true; // this server does not coach drafts yet
+      return;
+    }
+    if (f.code === 'agent_unavailable' && !$('transfer').open) toast('Transfer failed: ' + f.message);
+    else if (f.code === 'agent_unavailable') $('transfer-error').textContent = f.message;
+    else if (f.code !== 'rate_limited') toast(f.message || f.code);
+    S.convs.forEach(function (c) {
+      var p = f.ref && c.pending[f.ref];
+      if (p) { if (p.li) p.li.remove(); delete c.pending[f.ref]; }
+    });
+  }
+
+  // ---------------------------------------------------------------- lists
+  function renderQueue() {
+    var elapsed = (Date.now() - S.snapshotAt) / 1000;
+    $('queue-count').textContent = S.queue.length ? String(S.queue.length) : '';
+    $('queue').replaceChildren.apply($('queue'), S.queue.map(function (q) {
+      return h('li', {'class': 'queue-item'}, [
+        h('div', {'class': 'body'}, [
+          h('span', {'class': 'who', text: (q.left_message ? 'Left a message' : 'Visitor') + ' · ' + q.lang}),
+          h('span', {'class': 'wait', text: ' waiting ' + TL.duration(q.waiting_s + elapsed)}),
+          h('span', {'class': 'preview', text: q.preview || ''})]),
+        h('button', {type: 'button', 'aria-label': 'Accept chat: ' + (q.preview || q.conversation),
+          on: {click: function () { S.socket.send({type: 'accept', conversation: q.conversation, id: TL.uid('acc')}); }}},
+        ['Accept'])]);
+    }));
+  }
+
+  function renderChats() {
+    var items = [];
+    S.convs.forEach(function (c) {
+      var last = c.events.filter(function (e) { return e.type === 'message'; }).slice(-1)[0];
+      var label = c.visitor.name + (c.unread ? ', ' + c.unread + ' unread' : '') + (c.status === 'closed' ? ', closed' : '');
+      items.push(h('li', {}, [h('button', {'class': 'item', type: 'button', 'aria-current': S.current === c.id ? 'true' : 'false',
+        'aria-label': label, 'data-conv': c.id, on: {click: function () { select(c.id); }}}, [
+        h('span', {'class': 'who'}, [c.visitor.name, h('span', {'class': 'preview', text: last ? last.text : ''})]),
+        c.waitingSince ? h('span', {'class': 'wait', 'data-since': String(c.waitingSince),
+          text: TL.duration((Date.now() - c.waitingSince) / 1000)}) : null,
+        c.status === 'closed' ? h('span', {'class': 'tag', text: 'closed'}) : null,
+        c.unread ? h('span', {'class': 'unread', text: String(c.unread)}) : null])]));
+    });
+    $('chats').replaceChildren.apply($('chats'), items);
+  }
+
+  setInterval(function () {
+    document.querySelectorAll('#chats .wait').forEach(function (el) {
+      el.textContent = TL.duration((Date.now() - +el.dataset.since) / 1000);
+    });
+    if (S.queue.length) renderQueue();
+  }, 1000);
+
+  // ---------------------------------------------------------------- conversation view
+  function select(id) {
+    var prev = S.current && S.convs.get(S.current);
+    if (prev) prev.draft = $('draft').value;
+    S.current = id;
+    var c = id && S.convs.get(id);
+    $('empty').hidden = !!c; $('conversation').hidden = !c;
+    hidePopover();
+    if (!c) { renderChats(); return; }
+    c.unread = 0;
+    $('chat-title').textContent = c.visitor.name;
+    $('chat-meta').textContent = (c.lang || '') + ' · ' + c.id;
+    $('transcript').replaceChildren();
+    c.notes.forEach(function (n) { $('transcript').append(h('li', {'class': 'sys', text: n})); });
+    c.events.forEach(function (ev) { renderEvent(c, ev); });
+    Object.keys(c.pending).forEach(function (k) { var p = c.pending[k]; if (p.li) $('transcript').append(p.li); });
+    $('typing').textContent = '';
+    $('draft').value = c.draft;
+    $('refusal').hidden = true;
+    renderFlags(c); renderAssist(c); renderChatState(c); renderChats(); markRead(c);
+    scrollDown();
+  }
+
+  function renderChatState(c) {
+    var closed = c.status === 'closed';
+    $('draft').disabled = closed; $('close-chat').disabled = closed; $('transfer-open').disabled = closed;
+    $('composer').querySelector('button').disabled = closed;
+  }
+
+  function scrollDown() { var t = $('transcript'); t.scrollTop = t.scrollHeight; }
+
+  function renderEvent(c, ev) {
+    var t = $('transcript'), li;
+    if (ev.type === 'message') {
+      var mine = ev.from.role !== 'visitor';
+      var old = t.querySelector('[data-id="' + CSS.escape(ev.id) + '"]');
+      if (old) old.remove();
+      li = h('li', {'class': 'msg' + (mine ? ' mine' : ''), 'data-id': ev.id, 'data-seq': ev.seq}, [
+        h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
+        h('span', {'class': 'text', text: ev.text}),
+        ev.contact ? h('span', {'class': 'sys', text: ' (' + ev.contact.name + ', ' + ev.contact.email + ')'}) : null,
+        mine ? h('span', {'class': 'state'}) : null]);
+    } else if (ev.type === 'whisper') {
+      li = h('li', {'class': 'whisper', 'aria-label': 'Private whisper from ' + ev.from.name},
+        [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
+    } else if (ev.type === 'assigned') {
+      li = h('li', {'class': 'sys', text: (ev.agent ? ev.agent.name : 'An agent') + ' joined · ' + TL.clock(ev.ts)});
+    } else if (ev.type === 'transferred') {
+      li = h('li', {'class': 'sys', text: 'Transferred' + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
+        (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? '\nNote: ' + ev.note : '')});
+    } else if (ev.type === 'closed') {
+      li = h('li', {'class': 'sys', text: 'Chat closed by ' + ev.by.name + ' · ' + TL.clock(ev.ts)});
+    } else if (ev.type === 'read') {
+      if (ev.by.role === 'visitor') t.querySelectorAll('.msg.mine').forEach(function (m) {
+        var st = m.querySelector('.state');
+        if (m.dataset.seq && TL.cmpSeq(m.dataset.seq, ev.up_to) <= 0 && st && !st.textContent) st.textContent = 'read';
+      });
+      return;
+    } else return;
+    t.append(li); scrollDown();
+  }
+
+  function markRead(c) {
+    if (!c.last || c.last === c.lastRead || document.hidden || S.current !== c.id || c.status === 'closed') return;
+    c.lastRead = c.last;
+    S.socket.send({type: 'read', conversation: c.id, seq: c.last});
+  }
+  document.addEventListener('visibilitychange', function () { var c = S.current && S.convs.get(S.current); if (c) markRead(c); });
+
+  // ---------------------------------------------------------------- coaching cards
+  function insert(text) {
+    var ta = $('draft'), v = ta.value, s = ta.selectionStart, e = ta.selectionEnd;
+    if (!v.trim()) { ta.value = text; s = 0; e = 0; v = ''; } else {
+      var before = v.slice(0, s), after = v.slice(e);
+      var sep = before && !/\s$/.test(before) ? ' ' : '';
+      ta.value = before + sep + text + (after && !/^\s/.test(after) ? ' ' : '') + after;
+      s = before.length + sep.length;
+    }
+    ta.focus();
+    ta.setSelectionRange(s + text.length, s + text.length);
+    onDraftInput();
+  }
+
+  function renderAssist(c) {
+    $('assist').replaceChildren.apply($('assist'), c.assist.map(function (a) {
+      var options = (a.type === 'script' ? a.scripts : a.suggestions || []).map(function (text) {
+        return h('button', {type: 'button', 'class': 'insert', 'aria-label': 'Insert: ' + text,
+          on: {click: function () { insert(text); }}}, [text]);
+      });
+      return h('div', {'class': 'card ' + a.type, 'data-category': a.category}, [
+        h('h3', {}, [CATEGORY[a.category] || a.category,
+          a.waited_s ? h('span', {'class': 'tag', text: 'waiting ' + TL.duration(a.waited_s)}) : null,
+          h('span', {'class': 'spacer'}),
+          h('button', {type: 'button', 'aria-label': 'Dismiss', on: {click: function () {
+            c.assist = c.assist.filter(function (x) { return x !== a; }); renderAssist(c);
+          }}}, ['×'])]),
+        a.cue ? h('p', {'class': 'cue'}, ['“', a.cue.text, '”']) : null,
+        h('p', {text: a.message}),
+        h('div', {'class': 'options'}, options)]);
+    }));
+  }
+
+  // ---------------------------------------------------------------- composer and flags
+  function onDraftInput() {
+    var c = S.current && S.convs.get(S.current);
+    if (!c) return;
+    c.draft = $('draft').value;
+    $('refusal').hidden = true;
+    // Flags whose text no longer sits at their offsets go at once; the coach answers soon.
+    c.flags = c.flags.filter(function (f) { return c.draft.slice(f.s, f.e) === f.t; });
+    renderFlags(c);
+    clearTimeout(S.draftTimer);
+    S.draftTimer = setTimeout(function () { sendDraft(c); }, DRAFT_DEBOUNCE_MS);
+    var now = Date.now();
+    if (c.draft && now - (c.typingAt || 0) > TYPING_EVERY_MS) {
+      c.typingAt = now;
+      S.socket.send({type: 'typing', conversation: c.id, active: true});
+    }
+  }
+
+  function sendDraft(c) {
+    if (S.coachOff || c.status === 'closed') return;
+    var text = c.draft;
+    if (text.length > 4000) return;
+    c.draftId += 1;
+    c.draftTexts = {}; c.draftTexts[c.draftId] = text;
+    S.draftSentAt = Date.now();
+    S.socket.send({type: 'draft', conversation: c.id, draft_id: c.draftId, text: text});
+  }
+
+  function onCoach(f) {
+    S.coachSeen = true;
+    var c = S.convs.get(f.conversation);
+    if (!c || f.draft_id < c.draftId) return; // a newer draft is on its way
+    var text = c.draft;
+    if (c.draftTexts[f.draft_id] !== text) return; // typed on since; the next answer will come
+    c.flags = f.flags.map(function (fl) {
+      var s = TL.utf16(text, fl.start), e = TL.utf16(text, fl.end);
+      return {s: s, e: e, t: text.slice(s, e), flag: fl};
+    }).filter(function (x) { return x.e > x.s; });
+    if (S.current === c.id) renderFlags(c);
+  }
+
+  function renderFlags(c) {
+    var text = $('draft').value, parts = [], at = 0;
+    var flags = c.flags.slice().sort(function (a, b) { return a.s - b.s; });
+    flags.forEach(function (x, i) {
+      if (x.s < at) return; // overlapping: the list below still shows it
+      parts.push(text.slice(at, x.s));
+      parts.push(h('mark', {'class': 'sev-' + x.flag.severity, 'data-i': String(c.flags.indexOf(x))}, [text.slice(x.s, x.e)]));
+      at = x.e;
+    });
+    parts.push(text.slice(at) + '\n');
+    $('backdrop').replaceChildren.apply($('backdrop'), parts);
+    syncScroll();
+    $('flags').replaceChildren.apply($('flags'), c.flags.map(function (x, i) {
+      return h('li', {'class': 'sev-' + x.flag.severity, 'data-rule': x.flag.rule}, [
+        h('span', {'class': 'tag sev-' + x.flag.severity, text: x.flag.category.replace(/_/g, ' ')}), ' ',
+        h('q', {text: x.t}), ' ', h('span', {text: x.flag.message}),
+        h('div', {'class': 'options'}, suggestionButtons(c, i))]);
+    }));
+    hidePopover();
+  }
+
+  function suggestionButtons(c, i) {
+    var x = c.flags[i];
+    return (x.flag.suggestions || []).map(function (s, k) {
+      return h('button', {type: 'button', 'class': 'apply', 'aria-label': 'Replace “' + x.t + '” with “' + s + '”',
+        on: {mousedown: function (e) { e.preventDefault(); }, click: function () { apply(c, i, k); }}}, [s]);
+    });
+  }
+
+  function apply(c, i, k) {
+    var x = c.flags[i], ta = $('draft'), text = ta.value;
+    if (!x || text.slice(x.s, x.e) !== x.t) return;
+    var s = x.flag.suggestions[k];
+    // Keep the sentence's capital letter when the phrase opened it.
+    if (x.s === 0 || /[.!?]\s*$/.test(text.slice(0, x.s))) s = s.charAt(0).toUpperCase() + s.slice(1);
+    ta.value = text.slice(0, x.s) + s + text.slice(x.e);
+    var delta = s.length - (x.e - x.s);
+    c.applied.push(x.flag.rule);
+    c.flags = c.flags.filter(function (y) { return y !== x && (y.e <= x.s || y.s >= x.e); })
+      .map(function (y) { return y.s >= x.e ? {s: y.s + delta, e: y.e + delta, t: y.t, flag: y.flag} : y; });
+    ta.focus();
+    ta.setSelectionRange(x.s + s.length, x.s + s.length);
+    c.draft = ta.value;
+    renderFlags(c);
+    clearTimeout(S.draftTimer);
+    sendDraft(c);
+  }
+
+  function flagAt(c, pos) {
+    for (var i = 0; i < c.flags.length; i++) if (pos >= c.flags[i].s && pos <= c.flags[i].e) return i;
+    return -1;
+  }
+
+  function showPopover(c, i, rect) {
+    var x = c.flags[i], pop = $('popover');
+    if (!x) return hidePopover();
+    if (pop.dataset.i === String(i) && !pop.hidden) return;
+    pop.dataset.i = String(i);
+    pop.replaceChildren(h('p', {}, [h('span', {'class': 'tag sev-' + x.flag.severity, text: x.flag.category.replace(/_/g, ' ')}),
+      ' ', x.flag.message]), h('div', {'class': 'options'}, suggestionButtons(c, i)));
+    var host = $('conversation').getBoundingClientRect();
+    pop.hidden = false;
+    pop.style.left = Math.max(4, rect.left - host.left) + 'px';
+    pop.style.top = (rect.top - host.top - pop.offsetHeight - 6) + 'px';
+    $('draft').setAttribute('aria-describedby', 'popover flags-help');
+  }
+
+  function hidePopover() {
+    var pop = $('popover');
+    pop.hidden = true; pop.dataset.i = '';
+    $('draft').setAttribute('aria-describedby', 'flags-help');
+  }
+
+  function markRect(i) {
+    var m = $('backdrop').querySelector('mark[data-i="' + i + '"]');
+    return m && m.getClientRects()[0];
+  }
+
+  function onCaret() {
+    var c = S.current && S.convs.get(S.current);
+    if (!c) return;
+    var i = flagAt(c, $('draft').selectionStart), r = i >= 0 && markRect(i);
+    if (r) showPopover(c, i, r); else hidePopover();
+  }
+
+  function onHover(e) {
+    var c = S.current && S.convs.get(S.current);
+    if (!c) return;
+    var marks = $('backdrop').querySelectorAll('mark');
+    for (var j = 0; j < marks.length; j++) {
+      var rects = marks[j].getClientRects();
+      for (var k = 0; k < rects.length; k++) {
+        var r = rects[k];
+        if (e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom) {
+          return showPopover(c, +marks[j].dataset.i, rects[0]);
+        }
+      }
+    }
+  }
+
+  function syncScroll() { $('backdrop').scrollTop = $('draft').scrollTop; }
+
+  function sendMessage(override, again) {
+    var c = S.current && S.convs.get(S.current);
+    if (!c || c.status === 'closed') return;
+    var text = again ? again.text : $('draft').value.trim();
+    if (!text) return;
+    var id = again ? again.id : TL.uid('a');
+    var frame = {type: 'message', id: id, conversation: c.id, text: text};
+    if (S.coachSeen) frame.draft_id = again ? again.draft_id : c.draftId;
+    if (override) frame.override = true;
+    var li = h('li', {'class': 'msg mine pending', 'data-id': id}, [
+      h('span', {'class': 'from', text: S.me.name}), h('span', {'class': 'text', text: text}), h('span', {'class': 'state'})]);
+    c.pending[id] = {li: li, text: text, draft_id: frame.draft_id};
+    $('transcript').append(li); scrollDown();
+    S.socket.send(frame, true);
+    if (!again) {
+      $('draft').value = ''; c.draft = ''; c.flags = []; c.applied = []; c.typingAt = 0;
+      renderFlags(c);
+      S.socket.send({type: 'typing', conversation: c.id, active: false});
+    }
+    $('refusal').hidden = true;
+  }
+
+  function showRefusal(f) {
+    var c, p;
+    S.convs.forEach(function (cv) { if (cv.pending[f.ref]) { c = cv; p = cv.pending[f.ref]; } });
+    if (!c) return;
+    if (p.li) p.li.remove();
+    delete c.pending[f.ref];
+    if (S.current !== c.id) select(c.id);
+    var text = p.text, flag = (f.flags || [])[0];
+    var options = (f.suggestions || []).map(function (s) {
+      return h('button', {type: 'button', 'class': 'use', on: {click: function () {
+        if (flag) {
+          var a = TL.utf16(text, flag.start), b = TL.utf16(text, flag.end);
+          $('draft').value = text.slice(0, a) + s + text.slice(b);
+        } else $('draft').value = s;
+        $('refusal').hidden = true; onDraftInput(); $('draft').focus();
+      }}}, ['Use: ' + s]);
+    });
+    var box = $('refusal');
+    box.replaceChildren(
+      h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}),
+      h('p', {text: f.message}),
+      h('p', {}, ['Your message: ', h('q', {text: text})]),
+      h('div', {'class': 'options'}, options.concat([
+        h('button', {type: 'button', 'class': 'edit', on: {click: function () {
+          $('draft').value = text; box.hidden = true; onDraftInput(); $('draft').focus(); }}}, ['Edit message']),
+        h('button', {type: 'button', 'class': 'override', on: {click: function () {
+          box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway'])])));
+    box.hidden = false;
+    box.querySelector('button').focus();
+  }
+
+  // ---------------------------------------------------------------- transfer and close
+  function openTransfer() {
+    var c = S.convs.get(S.current);
+    if (!c) return;
+    fillTransferAgents();
+    $('transfer-note').value = '';
+    $('transfer-error').textContent = '';
+    $('transfer').showModal();
+  }
+
+  function fillTransferAgents() {
+    var sel = $('transfer-agent'), chosen = sel.value;
+    sel.replaceChildren.apply(sel, S.agents.filter(function (a) { return a.id !== S.me.id && a.status === 'online'; })
+      .map(function (a) { return h('option', {value: a.id, text: a.name + ' (' + a.open + '/' + a.capacity + ')'}); }));
+    if (chosen) sel.value = chosen;
+  }
+
+  function submitTransfer(e) {
+    if (e.submitter && e.submitter.value !== 'send') return;
+    e.preventDefault();
+    var c = S.convs.get(S.current), form = $('transfer-form');
+    var frame = {type: 'transfer', conversation: c.id, id: TL.uid('tr')};
+    if (form.elements.to.value === 'team') frame.to_team = $('transfer-team').value.trim();
+    else {
+      if (!$('transfer-agent').value) { $('transfer-error').textContent = 'No other agent is online with free capacity.'; return; }
+      frame.to_agent = $('transfer-agent').value;
+    }
+    var note = $('transfer-note').value.trim();
+    if (note) frame.note = note;
+    S.socket.send(frame);
+    $('transfer').close();
+  }
+
+  function toast(text) {
+    $('toast').textContent = text;
+    clearTimeout(S.toastOff);
+    S.toastOff = setTimeout(function () { $('toast').textContent = ''; }, TOAST_MS);
+  }
+
+  // ---------------------------------------------------------------- start
+  function start() {
+    $('login').hidden = true; $('workspace').hidden = false; $('logout').hidden = false; $('controls').hidden = false;
+    S.socket = new TL.Socket({
+      onFrame: onFrame,
+      onState: function (st, code) {
+        $('conn').textContent = st === 'online' ? 'Connected' : st === 'connecting' ? 'Connecting…' : 'Reconnecting…';
+        if (code === 4001) { TL.setSession(null); location.reload(); }
+      },
+      cursors: function () {
+        var out = {};
+        S.convs.forEach(function (c) { if (c.last && c.status !== 'closed') out[c.id] = c.last; });
+        return out;
+      }
+    });
+  }
+
+  function status() {
+    S.wantStatus = $('status').value;
+    var cap = Math.max(1, Math.min(20, +$('capacity').value || 3));
+    S.socket.send({type: 'status', status: $('status').value, capacity: cap});
+  }
+
+  $('status').addEventListener('change', status);
+  $('capacity').addEventListener('change', status);
+  $('logout').addEventListener('click', function () {
+    S.socket.send({type: 'status', status: 'offline'});
+    S.socket.stop(); TL.setSession(null); location.reload();
+  });
+  var ta = $('draft');
+  ta.addEventListener('input', onDraftInput);
+  ta.addEventListener('scroll', syncScroll);
+  ta.addEventListener('keyup', onCaret);
+  ta.addEventListener('click', onCaret);
+  ta.addEventListener('mousemove', onHover);
+  ta.addEventListener('keydown', function (e) {
+    var c = S.convs.get(S.current);
+    if (e.key === 'Enter' && e.altKey) {
+      e.preventDefault();
+      var i = c ? flagAt(c, ta.selectionStart) : -1;
+      if (i < 0 && c && c.flags.length) i = 0;
+      if (i >= 0 && c.flags[i].flag.suggestions.length) apply(c, i, 0);
+    } else if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault(); sendMessage(false);
+    } else if (e.key === 'Escape') hidePopover();
+  });
+  new ResizeObserver(function () { $('backdrop').style.height = ta.offsetHeight + 'px'; }).observe(ta);
+  $('conversation').addEventListener('mouseleave', hidePopover);
+  $('composer').addEventListener('submit', function (e) { e.preventDefault(); sendMessage(false); });
+  $('transfer-open').addEventListener('click', openTransfer);
+  $('transfer-form').addEventListener('submit', submitTransfer);
+  $('close-chat').addEventListener('click', function () {
+    S.socket.send({type: 'close', conversation: S.current, id: TL.uid('cl')});
+  });
+  TL.loginForm($('login-form'), start);
+  if (TL.session()) start(); else { $('login').hidden = false; $('login-form').elements.username.focus(); }
+})();

@@ -1,0 +1,379 @@
+/* Supervisor pages (/review): conversations with flags, transcripts with a "false alarm"
+ * button, scorecards, rule quality, exports, and the live monitor with watch, whisper and
+ * take-over. Data from the review API of docs/coaching.md. */
+(function () {
+  'use strict';
+  var h = TL.h, $ = function (id) { return document.getElementById(id); };
+
+  // Timeouts
+  var LIVE_REFRESH_MS = 5000, TOAST_MS = 6000;
+
+  var CATEGORIES = ['dont_know', 'not_my_job', 'blame', 'dismissive', 'absolute_no', 'refusal',
+    'sensitive_data_request', 'frustration', 'repeat_contact', 'escalation_request', 'upsell_when_upset'];
+  var S = {socket: null, watching: null, liveTimer: null, watchLog: null};
+
+  function toast(text) {
+    $('toast').textContent = text;
+    clearTimeout(S.toastOff);
+    S.toastOff = setTimeout(function () { $('toast').textContent = ''; }, TOAST_MS);
+  }
+
+  function page() { return $('page'); }
+  function label(text, control) { return h('label', {}, [text, control]); }
+  function dt(ms) { return ms ? new Date(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms).toLocaleString() : ''; }
+  function tag(text, sev) { return h('span', {'class': 'tag' + (sev ? ' sev-' + sev : ''), text: text}); }
+  function humanize(s) { return String(s || '').replace(/_/g, ' '); }
+  function items(data) { return Array.isArray(data) ? data : (data && (data.items || data.agents)) || []; }
+
+  function unavailable(err) {
+    return err instanceof TL.ApiError && (err.status === 404 || err.status === 405 || err.status === 501);
+  }
+
+  function failed(err) {
+    page().append(h('p', {'class': 'error', role: 'alert',
+      text: 'Could not load: ' + (err && err.message ? err.message : String(err))}));
+  }
+
+  // ---------------------------------------------------------------- exports
+  function download(path, name) {
+    TL.api(path, {raw: true}).then(function (r) { return r.blob(); }).then(function (blob) {
+      var a = h('a', {href: URL.createObjectURL(blob), download: name});
+      document.body.append(a); a.click(); a.remove();
+      setTimeout(function () { URL.revokeObjectURL(a.href); }, 10000);
+    }, function (err) { toast('Export failed: ' + err.message); });
+  }
+
+  function exportButtons(base, name, query) {
+    return h('span', {'class': 'exports'}, ['Export: '].concat(['json', 'csv', 'txt'].map(function (fmt) {
+      return h('button', {type: 'button', on: {click: function () {
+        download(base + '?format=' + fmt + (query ? '&' + query : ''), name + '.' + fmt);
+      }}}, [fmt.toUpperCase()]);
+    })));
+  }
+
+  // ---------------------------------------------------------------- conversations
+  function filterForm(params) {
+    function input(name, type, extra) {
+      var el = h('input', Object.assign({name: name, type: type || 'text', value: params.get(name) || ''}, extra || {}));
+      if (type === 'checkbox') { el.value = 'true'; el.checked = params.get(name) === 'true'; }
+      return el;
+    }
+    function select(name, options) {
+      return h('select', {name: name}, [h('option', {value: '', text: 'any'})].concat(options.map(function (o) {
+        return h('option', {value: o, text: humanize(o), selected: params.get(name) === o});
+      })));
+    }
+    var form = h('form', {'class': 'filters', 'aria-label': 'Filters', on: {submit: function (e) {
+      e.preventDefault();
+      var q = new URLSearchParams();
+      new FormData(form).forEach(function (v, k) { if (v) q.set(k, v); });
+      location.hash = '#/conversations?' + q.toString();
+    }}}, [
+      label('From', input('from', 'date')), label('To', input('to', 'date')),
+      label('Agent', input('agent', 'text', {size: 10})), label('Category', select('category', CATEGORIES)),
+      label('Severity', select('severity', ['info', 'warning', 'alert'])),
+      label('Language', select('lang', ['en', 'sr', 'hr', 'sl'])), label('Site', input('site', 'text', {size: 8})),
+      label('CSAT', select('csat', ['1', '2', '3', '4', '5'])),
+      label('Only with flags', input('has_flags', 'checkbox')),
+      label('Suggestion ignored', input('flag_ignored', 'checkbox')),
+      h('button', {type: 'submit'}, ['Apply'])]);
+    return form;
+  }
+
+  function conversations(params) {
+    var q = params.toString();
+    page().replaceChildren(h('h1', {text: 'Conversations'}), filterForm(params),
+      h('p', {}, [exportButtons('/api/review/export', 'conversations', q)]));
+    TL.api('/api/review/conversations' + (q ? '?' + q : '')).then(function (data) {
+      var rows = items(data).map(function (c) {
+        var f = c.flags || {};
+        return h('tr', {'class': 'clickable', tabindex: '0', 'data-conv': c.conversation, on: {
+          click: function () { location.hash = '#/conversation/' + encodeURIComponent(c.conversation); },
+          keydown: function (e) { if (e.key === 'Enter') location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
+          h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
+          h('td', {text: c.agent || ''}), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
+          h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
+          h('td', {}, [String(f.count || 0), ' ', f.worst ? tag(f.worst, f.worst) : null]),
+          h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
+      });
+      page().append(table(['Conversation', 'Agent', 'Lang', 'Site', 'Started', 'CSAT', 'Flags', 'Categories'], rows));
+      var total = data.total || 0, per = data.per_page || rows.length, at = data.page || 1;
+      if (total > per) page().append(pager(params, at, Math.ceil(total / per)));
+    }, function (err) {
+      if (!unavailable(err)) return failed(err);
+      // A server without the review API still lists and shows transcripts.
+      page().append(h('p', {'class': 'note', text: 'Coaching review is not available on this server; showing conversations without flags.'}));
+      TL.api('/api/conversations?limit=100').then(function (data) {
+        page().append(table(['Conversation', 'Status', 'Agent', 'Lang', 'Visitor', 'Preview'], items(data).map(function (c) {
+          return h('tr', {'class': 'clickable', 'data-conv': c.conversation, on: {click: function () {
+            location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
+            h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
+            h('td', {text: c.status}), h('td', {text: c.agent || ''}), h('td', {text: c.lang}),
+            h('td', {text: (c.visitor && c.visitor.name) || ''}), h('td', {text: c.preview || ''})]);
+        })));
+      }, failed);
+    });
+  }
+
+  function table(heads, rows) {
+    return h('table', {'class': 'grid'}, [h('thead', {}, [h('tr', {}, heads.map(function (t) { return h('th', {scope: 'col', text: t}); }))]),
+      h('tbody', {}, rows.length ? rows : [h('tr', {}, [h('td', {colspan: String(heads.length), 'class': 'note', text: 'Nothing found.'})])])]);
+  }
+
+  function pager(params, at, pages) {
+    function go(n) { var q = new URLSearchParams(params); q.set('page', String(n)); return '#/conversations?' + q; }
+    return h('p', {}, [at > 1 ? h('a', {href: go(at - 1), text: '← Previous'}) : null,
+      ' Page ' + at + ' of ' + pages + ' ', at < pages ? h('a', {href: go(at + 1), text: 'Next →'}) : null]);
+  }
+
+  // ---------------------------------------------------------------- one transcript
+  /** The text with spans [{start, end, cls, title}] (code points) as <mark>s; the rest as text. */
+  function marked(text, spans) {
+    var chars = Array.from(text), out = [], at = 0;
+    spans.slice().sort(function (a, b) { return a.start - b.start; }).forEach(function (s) {
+      if (s.start < at || s.end > chars.length) return;
+      out.push(chars.slice(at, s.start).join(''));
+      out.push(h('mark', {'class': s.cls, title: s.title, 'data-flag': s.id}, [chars.slice(s.start, s.end).join('')]));
+      at = s.end;
+    });
+    out.push(chars.slice(at).join(''));
+    return out;
+  }
+
+  function transcript(id) {
+    page().replaceChildren(h('p', {'class': 'note', text: 'Loading…'}));
+    var base = '/api/review/conversations/' + encodeURIComponent(id);
+    TL.api(base).then(function (t) { showTranscript(id, t, true); }, function (err) {
+      if (!unavailable(err)) { page().replaceChildren(); return failed(err); }
+      TL.api('/api/conversations/' + encodeURIComponent(id)).then(function (t) {
+        var c = t.conversation;
+        showTranscript(id, {conversation: id, agent: c.agent, visitor: c.visitor, lang: c.lang, site: c.site,
+          events: t.events, flags: [], cues: []}, false);
+      }, function (e) { page().replaceChildren(); failed(e); });
+    });
+  }
+
+  function showTranscript(id, t, coached) {
+    var flags = t.flags || [], cues = t.cues || [];
+    var visitor = t.visitor && (t.visitor.name || t.visitor.id) || 'Visitor';
+    var log = h('ol', {'class': 'transcript', 'aria-label': 'Transcript'});
+    (t.events || []).forEach(function (ev) {
+      if (ev.type === 'message') {
+        var spans = flags.filter(function (f) { return f.seq === ev.seq; }).map(function (f) {
+          return {start: f.start, end: f.end, id: f.id, cls: 'sev-' + f.severity, title: humanize(f.category) + ': ' + f.message};
+        }).concat(cues.filter(function (c) { return c.seq === ev.seq; }).map(function (c) {
+          return {start: c.start, end: c.end, cls: 'cue', title: humanize(c.category) + ' (customer)'};
+        }));
+        log.append(h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [
+          h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
+          h('span', {'class': 'text'}, marked(ev.text, spans))]));
+      } else if (ev.type === 'closed') log.append(h('li', {'class': 'sys', text: 'Closed by ' + ev.by.name}));
+      else if (ev.type === 'assigned' && ev.agent) log.append(h('li', {'class': 'sys', text: ev.agent.name + ' joined'}));
+      else if (ev.type === 'transferred') log.append(h('li', {'class': 'sys', text: 'Transferred' +
+        (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? ' · note: ' + ev.note : '')}));
+    });
+    var side = h('section', {'aria-label': 'Flags'}, [h('h2', {text: 'Flags (' + flags.length + ')'}),
+      h('ul', {'class': 'flag-list'}, flags.map(flagItem))]);
+    if (!coached) side.append(h('p', {'class': 'note', text: 'Coaching data is not available on this server.'}));
+    (t.scripts || []).concat(t.nudges || []).forEach(function (a) {
+      side.append(h('p', {'class': 'note', text: humanize(a.category) + ': ' + (a.message || '')}));
+    });
+    page().replaceChildren(
+      h('p', {}, [h('a', {href: '#/conversations', text: '← Conversations'})]),
+      h('h1', {text: 'Conversation ' + id}),
+      h('p', {}, ['Agent: ' + (t.agent || '—') + ' · Visitor: ' + visitor + ' · ' + (t.lang || '') +
+        (t.site ? ' · site ' + t.site : '') + (t.csat != null ? ' · CSAT ' + t.csat : ''), ' ',
+        coached ? exportButtons('/api/review/conversations/' + encodeURIComponent(id) + '/export', id) : null]),
+      h('div', {'class': 'transcript-view'}, [log, side]));
+  }
+
+  function flagItem(f) {
+    var review = f.review && (f.review.status || f.review);
+    var li = h('li', {'class': 'sev-' + f.severity + (review === 'false_alarm' ? ' false-alarm' : ''), 'data-flag': f.id}, [
+      h('p', {}, [tag(humanize(f.category), f.severity), ' ', h('q', {text: f.text})]),
+      h('p', {text: f.message}),
+      (f.suggestions || []).length ? h('p', {}, ['Suggested: ', h('em', {text: f.suggestions.join(' / ')})]) : null,
+      h('p', {}, ['Agent: ', h('strong', {'class': 'outcome', text: humanize(f.outcome || 'unknown')}),
+        f.override ? ' · sent anyway (override)' : '']),
+      h('p', {'class': 'review-status', text: review ? 'Review: ' + humanize(review) : ''})]);
+    function mark(status) {
+      TL.api('/api/review/flags/' + encodeURIComponent(f.id), {method: 'POST', body: {status: status, note: ''}})
+        .then(function () {
+          li.querySelector('.review-status').textContent = 'Review: ' + humanize(status);
+          li.classList.toggle('false-alarm', status === 'false_alarm');
+        }, function (err) { toast('Could not save: ' + err.message); });
+    }
+    li.append(h('div', {'class': 'options'}, [
+      h('button', {type: 'button', on: {click: function () { mark('false_alarm'); }}}, ['False alarm']),
+      h('button', {type: 'button', on: {click: function () { mark('reviewed'); }}}, ['Reviewed'])]));
+    return li;
+  }
+
+  // ---------------------------------------------------------------- scorecards
+  function scorecards(params) {
+    var q = params.toString();
+    var form = h('form', {'class': 'filters', on: {submit: function (e) {
+      e.preventDefault();
+      var n = new URLSearchParams();
+      new FormData(form).forEach(function (v, k) { if (v) n.set(k, v); });
+      location.hash = '#/scorecards?' + n;
+    }}}, [label('From', h('input', {type: 'date', name: 'from', value: params.get('from') || ''})),
+      label('To', h('input', {type: 'date', name: 'to', value: params.get('to') || ''})),
+      label('Agent', h('input', {name: 'agent', size: 10, value: params.get('agent') || ''})),
+      h('button', {type: 'submit'}, ['Apply'])]);
+    page().replaceChildren(h('h1', {text: 'Scorecards'}), form);
+    TL.api('/api/review/scorecards' + (q ? '?' + q : '')).then(function (data) {
+      var cards = items(data).map(scorecard);
+      page().append(cards.length ? h('div', {'class': 'cards'}, cards) : h('p', {'class': 'note', text: 'No data for this period.'}));
+    }, failed);
+  }
+
+  function pct(v) { return v == null ? '—' : Math.round(v * 100) + '%'; }
+  function num(v, unit) { return v == null ? '—' : (Math.round(v * 10) / 10) + (unit || ''); }
+
+  function scorecard(a) {
+    var days = a.days || [], labels = days.map(function (d) { return d.date || d.day || ''; });
+    var cats = {};
+    days.forEach(function (d) { Object.keys(d.flags_per_100 || {}).forEach(function (k) { cats[k] = 1; }); });
+    Object.keys(a.flags_per_100 || {}).forEach(function (k) { cats[k] = 1; });
+    var flagSeries = Object.keys(cats).map(function (k) {
+      return {name: humanize(k), values: days.map(function (d) { var v = (d.flags_per_100 || {})[k]; return v == null ? 0 : v; })};
+    });
+    function series(name, key, scale) {
+      return [{name: name, values: days.map(function (d) { return d[key] == null ? null : d[key] * (scale || 1); })}];
+    }
+    var total = 0;
+    Object.keys(a.flags_per_100 || {}).forEach(function (k) { total += a.flags_per_100[k]; });
+    return h('article', {'class': 'scorecard', 'data-agent': a.agent}, [
+      h('h2', {text: a.name || a.agent}),
+      h('div', {'class': 'figures'}, [
+        figure(String(a.messages || 0), 'messages'), figure(num(total), 'flags per 100 messages'),
+        figure(pct(a.applied_share), 'suggestions applied'), figure(num(a.first_response_s, ' s'), 'first response'),
+        figure(a.handling_s == null ? '—' : num(a.handling_s / 60, ' min'), 'handling time'), figure(num(a.csat), 'CSAT (1–5)')]),
+      h('h3', {text: 'Flags per 100 messages, by category'}),
+      TLCharts.line(labels, flagSeries, {title: 'Flags per 100 messages'}), TLCharts.legend(flagSeries),
+      h('h3', {text: 'Suggestions applied'}), TLCharts.line(labels, series('applied', 'applied_share', 100), {title: 'Suggestions applied', unit: '%', height: 120}),
+      h('h3', {text: 'First response time'}), TLCharts.line(labels, series('first response', 'first_response_s'), {title: 'First response time', unit: ' s', height: 120}),
+      h('h3', {text: 'CSAT'}), TLCharts.line(labels, series('CSAT', 'csat'), {title: 'CSAT', height: 120})]);
+  }
+
+  function figure(value, caption) { return h('div', {}, [h('b', {text: value}), h('span', {text: caption})]); }
+
+  // ---------------------------------------------------------------- rule quality
+  function rules() {
+    page().replaceChildren(h('h1', {text: 'Rule quality'}),
+      h('p', {'class': 'note', text: 'Rules whose flags supervisors most often mark as false alarms come first.'}));
+    TL.api('/api/review/rule-quality').then(function (data) {
+      page().append(table(['Rule', 'Fires', 'False alarms', 'Rate'], items(data).map(function (r) {
+        return h('tr', {'data-rule': r.rule}, [h('td', {}, [h('code', {text: r.rule})]), h('td', {text: String(r.fires)}),
+          h('td', {text: String(r.false_alarms)}), h('td', {text: pct(r.rate)})]);
+      })));
+    }, failed);
+  }
+
+  // ---------------------------------------------------------------- live monitor
+  function live() {
+    var body = h('tbody');
+    var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
+    page().replaceChildren(h('h1', {text: 'Live'}), h('table', {'class': 'grid'}, [
+      h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Visitor', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
+        return h('th', {scope: 'col', text: t}); }))]), body]), panel);
+    function refresh() {
+      if (location.hash.indexOf('#/live') !== 0) return;
+      TL.api('/api/review/live').then(function (data) {
+        body.replaceChildren.apply(body, items(data).map(function (c) {
+          var agent = c.agent && (c.agent.name || c.agent), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
+          var coach = c.last_coach || {}, cue = c.last_cue || (coach.kind === 'cue' ? coach : null);
+          var flag = c.last_flag || (coach.kind === 'flag' ? coach : null);
+          return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}), h('td', {text: agent || '—'}),
+            h('td', {text: vis || ''}), h('td', {text: TL.duration(c.waiting_s != null ? c.waiting_s : c.age_s || 0)}),
+            h('td', {text: cue ? (cue.text || humanize(cue.category)) : ''}),
+            h('td', {text: flag ? humanize(flag.category) + ': ' + (flag.text || '') : ''}),
+            h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c.conversation, panel); }}}, ['Watch'])])]);
+        }));
+      }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(
+        h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
+    }
+    refresh();
+    clearInterval(S.liveTimer);
+    S.liveTimer = setInterval(refresh, LIVE_REFRESH_MS);
+  }
+
+  function socket() {
+    if (S.socket) return S.socket;
+    S.socket = new TL.Socket({
+      onState: function () {},
+      cursors: function () { return S.watching && S.watching.last ? (function () { var o = {}; o[S.watching.id] = S.watching.last; return o; })() : {}; },
+      onFrame: function (f) {
+        var w = S.watching;
+        if (f.type === 'welcome') { if (w) S.socket.send({type: 'watch', conversation: w.id}); return; }
+        if (f.type === 'error') { toast(f.message || f.code); return; }
+        if (!w || f.conversation !== w.id) return;
+        if (f.seq) {
+          if (w.last && TL.cmpSeq(f.seq, w.last) <= 0) return;
+          w.last = f.seq;
+        }
+        var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
+          : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
+          : f.type === 'typing' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
+        if (line && (f.type !== 'coach' || (f.flags || []).length)) w.log.append(h('li', {'class': 'sys', text: line}));
+      }
+    });
+    return S.socket;
+  }
+
+  function watch(id, panel) {
+    var sock = socket();
+    if (S.watching && S.watching.id !== id) sock.send({type: 'unwatch', conversation: S.watching.id});
+    var log = h('ol', {'class': 'transcript', 'aria-label': 'Watched conversation'});
+    S.watching = {id: id, last: null, log: log};
+    var input = h('input', {'aria-label': 'Whisper to the agent', placeholder: 'Whisper to the agent (the visitor does not see it)', maxlength: '1000'});
+    panel.replaceChildren(h('h2', {text: 'Watching ' + id}), log,
+      h('form', {on: {submit: function (e) {
+        e.preventDefault();
+        if (!input.value.trim()) return;
+        sock.send({type: 'whisper', conversation: id, text: input.value.trim()});
+        log.append(h('li', {'class': 'whisper', text: 'You whispered: ' + input.value.trim()}));
+        input.value = '';
+      }}}, [input, h('button', {type: 'submit'}, ['Whisper'])]),
+      h('p', {}, [h('button', {type: 'button', on: {click: function () {
+        sock.send({type: 'take_over', conversation: id});
+        toast('You are taking over ' + id + '; answer it in the agent console.');
+      }}}, ['Take over']), ' ', h('a', {href: '/agent', text: 'Open the agent console'})]));
+    panel.hidden = false;
+    sock.send({type: 'watch', conversation: id});
+  }
+
+  // ---------------------------------------------------------------- routing
+  function route() {
+    var hash = location.hash || '#/conversations', path = hash.slice(1).split('?')[0];
+    var params = new URLSearchParams(hash.split('?')[1] || '');
+    document.querySelectorAll('#tabs a').forEach(function (a) {
+      var on = path.indexOf(a.getAttribute('href').slice(1)) === 0 || (path.indexOf('/conversation/') === 0 && a.getAttribute('href') === '#/conversations');
+      if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    });
+    if (path.indexOf('/live') !== 0) clearInterval(S.liveTimer);
+    if (path.indexOf('/conversation/') === 0) transcript(decodeURIComponent(path.slice('/conversation/'.length)));
+    else if (path === '/scorecards') scorecards(params);
+    else if (path === '/rules') rules();
+    else if (path === '/live') live();
+    else conversations(params);
+  }
+
+  function start(s) {
+    if (s.role !== 'supervisor') {
+      $('login').hidden = false;
+      $('login-form').querySelector('.error').textContent = 'The review pages are for supervisors.';
+      TL.setSession(null);
+      return;
+    }
+    $('login').hidden = true; $('page').hidden = false; $('tabs').hidden = false; $('logout').hidden = false;
+    $('me').textContent = s.user.name;
+    window.addEventListener('hashchange', route);
+    route();
+  }
+
+  $('logout').addEventListener('click', function () { if (S.socket) S.socket.stop(); TL.setSession(null); location.reload(); });
+  TL.loginForm($('login-form'), start);
+  if (TL.session()) start(TL.session()); else { $('login').hidden = false; $('login-form').elements.username.focus(); }
+})();

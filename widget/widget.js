@@ -1,0 +1,479 @@
+/* Tactline chat widget. One tag embeds it:
+ *   <script src="https://HOST/widget.js" data-site="SITE" data-lang="sr-Latn" async></script>
+ * It renders into a Shadow DOM, speaks protocol v1 (docs/protocol.md) on /ws/visitor and
+ * exposes window.Tactline.open(), .close() and .identify({userId, userHash, name, email}).
+ * User text is only ever set as textContent. */
+(function () {
+  'use strict';
+  if (window.Tactline && window.Tactline.version) return;
+
+  var script = document.currentScript || document.querySelector('script[src*="widget.js"]');
+  var BASE = new URL(script.src, location.href).origin;
+  var SITE = script.getAttribute('data-site') || 'demo';
+  var KEY = 'tactline:' + SITE + ':';
+
+  // Timeouts and limits
+  var PING_MS = 30000, TYPING_MS = 3000, TYPING_SHOWN_MS = 6000;
+  var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 30000, MAX_TEXT = 4000;
+
+  var STRINGS = {
+    en: {title: 'Chat with us', open: 'Open chat', close: 'Close chat', ph: 'Write a message…',
+      send: 'Send', log: 'Messages', unread: '{n} unread messages', typing: '{name} is typing…',
+      agent: 'Support', queue: 'You are number {n} in line. Estimated wait: {w}.',
+      queueN: 'You are number {n} in line.', min: '{n} min', lt1: 'under a minute',
+      with: 'You are now chatting with {name}', closed: 'The chat has ended.',
+      rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
+      thanks: 'Thank you for your feedback!', newChat: 'Start a new chat',
+      offline: 'No one is online right now. Leave a message and we will get back to you.',
+      name: 'Name', email: 'Email', msg: 'Message', leave: 'Send message',
+      left: 'Thank you! We will get back to you by email.', reconn: 'Reconnecting…',
+      sent: 'Delivered', read: 'Read', sending: 'Sending', you: 'You', star: '{n} of 5',
+      end: 'End chat', err: 'Something went wrong. Please try again.'},
+    'sr-Latn': {title: 'Pišite nam', open: 'Otvori ćaskanje', close: 'Zatvori ćaskanje',
+      ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
+      typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
+      queueN: 'Vi ste {n}. u redu.', min: '{n} min', lt1: 'manje od minuta',
+      with: 'Sada razgovarate sa: {name}', closed: 'Razgovor je završen.',
+      rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
+      rateSend: 'Pošalji ocenu', thanks: 'Hvala na oceni!', newChat: 'Započni novi razgovor',
+      offline: 'Trenutno niko nije na vezi. Ostavite poruku i javićemo vam se.', name: 'Ime',
+      email: 'Imejl', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javićemo vam se imejlom.',
+      reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.'},
+    'sr-Cyrl': {title: 'Пишите нам', open: 'Отвори ћаскање', close: 'Затвори ћаскање',
+      ph: 'Напишите поруку…', send: 'Пошаљи', log: 'Поруке', unread: 'Непрочитаних порука: {n}',
+      typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
+      queueN: 'Ви сте {n}. у реду.', min: '{n} мин', lt1: 'мање од минута',
+      with: 'Сада разговарате са: {name}', closed: 'Разговор је завршен.',
+      rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
+      rateSend: 'Пошаљи оцену', thanks: 'Хвала на оцени!', newChat: 'Започни нови разговор',
+      offline: 'Тренутно нико није на вези. Оставите поруку и јавићемо вам се.', name: 'Име',
+      email: 'Имејл', msg: 'Порука', leave: 'Пошаљи поруку', left: 'Хвала! Јавићемо вам се имејлом.',
+      reconn: 'Поновно повезивање…', sent: 'Испоручено', read: 'Прочитано', sending: 'Шаље се',
+      you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.'},
+    hr: {title: 'Pišite nam', open: 'Otvori razgovor', close: 'Zatvori razgovor',
+      ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
+      typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
+      queueN: 'Vi ste {n}. u redu.', min: '{n} min', lt1: 'manje od minute',
+      with: 'Sada razgovarate s: {name}', closed: 'Razgovor je završen.',
+      rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
+      rateSend: 'Pošalji ocjenu', thanks: 'Hvala na ocjeni!', newChat: 'Započni novi razgovor',
+      offline: 'Trenutačno nitko nije dostupan. Ostavite poruku i javit ćemo vam se.', name: 'Ime',
+      email: 'E-pošta', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javit ćemo vam se e-poštom.',
+      reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.'},
+    sl: {title: 'Pišite nam', open: 'Odpri klepet', close: 'Zapri klepet', ph: 'Napišite sporočilo …',
+      send: 'Pošlji', log: 'Sporočila', unread: 'Neprebrana sporočila: {n}', typing: '{name} piše …',
+      agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.', queueN: 'V vrsti ste {n}.',
+      min: '{n} min', lt1: 'manj kot minuta', with: 'Zdaj se pogovarjate z: {name}',
+      closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
+      rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
+      offline: 'Trenutno ni nikogar na voljo. Pustite sporočilo in oglasili se vam bomo.', name: 'Ime',
+      email: 'E-pošta', msg: 'Sporočilo', leave: 'Pošlji sporočilo',
+      left: 'Hvala! Oglasili se vam bomo po e-pošti.', reconn: 'Ponovno povezovanje …',
+      sent: 'Dostavljeno', read: 'Prebrano', sending: 'Pošiljanje', you: 'Vi', star: '{n} od 5',
+      end: 'Končaj pogovor', err: 'Nekaj je šlo narobe. Poskusite znova.'}
+  };
+
+  /** The UI language: data-lang, else the browser's; plain "sr" is Cyrillic (CLDR default). */
+  function pickLang(wanted) {
+    for (var i = 0; i < wanted.length; i++) {
+      var w = String(wanted[i] || '').toLowerCase();
+      if (/^sr.*latn/.test(w)) return 'sr-Latn';
+      if (/^sr/.test(w)) return 'sr-Cyrl';
+      if (/^(hr|bs)/.test(w)) return 'hr';
+      if (/^sl/.test(w)) return 'sl';
+      if (/^en/.test(w)) return 'en';
+    }
+    return 'en';
+  }
+  var LANG = pickLang([script.getAttribute('data-lang')].concat(navigator.languages || [navigator.language]));
+  var T = STRINGS[LANG];
+  function t(key, vars) {
+    return T[key].replace(/\{(\w+)\}/g, function (_, k) { return vars[k]; });
+  }
+
+  // ---------------------------------------------------------------- storage
+  function load(name) {
+    try { return JSON.parse(localStorage.getItem(KEY + name)); } catch (e) { return null; }
+  }
+  function save(name, value) {
+    try { localStorage.setItem(KEY + name, JSON.stringify(value)); } catch (e) { /* private mode */ }
+  }
+
+  // ---------------------------------------------------------------- DOM
+  /** Element with attributes; string children become text nodes, never markup. */
+  function h(tag, attrs, kids) {
+    var el = document.createElement(tag);
+    for (var k in attrs || {}) {
+      if (k === 'on') for (var ev in attrs.on) el.addEventListener(ev, attrs.on[ev]);
+      else if (attrs[k] === true) el.setAttribute(k, '');
+      else if (attrs[k] !== false && attrs[k] != null) el.setAttribute(k, attrs[k]);
+    }
+    (kids || []).forEach(function (c) { el.append(c); });
+    return el;
+  }
+  function icon(d) {
+    var ns = 'http://www.w3.org/2000/svg', svg = document.createElementNS(ns, 'svg'), p = document.createElementNS(ns, 'path');
+    svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('aria-hidden', 'true'); svg.setAttribute('focusable', 'false');
+    p.setAttribute('d', d); svg.append(p);
+    return svg;
+  }
+
+  var CSS = ':host{all:initial}*{box-sizing:border-box}' +
+    '.tl{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330}' +
+    'button,input,textarea{font:inherit;color:inherit}' +
+    '.launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:#1f5fbf;color:#fff;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:2147483000}' +
+    '.launcher svg{width:30px;height:30px;fill:currentColor}' +
+    '.badge{position:absolute;top:-4px;right:-4px;min-width:22px;height:22px;padding:0 6px;border-radius:11px;background:#d22;color:#fff;font-size:13px;line-height:22px}' +
+    '.panel{position:fixed;right:20px;bottom:92px;width:370px;height:min(560px,calc(100vh - 112px));display:flex;flex-direction:column;background:#fff;border-radius:12px;box-shadow:0 8px 30px #0005;overflow:hidden;z-index:2147483001}' +
+    '[hidden]{display:none!important}' +
+    'header{display:flex;align-items:center;gap:8px;padding:12px 14px;background:#1f5fbf;color:#fff}' +
+    'h2{flex:1;margin:0;font-size:17px}' +
+    'header button{background:none;border:0;color:#fff;cursor:pointer;width:32px;height:32px;border-radius:6px;font-size:14px}' +
+    'header button.x{font-size:22px}header button.end{width:auto;padding:0 8px;border:1px solid #fff8;font-size:12px}header button:hover{background:#fff3}' +
+    '.notice{padding:6px 14px;background:#fff6d6;font-size:13px}.notice:empty{display:none}' +
+    '.log{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;display:flex;flex-direction:column;gap:6px;background:#f5f7fa}' +
+    '.m{max-width:82%;padding:7px 10px;border-radius:12px;background:#fff;box-shadow:0 1px 1px #0002;white-space:pre-wrap;overflow-wrap:anywhere}' +
+    '.m.me{align-self:flex-end;background:#1f5fbf;color:#fff}' +
+    '.who{display:block;font-size:12px;font-weight:600;opacity:.8}' +
+    '.tick{display:block;text-align:right;font-size:11px;opacity:.85}' +
+    '.sys{align-self:center;font-size:12px;color:#556;text-align:center}' +
+    '.typing{padding:0 14px;font-size:12px;color:#556;min-height:18px}' +
+    'form{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e6ea}' +
+    'form.stack{flex-direction:column}.intro{margin:0}' +
+    'textarea,input[type=text],input[type=email]{flex:1;border:1px solid #b9c0ca;border-radius:8px;padding:8px;resize:none;min-width:0}' +
+    'textarea{max-height:120px}' +
+    '.btn{border:0;border-radius:8px;background:#1f5fbf;color:#fff;padding:8px 14px;cursor:pointer}' +
+    '.btn:disabled{opacity:.5}' +
+    ':focus-visible{outline:3px solid #f5a623;outline-offset:2px}' +
+    'fieldset{border:0;margin:0;padding:0;display:flex;gap:6px;flex-wrap:wrap}legend{margin-bottom:6px}' +
+    '.stars label{display:inline-flex;align-items:center;justify-content:center;width:40px;height:40px;border:1px solid #b9c0ca;border-radius:8px;cursor:pointer}' +
+    '.stars input{position:absolute;opacity:0;width:1px;height:1px}' +
+    '.stars input:checked+span{font-weight:700;color:#1f5fbf}.stars input:focus-visible+span{outline:3px solid #f5a623}' +
+    '@media (max-width:480px){.panel{inset:0;width:auto;height:auto;border-radius:0}.launcher{right:12px;bottom:12px}}';
+
+  // ---------------------------------------------------------------- state
+  var state = {
+    token: load('token'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
+    ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null,
+    lastTyping: 0, lastRead: null, csatFor: null, identity: null, retry: null, ping: null
+  };
+  var nodes = {}; // message id -> {li, tick}
+
+  var root, ui = {};
+  function build() {
+    var host = h('div', {id: 'tactline-widget'});
+    document.body.append(host);
+    root = host.attachShadow({mode: 'open'});
+    if (root.adoptedStyleSheets && window.CSSStyleSheet && CSSStyleSheet.prototype.replaceSync) {
+      var sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet];
+    } else {
+      root.append(h('style', {}, [CSS]));
+    }
+    ui.badge = h('span', {'class': 'badge', hidden: true, 'aria-hidden': 'true'});
+    ui.launcher = h('button', {'class': 'launcher', type: 'button', 'aria-label': T.open, 'aria-expanded': 'false',
+      'aria-controls': 'tl-panel', on: {click: function () { state.opened ? close() : open(); }}},
+      [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2z'), ui.badge]);
+    ui.notice = h('div', {'class': 'notice', role: 'status', 'aria-live': 'polite'});
+    ui.log = h('ol', {'class': 'log', role: 'log', 'aria-live': 'polite', 'aria-label': T.log, tabindex: '0'});
+    ui.typing = h('div', {'class': 'typing', 'aria-live': 'polite'});
+    ui.text = h('textarea', {rows: '1', maxlength: String(MAX_TEXT), placeholder: T.ph, 'aria-label': T.ph,
+      on: {keydown: onKey, input: onInput}});
+    ui.compose = h('form', {'class': 'compose', on: {submit: function (e) { e.preventDefault(); sendText(); }}},
+      [ui.text, h('button', {'class': 'btn', type: 'submit', 'aria-label': T.send}, [T.send])]);
+    ui.leave = leaveForm();
+    ui.csat = csatForm();
+    ui.end = h('button', {'class': 'end', type: 'button', hidden: true, on: {click: endChat}}, [T.end]);
+    ui.panel = h('section', {'class': 'panel', id: 'tl-panel', role: 'dialog', 'aria-label': T.title, hidden: true,
+      on: {keydown: function (e) { if (e.key === 'Escape') { close(); ui.launcher.focus(); } }}}, [
+      h('header', {}, [h('h2', {}, [T.title]), ui.end,
+        h('button', {'class': 'x', type: 'button', 'aria-label': T.close, on: {click: close}}, ['×'])]),
+      ui.notice, ui.log, ui.typing, ui.compose, ui.leave, ui.csat]);
+    root.append(h('div', {'class': 'tl', lang: LANG}, [ui.launcher, ui.panel]));
+  }
+
+  function leaveForm() {
+    var name = h('input', {type: 'text', required: true, maxlength: '100', 'aria-label': T.name, placeholder: T.name});
+    var email = h('input', {type: 'email', required: true, maxlength: '200', 'aria-label': T.email, placeholder: T.email});
+    var text = h('textarea', {rows: '3', required: true, maxlength: String(MAX_TEXT), 'aria-label': T.msg, placeholder: T.msg});
+    return h('form', {'class': 'stack leave', hidden: true, on: {submit: function (e) {
+      e.preventDefault();
+      queueFrame({type: 'leave_message', id: uid('lm'), name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
+      ui.leave.hidden = true; ui.compose.hidden = false;
+      system(T.left);
+    }}}, [h('p', {'class': 'intro'}, [T.offline]), name, email, text, h('button', {'class': 'btn', type: 'submit'}, [T.leave])]);
+  }
+
+  function csatForm() {
+    var stars = [1, 2, 3, 4, 5].map(function (n) {
+      return h('label', {title: t('star', {n: n})}, [
+        h('input', {type: 'radio', name: 'score', value: String(n), 'aria-label': t('star', {n: n}), required: true}),
+        h('span', {'aria-hidden': 'true'}, [String(n) + '★'])]);
+    });
+    var comment = h('textarea', {rows: '2', maxlength: '1000', 'aria-label': T.comment, placeholder: T.comment});
+    var form = h('form', {'class': 'stack csat', hidden: true, on: {submit: function (e) {
+      e.preventDefault();
+      var picked = form.querySelector('input:checked');
+      if (!picked) return;
+      send({type: 'csat', conversation: state.csatFor, score: +picked.value, comment: comment.value.trim()});
+      form.hidden = true; ui.compose.hidden = false;
+      system(T.thanks);
+    }}}, [h('fieldset', {'class': 'stars', role: 'radiogroup'}, [h('legend', {}, [T.rate])].concat(stars)), comment,
+      h('button', {'class': 'btn', type: 'submit'}, [T.rateSend])]);
+    return form;
+  }
+
+  // ---------------------------------------------------------------- rendering
+  function scroll() { ui.log.scrollTop = ui.log.scrollHeight; }
+  function system(text) { ui.log.append(h('li', {'class': 'sys'}, [text])); scroll(); }
+  function setTick(n, key) { n.tick.textContent = key === 'read' ? '✓✓' : key === 'sent' ? '✓' : '…'; n.tick.setAttribute('aria-label', T[key]); n.tick.title = T[key]; n.state = key; }
+
+  function bubble(id, mine, who, text) {
+    var tick = h('span', {'class': 'tick'});
+    var li = h('li', {'class': 'm' + (mine ? ' me' : ''), 'data-id': id}, [
+      h('span', {'class': 'who'}, [mine ? T.you : who]), h('span', {'class': 'text'}, [text])]);
+    if (mine) li.append(tick);
+    ui.log.append(li); scroll();
+    var n = {li: li, tick: tick, seq: null};
+    if (mine) setTick(n, 'sending');
+    return (nodes[id] = n);
+  }
+
+  function cmpSeq(a, b) {
+    var x = a.split('-'), y = b.split('-');
+    return (+x[0] - +y[0]) || (+x[1] - +y[1]);
+  }
+
+  function onEvent(ev) {
+    var c = ev.conversation, last = state.cursors[c];
+    if (last && cmpSeq(ev.seq, last) <= 0) return; // already shown
+    state.cursors[c] = ev.seq;
+    if (ev.type === 'message') {
+      var mine = ev.from.role === 'visitor';
+      var n = nodes[ev.id];
+      if (!n || !mine) n = bubble(ev.id, mine, ev.from.name || T.agent, ev.text);
+      n.seq = ev.seq;
+      if (mine) { if (n.state !== 'read') setTick(n, 'sent'); dropOutbox(ev.id); }
+      else {
+        ui.typing.textContent = '';
+        if (!state.opened || document.hidden) { if (!state.history) { state.unread++; badge(); } } else markRead();
+      }
+    } else if (ev.type === 'read') {
+      if (ev.by.role !== 'visitor') for (var id in nodes) {
+        var m = nodes[id];
+        if (m.seq && m.tick.parentNode && cmpSeq(m.seq, ev.up_to) <= 0) setTick(m, 'read');
+      }
+    } else if (ev.type === 'assigned' || ev.type === 'transferred') {
+      if (ev.agent) { state.agentName = ev.agent.name; system(t('with', {name: ev.agent.name})); }
+      state.status = ev.agent ? 'assigned' : 'queued';
+      ui.notice.textContent = '';
+    } else if (ev.type === 'closed') {
+      system(T.closed);
+      state.conv = null; state.status = 'closed'; state.csatFor = c;
+      ui.typing.textContent = ''; ui.notice.textContent = '';
+      ui.compose.hidden = true; ui.csat.hidden = false; ui.end.hidden = true;
+    }
+  }
+
+  function badge() {
+    ui.badge.hidden = !state.unread;
+    ui.badge.textContent = String(state.unread);
+    ui.launcher.setAttribute('aria-label', state.unread ? T.open + '. ' + t('unread', {n: state.unread}) : T.open);
+  }
+
+  function markRead() {
+    var c = state.conv, seq = c && state.cursors[c];
+    if (!seq || seq === state.lastRead || !state.opened || document.hidden) return;
+    state.lastRead = seq;
+    send({type: 'read', conversation: c, seq: seq});
+  }
+
+  function showQueue(f) {
+    var w = f.estimated_wait_s;
+    ui.notice.textContent = w == null ? t('queueN', {n: f.position})
+      : t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});
+  }
+
+  // ---------------------------------------------------------------- connection
+  function uid(prefix) {
+    var r = crypto.getRandomValues(new Uint32Array(3));
+    return prefix + '-' + Date.now().toString(36) + r[0].toString(36) + r[1].toString(36) + r[2].toString(36);
+  }
+
+  function send(frame) {
+    frame.v = 1;
+    if (state.ws && state.ws.readyState === 1 && state.ready) { state.ws.send(JSON.stringify(frame)); return true; }
+    return false;
+  }
+
+  /** A frame that must arrive: kept (also across reloads) until the server acknowledges it. */
+  function queueFrame(frame) {
+    state.outbox.push(frame); save('outbox', state.outbox);
+    send(frame);
+  }
+  function dropOutbox(id) {
+    state.outbox = state.outbox.filter(function (f) { return f.id !== id; });
+    save('outbox', state.outbox);
+  }
+
+  function token(fresh) {
+    if (state.token && !fresh) return Promise.resolve(state.token);
+    var body = {site: SITE, lang: LANG.slice(0, 2)};
+    if (state.token) body.token = state.token;
+    var id = state.identity;
+    if (id) {
+      if (id.name) body.name = String(id.name).slice(0, 100);
+      if (id.userId) { body.user_id = String(id.userId); body.user_hash = String(id.userHash || ''); }
+    }
+    // text/plain keeps this a simple request: no CORS preflight on every page load of a site.
+    return fetch(BASE + '/api/visitors', {method: 'POST', headers: {'Content-Type': 'text/plain;charset=UTF-8'}, body: JSON.stringify(body)})
+      .then(function (r) {
+        if (r.status === 403 && id && id.userId) { // a wrong userHash: continue as an anonymous visitor
+          if (window.console) console.warn('Tactline: identity verification failed for this userId');
+          state.identity = null; state.token = null;
+          return token(true).then(function () { return null; });
+        }
+        if (!r.ok) throw new Error('token ' + r.status);
+        return r.json();
+      })
+      .then(function (j) { if (j) { state.token = j.token; save('token', j.token); } return state.token; });
+  }
+
+  function connect(freshToken) {
+    clearTimeout(state.retry); state.retry = null;
+    token(freshToken).then(function (tok) {
+      var ws = new WebSocket(BASE.replace(/^http/, 'ws') + '/ws/visitor');
+      state.ws = ws; state.ready = false;
+      ws.onopen = function () {
+        var resume = {}, any = false;
+        for (var c in state.cursors) { resume[c] = state.cursors[c]; any = true; }
+        var hello = {v: 1, type: 'hello', token: tok};
+        if (any) hello.resume = resume;
+        ws.send(JSON.stringify(hello));
+      };
+      ws.onmessage = function (e) { var f; try { f = JSON.parse(e.data); } catch (x) { return; } onFrame(f); };
+      ws.onclose = function (e) {
+        if (state.ws !== ws) return;
+        state.ready = false; clearInterval(state.ping);
+        if (e.code === 4001) { state.token = null; save('token', null); }
+        retry(e.code === 4001);
+      };
+    }, function () { retry(false); });
+  }
+
+  function retry(fresh) {
+    var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempt++));
+    ui.notice.textContent = T.reconn;
+    state.retry = setTimeout(function () { connect(fresh); }, delay / 2 + Math.random() * delay / 2);
+  }
+
+  function onFrame(f) {
+    if (f.type === 'welcome') {
+      state.ready = true; state.attempt = 0; ui.notice.textContent = '';
+      state.agentsOnline = f.agents_online;
+      f.conversations.forEach(function (view) {
+        state.history = !state.cursors[view.conversation];
+        if (view.status !== 'closed') { state.conv = view.conversation; state.status = view.status; }
+        if (view.agent) state.agentName = view.agent.name;
+        view.events.forEach(onEvent);
+      });
+      state.history = false;
+      ui.end.hidden = !state.conv;
+      var offline = !state.conv && !f.agents_online && ui.csat.hidden;
+      ui.leave.hidden = !offline; ui.compose.hidden = offline || !ui.csat.hidden;
+      state.outbox.forEach(function (fr) { send(fr); });
+      clearInterval(state.ping);
+      state.ping = setInterval(function () { send({type: 'ping'}); }, PING_MS);
+      markRead();
+    } else if (f.type === 'ack') {
+      state.conv = f.conversation; ui.end.hidden = false;
+      var n = nodes[f.ref];
+      if (n && n.state === 'sending') setTick(n, 'sent');
+      dropOutbox(f.ref);
+    } else if (f.type === 'typing') {
+      if (f.from.role === 'visitor') return;
+      clearTimeout(state.typingOff);
+      ui.typing.textContent = f.active ? t('typing', {name: f.from.name || T.agent}) : '';
+      if (f.active) state.typingOff = setTimeout(function () { ui.typing.textContent = ''; }, TYPING_SHOWN_MS);
+    } else if (f.type === 'queue') {
+      state.conv = f.conversation; state.status = 'queued'; showQueue(f);
+    } else if (f.type === 'error') {
+      if (f.code === 'agents_online') { ui.leave.hidden = true; ui.compose.hidden = false; dropOutbox(f.ref); }
+      else if (f.code === 'text_too_long' || f.code === 'invalid_frame') { dropOutbox(f.ref); ui.notice.textContent = T.err; }
+      else if (f.code === 'conversation_closed' || f.code === 'no_conversation') state.conv = null;
+    } else if (f.seq) {
+      onEvent(f);
+    }
+  }
+
+  // ---------------------------------------------------------------- input
+  function onKey(e) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendText(); }
+  }
+  function onInput() {
+    ui.text.style.height = 'auto';
+    ui.text.style.height = ui.text.scrollHeight + 'px';
+    var now = Date.now();
+    if (state.conv && now - state.lastTyping > TYPING_MS && ui.text.value) {
+      state.lastTyping = now;
+      send({type: 'typing', conversation: state.conv, active: true});
+    }
+  }
+  function sendText() {
+    var text = ui.text.value.trim();
+    if (!text) return;
+    ui.text.value = ''; onInput();
+    if (state.conv && state.lastTyping) { state.lastTyping = 0; send({type: 'typing', conversation: state.conv, active: false}); }
+    var id = uid('m');
+    bubble(id, true, T.you, text);
+    queueFrame({type: 'message', id: id, text: text});
+    if (!state.ready && state.retry && state.attempt > 1) { state.attempt = 1; connect(false); } // try now
+  }
+  function endChat() {
+    if (state.conv) send({type: 'close', conversation: state.conv});
+  }
+
+  // ---------------------------------------------------------------- public API
+  function open() {
+    if (!ui.panel) { state.openEarly = true; return; }
+    state.opened = true;
+    try { sessionStorage.setItem(KEY + 'open', '1'); } catch (e) { /* ignore */ }
+    ui.panel.hidden = false;
+    ui.launcher.setAttribute('aria-expanded', 'true');
+    state.unread = 0; badge(); markRead(); scroll();
+    (ui.leave.hidden ? ui.text : ui.leave.querySelector('input')).focus();
+  }
+  function close() {
+    if (!ui.panel) { state.openEarly = false; return; }
+    state.opened = false;
+    try { sessionStorage.removeItem(KEY + 'open'); } catch (e) { /* ignore */ }
+    ui.panel.hidden = true;
+    ui.launcher.setAttribute('aria-expanded', 'false');
+  }
+  function identify(who) {
+    state.identity = who || null;
+    if (who && ui.leave) {
+      var f = ui.leave.querySelectorAll('input');
+      if (who.name) f[0].value = who.name;
+      if (who.email) f[1].value = who.email;
+    }
+    if (!ui.panel) return;
+    nodes = {}; state.cursors = {}; state.conv = null;
+    ui.log.textContent = '';
+    var ws = state.ws; state.ws = null;
+    if (ws) ws.close(1000);
+    connect(true);
+  }
+
+  function start() {
+    build();
+    document.addEventListener('visibilitychange', markRead);
+    var wasOpen = false;
+    try { wasOpen = !!sessionStorage.getItem(KEY + 'open'); } catch (e) { /* ignore */ }
+    if (state.openEarly || wasOpen) open();
+    connect(!!state.identity);
+  }
+  window.Tactline = {version: 1, lang: LANG, open: open, close: close, identify: identify};
+  if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
+})();
