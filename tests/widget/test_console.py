@@ -144,7 +144,12 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await open_shop(shop2, site.base)
     await open_widget(shop2)
     await write(shop2, "second question")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    # The first chat comes back too once the second agent's grace period ends,
+    # so pick the new visitor's chat by what they wrote.
+    chat = console.locator("#chats .item").filter(has_text="second question")
+    await chat.wait_for(timeout=10_000)
+    await chat.click()
+    await expect(console.locator("#transcript .msg .text")).to_have_text(["second question"])
     await console.get_by_role("button", name="Close chat").click()
     await shop2.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
     await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
