@@ -17,6 +17,7 @@ from spacy.attrs import NORM
 
 from coach import script, slots
 from coach.errors import CoachError, RuleError, RuleErrors, UnknownLanguageError, UnknownRoleError
+from coach.frequent import FREQUENT
 from coach.lexicon import LemmaCache
 from coach.matcher import AnchorKey, Pattern, TokenTest, TokenView, make_pattern
 from coach.prefilter import required_literals
@@ -84,7 +85,10 @@ class FilteredRegex:
     def finditer(self, text: str, lowered: str) -> Iterator[re.Match[str]]:
         if self.literals is not None:
             for options in self.literals:
-                if not any(lit in lowered for lit in options):
+                for lit in options:
+                    if lit in lowered:
+                        break
+                else:
                     return iter(())
         return self.regex.finditer(text)
 
@@ -176,6 +180,11 @@ class _LanguagePack:
             "customer": {},
         }
         self.unanchored: dict[str, list[tuple[Rule, Pattern]]] = {"agent": [], "customer": []}
+        #: Every key that begins an anchor, single or paired.
+        self.anchored: dict[str, frozenset[AnchorKey]] = {
+            "agent": frozenset(),
+            "customer": frozenset(),
+        }
         self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
         self.strings = self.nlp.vocab.strings
         # Conversation data (rules/<lang>/conversation.yaml).
@@ -188,6 +197,10 @@ class _LanguagePack:
         self.common = frozenset(
             self.hash(self.word_key(w))
             for w in [*self.nlp.Defaults.stop_words, *string.punctuation]
+        )
+        #: Words in most messages: the last choice for an anchor.
+        self.frequent = frozenset(
+            self.hash(self.word_key(w)) for w in [*FREQUENT[lang], *string.punctuation]
         )
 
     # Words.
@@ -227,6 +240,11 @@ class _LanguagePack:
                         self.pair_firsts[rule.role].add(key[0])
         if rule.regexes:
             self.regex_rules[rule.role].append(rule)
+
+    def seal(self) -> None:
+        """Index what :meth:`add` gathered; called once all rules are in."""
+        for role in self.anchored:
+            self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
 
 
 class _Compiler:
@@ -307,7 +325,8 @@ class _Compiler:
 
     def phrase(self, text: str) -> Pattern:
         view = self.pack.view(script.normalize_punctuation(text))
-        return make_pattern([TokenTest(key_in=frozenset({h})) for h in view.keys], self.pack.common)
+        tests = [TokenTest(key_in=frozenset({h})) for h in view.keys]
+        return make_pattern(tests, self.pack.common, self.pack.frequent)
 
     def specs(
         self, specs: Iterable[MatchSpec]
@@ -318,9 +337,8 @@ class _Compiler:
             if spec.phrase is not None:
                 patterns.append(self.phrase(spec.phrase))
             elif spec.pattern is not None:
-                patterns.append(
-                    make_pattern([self.token_test(t) for t in spec.pattern], self.pack.common)
-                )
+                tests = [self.token_test(t) for t in spec.pattern]
+                patterns.append(make_pattern(tests, self.pack.common, self.pack.frequent))
             elif spec.regex is not None:
                 regexes.append(
                     FilteredRegex(
@@ -530,6 +548,7 @@ class Coach:
                             example_lines[(spec.id, kind + sentence)] = _example_line(
                                 node, i, kind, j
                             )
+            pack.seal()
             packs[lang] = pack
 
         coach = cls(packs, digest.hexdigest()[:16], max_chars=max_chars)
@@ -651,8 +670,11 @@ class Coach:
         index = pack.index[role]
         pairs = pack.pair_index[role]
         firsts = pack.pair_firsts[role]
+        anchored = pack.anchored[role]
         last = len(keys) - 1
-        for i, key in enumerate(keys):
+        # Most words anchor nothing: find the few that do in one pass.
+        for i in [i for i, key in enumerate(keys) if key in anchored]:
+            key = keys[i]
             entries = index.get(key)
             if entries:
                 hits.append((i, entries))

@@ -9,10 +9,11 @@ cost follows the number of tokens, not the number of rules.
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spacy import attrs
@@ -28,7 +29,15 @@ _LENGTH_OPS: dict[str, Callable[[int, int], bool]] = {
 
 
 #: Two capital letters in a row (Latin, with the South Slavic letters, or Cyrillic).
-_TWO_CAPITALS = re.compile(r"[A-ZÀ-ÖØ-ÞČĆŠŽĐА-ЯЂЈЉЊЋЏ]{2}")
+_UPPER = "A-ZÀ-ÖØ-ÞČĆŠŽĐА-ЯЂЈЉЊЋЏ"
+_LOWER = "a-zß-öø-ÿčćšžđа-яђјљњћџ"
+
+
+@functools.cache
+def _capitals(n: int) -> re.Pattern[str]:
+    """Matches where ``n`` capitals follow each other with no small letter
+    between them: what ``n`` adjacent ``IS_UPPER`` tokens need at least."""
+    return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{n - 1}}}")
 
 #: An anchor: one word's hash, or two adjacent words' hashes.
 AnchorKey = int | tuple[int, int]
@@ -43,17 +52,19 @@ FLAG_ATTRS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class TokenView:
     """A tokenized text: spaCy's Doc and each token's folded word."""
 
-    doc: Doc
-    #: Hash of each token's match form (``Doc.to_array(NORM)``).
-    keys: Sequence[int]
-    strings: Any
-    #: The text as tokenized (``Doc.text`` would rebuild it token by token).
-    text: str
-    _flags: dict[str, list[int]] = field(default_factory=dict)
+    __slots__ = ("doc", "keys", "strings", "text", "_flags")
+
+    def __init__(self, doc: Doc, keys: Sequence[int], strings: Any, text: str) -> None:
+        self.doc = doc
+        #: Hash of each token's match form (``Doc.to_array(NORM)``).
+        self.keys = keys
+        self.strings = strings
+        #: The text as tokenized (``Doc.text`` would rebuild it token by token).
+        self.text = text
+        self._flags: dict[str, list[int]] | None = None
 
     def word(self, i: int) -> str:
         """The match form of token ``i``."""
@@ -61,6 +72,8 @@ class TokenView:
 
     def positions_with(self, flag: str) -> list[int]:
         """Indexes of the tokens that have ``flag``, computed once per text in C."""
+        if self._flags is None:
+            self._flags = {}
         found = self._flags.get(flag)
         if found is None:
             column = self.doc.to_array(FLAG_ATTRS[flag]).tolist() if len(self.doc) else []
@@ -167,9 +180,15 @@ class Pattern:
     #: Word sets of the other required tokens: a text lacking any of them
     #: cannot match, whatever its anchor says (a cheap test before matching).
     required: tuple[frozenset[int], ...] = ()
+    #: With an ``IS_UPPER`` anchor: what a text needs before the tokens are
+    #: looked at (as many capitals together as tokens in a row).
+    gate: re.Pattern[str] | None = None
 
     def possible_in(self, present: set[int]) -> bool:
-        return not any(present.isdisjoint(words) for words in self.required)
+        for words in self.required:  # noqa: SIM110 - a plain loop beats all() over a generator
+            if present.isdisjoint(words):
+                return False
+        return True
 
     def _extend(
         self, tests: tuple[TokenTest, ...], k: int, view: TokenView, pos: int, step: int
@@ -240,8 +259,8 @@ class Pattern:
         """All matches starting in ``[lo, hi)``."""
         hi = len(view) if hi is None else min(hi, len(view))
         if self.anchor is not None and self.flag_anchor is not None:
-            if self.flag_anchor == "IS_UPPER" and not _TWO_CAPITALS.search(view.text):
-                return  # no word of two capital letters: nothing is shouted
+            if self.gate is not None and not self.gate.search(view.text):
+                return  # not enough capitals together: nothing is shouted
             for i in view.positions_with(self.flag_anchor):
                 if i >= hi + self.pre_max:
                     break
@@ -278,17 +297,26 @@ _SPAN = {"1": (1, 1), "!": (1, 1), "?": (0, 1), "*": (0, MAX_REPEAT), "+": (1, M
 MAX_PAIR_KEYS = 4096
 
 
-def make_pattern(tests: Sequence[TokenTest], common: frozenset[int] = frozenset()) -> Pattern:
-    """Choose the anchor: a required token, preferring rare words (not in
-    ``common``: stop words and punctuation), then the fewest words. When
-    every required token is a common word, two adjacent required tokens
-    anchor together ("you should" is rarer than "you" or "should")."""
+def make_pattern(
+    tests: Sequence[TokenTest],
+    common: frozenset[int] = frozenset(),
+    frequent: frozenset[int] = frozenset(),
+) -> Pattern:
+    """Choose the anchor: a required token, preferring the fewest words that
+    are in most texts (``frequent``), then tokens with no stop word at all
+    (``common``), then the fewest words. When every required token has a
+    frequent word, two adjacent required tokens anchor together ("you
+    should" is rarer than "you" or "should")."""
     best: int | None = None
-    best_cost: tuple[int, int] = (2, 0)
+    best_cost: tuple[int, int, int] = (0, 0, 0)
     for k, test in enumerate(tests):
         if test.op != "1" or test.key_in is None:
             continue
-        cost = (int(bool(test.key_in & common)), len(test.key_in))
+        cost = (
+            len(test.key_in & frequent),
+            int(bool(test.key_in & common)),
+            len(test.key_in),
+        )
         if best is None or cost < best_cost:
             best, best_cost = k, cost
     if best is None:
@@ -343,7 +371,15 @@ def _flag_anchored(tests: Sequence[TokenTest]) -> Pattern:
                 pre_min = sum(_SPAN[t.op][0] for t in tests[:k])
                 pre_max = sum(_SPAN[t.op][1] for t in tests[:k])
                 before = tuple(reversed(tests[:k]))
-                return Pattern(tuple(tests), k, frozenset(), pre_min, pre_max, before, name)
+                run = 0
+                for t in tests[k:]:
+                    if t.op != "1" or ("IS_UPPER", True) not in t.flags:
+                        break
+                    run += 1
+                return Pattern(
+                    tuple(tests), k, frozenset(), pre_min, pre_max, before, name,
+                    gate=_capitals(run) if run else None,
+                )
     return Pattern(tuple(tests), None)
 
 

@@ -57,6 +57,14 @@ def _required(seq: Any) -> list[frozenset[str]]:
         if op == _LITERAL:
             run.append(chr(arg))
             continue
+        if op in _REPEATS and arg[0] >= 1 and len(arg[2]) == 1 and arg[2][0][0] == _LITERAL:
+            # a x{3,} b needs "axxx" and "xb": the literals on either side join
+            # the repeated one, a stronger filter than its characters alone.
+            char = chr(arg[2][0][1])
+            run.append(char * min(arg[0], 8))
+            close_run()
+            run.append(char)
+            continue
         close_run()
         if op in _ZERO_WIDTH:
             continue
@@ -74,14 +82,17 @@ def _required(seq: Any) -> list[frozenset[str]]:
                 candidates.append(frozenset(options))
         elif op in _REPEATS:
             low, _high, item = arg
-            items = list(item)
-            if low >= 1 and len(items) == 1 and items[0][0] == _LITERAL:
-                # x{3,} needs "xxx": a run is a stronger filter than one character.
-                candidates.append(frozenset({chr(items[0][1]).lower() * min(low, 8)}))
-            elif low >= 1:
+            if low >= 1:
                 candidates.extend(_required(item))
     close_run()
-    return [c for c in candidates if _useful(c)]
+    useful = [c for c in candidates if _useful(c)]
+    # "!" adds nothing beside "!!!": a single string inside another one goes.
+    singles = [next(iter(c)) for c in useful if len(c) == 1]
+    return [
+        c
+        for c in useful
+        if len(c) > 1 or not any(s != (w := next(iter(c))) and w in s for s in singles)
+    ]
 
 
 def required_literals(pattern: str) -> tuple[frozenset[str], ...] | None:

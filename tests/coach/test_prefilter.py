@@ -20,6 +20,8 @@ PATTERNS = [
     r"\b(i|we) (can't|cannot|could not) (say|tell you)\b",
     r"^\s*(ne|nikakor|nikoli)\s*[.!]*\s*$",
     r"no{2,}",
+    r"wa+y",
+    r"so+ !+",
 ]
 ALPHABET = "abcdefghilnorstuwy !?%01 .,'"
 
@@ -44,6 +46,8 @@ def test_no_match_is_filtered_out(pattern: str, text: str) -> None:
         (r"!{3,}", "Thanks!"),
         (r"\b(absolutely|definitely|certainly)\s+not\b", "Let me check that for you."),
         (r"\b100\s*(%|percent|per cent)", "Order 100 is on its way."),
+        # Both marks, but never one right after the other.
+        (r"(\?+!+|!+\?+){2,}[?!]*", "Why? Because it broke! Now what?"),
     ],
 )
 def test_texts_without_the_words_are_skipped(pattern: str, text: str) -> None:
