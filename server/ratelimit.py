@@ -26,7 +26,8 @@ class TokenBucket:
 
 
 class BucketsByKey:
-    """One bucket per key (client IP), the least recently used dropped beyond ``max_keys``."""
+    """One bucket per key (a client IP, a person), the least recently used
+    dropped beyond ``max_keys``."""
 
     def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
         self.rate = rate
@@ -35,6 +36,9 @@ class BucketsByKey:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def take(self, key: str, now: float) -> bool:
+        return self.bucket(key, now).take(now)
+
+    def bucket(self, key: str, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
@@ -42,4 +46,4 @@ class BucketsByKey:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now)
+        return bucket

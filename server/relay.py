@@ -133,6 +133,8 @@ class Relay:
         self.hub = Hub(redis, self.queue_changed)
         self.sites = dict(settings.sites)
         self.ip_buckets = BucketsByKey(settings.rate_ip_per_s, settings.rate_ip_burst)
+        #: Per person, not per connection: reconnecting does not refill the budget.
+        self.user_buckets = BucketsByKey(settings.rate_conn_per_s, settings.rate_conn_burst)
         self.ip_connections: dict[str, int] = {}
         self.sessions: set[Session] = set()
         #: Live coaching (server/coaching.py); None runs the chat without it.
@@ -375,6 +377,9 @@ class Session:
                 if err.code in (ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_EXPIRED):
                     await self.close(CloseCode.UNAUTHORIZED)
                     return
+                if err.code == ErrorCode.RATE_LIMITED and not self.role:
+                    await self.close(CloseCode.POLICY_VIOLATION)
+                    return
             except (RedisError, OSError, TimeoutError):
                 log.exception("redis failed while handling a frame")
                 self.send_error(ProtocolError(ErrorCode.INTERNAL, "try again shortly", ref))
@@ -477,6 +482,7 @@ class Session:
 
     async def _hello_visitor(self, frame: p.Hello) -> None:
         claims = verify(self.relay.secret, frame.token, "visitor", time.time())
+        self._share_budget(f"visitor:{claims.sub}")
         site = self.relay.sites.get(str(claims.data.get("site")))
         if site is None:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
@@ -493,8 +499,19 @@ class Session:
         wanted = ([self.open_conv] if self.open_conv else []) + list(frame.resume)
         await self._welcome(wanted, frame.resume, lambda st: st.get("visitor") == self.uid)
 
+    def _share_budget(self, who: str) -> None:
+        """From ``hello`` on, frames count against the person's budget in this
+        process, which a new connection does not refill; a person who spent it
+        is turned away before any work is done for them."""
+        now = asyncio.get_running_loop().time()
+        bucket = self.relay.user_buckets.bucket(who, now)
+        if not bucket.take(now):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+        self.bucket = bucket
+
     async def _hello_agent(self, frame: p.Hello) -> None:
         claims = verify(self.relay.secret, frame.token, "session", time.time())
+        self._share_budget(f"user:{claims.sub}")
         account = await get_account(self.relay.redis, claims.sub)
         if account is None:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")

@@ -9,10 +9,12 @@ agent, and every client must be talking again within 10 s.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import psutil
 import pytest
 import websockets
 
-from tests.conftest import RedisProcess, ServeProcess
+from tests.conftest import ROOT, RedisProcess, ServeProcess
 from tests.faults.chat_load import ChatLoad, Verdict
 from tests.server.support import PASSWORD, connect, visitor_token
 
@@ -234,5 +236,56 @@ async def test_slow_visitor_is_disconnected_and_nobody_else_waits(
         p50_during = during[len(during) // 2]
         assert p50_during < max(4 * p50_before, 0.05), (p50_before, p50_during)
         assert verdict.lost == [] and verdict.duplicated == [], verdict.summary()
+    finally:
+        await load.stop()
+
+
+FLOOD_RATE = 10_000  # frames/s
+FLOOD_S = 4.0
+
+
+async def test_flood_of_10000_frames_a_second_is_held_and_others_keep_pace(
+    redis: RedisProcess, serve_process: Serve
+) -> None:
+    # The chat's own clients come from 127.0.0.1 too, so the per-address budget is
+    # raised (SERVER_ENV); the flooder meets the per-connection limits of production.
+    server = serve_process(redis.url, **SERVER_ENV)
+    load = ChatLoad(redis.url, [server], conversations=10, agents=2, password=PASSWORD)
+    try:
+        await load.start()
+        load.talk()
+        await asyncio.sleep(1.0)
+        marks = {p.name: len(p.latencies) for p in load.peers}
+        await asyncio.sleep(STEADY_S)
+        before = sorted(x for p in load.peers for x in p.latencies[marks[p.name] :])
+        marks = {p.name: len(p.latencies) for p in load.peers}
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.faults.flood", server.ws,
+            await visitor_token(server.base),
+            "--rate", str(FLOOD_RATE), "--seconds", str(FLOOD_S),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(flooder.communicate(), FLOOD_S + 30)
+        during = sorted(x for p in load.peers for x in p.latencies[marks[p.name] :])
+        stats = json.loads(out)
+        await load.quiesce()
+        verdict = await load.verdict()
+        p50_before, p50_during = before[len(before) // 2], during[len(during) // 2]
+        p99_before, p99_during = before[len(before) * 99 // 100], during[len(during) * 99 // 100]
+        print(
+            f"flood: {stats}; others' p50 {p50_before * 1000:.1f} -> {p50_during * 1000:.1f} ms, "
+            f"p99 {p99_before * 1000:.1f} -> {p99_during * 1000:.1f} ms; {verdict.summary()}"
+        )
+        # The flood really happened, and the limits held: rate_limited errors, a 1008 close,
+        # and no more messages stored than one person's budget (burst 40, then 20/s),
+        # however often the flooder reconnected.
+        assert stats["sent"] > FLOOD_RATE * FLOOD_S / 4, stats
+        assert stats["errors"].get("rate_limited", 0) > 0, stats
+        assert stats["closes"].get("1008", 0) >= 1 and stats["connections"] > 1, stats
+        assert stats["acked"] <= 40 + 20 * FLOOD_S + 1, stats
+        # Nobody else noticed.
+        assert p50_during <= 2 * p50_before, (p50_before, p50_during)
+        assert verdict.lost == [] and verdict.duplicated == [], verdict.summary()
+        assert server.proc is not None and server.proc.poll() is None, server.output()
     finally:
         await load.stop()
