@@ -9,7 +9,7 @@ import string
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import spacy
 from pydantic import BaseModel
@@ -60,6 +60,9 @@ _TRUNCATED_MESSAGES = {
 _SENTENCE_END = ".!?"
 #: How many tokens before a match an antipattern may start and still overlap it.
 EXCEPTION_REACH = 24
+#: New words a language's vocabulary may take in before it starts afresh:
+#: about 20 MB of spaCy lexemes and strings; starting afresh takes 20-130 ms.
+VOCAB_LIMIT = 20_000
 
 
 class Flag(BaseModel):
@@ -131,7 +134,12 @@ class _Candidate:
 
 @functools.cache
 def _blank(lang: str) -> Any:
-    """spaCy's blank pipeline for ``lang``, built once, with each word's NORM
+    """:func:`_new_blank`, built once per language for the packs to start with."""
+    return _new_blank(lang)
+
+
+def _new_blank(lang: str) -> Any:
+    """spaCy's blank pipeline for ``lang``, with each word's NORM
     set to the form the coach matches by (see :func:`match_form`). spaCy
     stores it on the lexeme, so a text's forms come out of ``Doc.to_array``
     as hashes without a Python call per word."""
@@ -161,13 +169,37 @@ def match_form(lang: str, word: str) -> str:
     return key
 
 
-class _LanguagePack:
-    """The tokenizer of one language and its rules, indexed by anchor word."""
+class _Spacy(NamedTuple):
+    """A blank pipeline and the parts of it a check uses, swapped as one."""
 
-    def __init__(self, lang: str) -> None:
+    nlp: Any
+    tokenizer: Any
+    strings: Any
+
+
+def _spacy(nlp: Any) -> _Spacy:
+    return _Spacy(nlp, nlp.tokenizer, nlp.vocab.strings)
+
+
+class _LanguagePack:
+    """The tokenizer of one language and its rules, indexed by anchor word.
+
+    spaCy keeps every word it has seen in its vocabulary (and every chunk of
+    text in the tokenizer's cache), so a long-running process that checks
+    open-ended chat text (order numbers, names, links) would grow without
+    end. Once ``vocab_limit`` words beyond those of the rules have come in,
+    the pack starts afresh with a new blank pipeline. Rules hold hashes of
+    strings, which do not depend on the vocabulary, so they keep matching;
+    a check that is running meanwhile finishes on the pipeline it began with.
+    """
+
+    def __init__(self, lang: str, vocab_limit: int = VOCAB_LIMIT) -> None:
         self.lang = lang
-        self.nlp = _blank(lang)
-        self.tokenizer = self.nlp.tokenizer
+        self._spacy = _spacy(_blank(lang))
+        self.vocab_limit = vocab_limit
+        self._vocab_cap = len(self.nlp.vocab) + vocab_limit
+        #: How many times the pack started afresh (for tests and metrics).
+        self.renewals = 0
         self.rules: list[Rule] = []
         self.index: dict[str, dict[AnchorKey, list[tuple[Rule, Pattern]]]] = {
             "agent": {},
@@ -186,7 +218,6 @@ class _LanguagePack:
             "customer": frozenset(),
         }
         self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
-        self.strings = self.nlp.vocab.strings
         # Conversation data (rules/<lang>/conversation.yaml).
         self.nudges: dict[str, NudgeSpec] = {}
         self.phrases: dict[str, tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]] = {}
@@ -202,6 +233,24 @@ class _LanguagePack:
         self.frequent = frozenset(
             self.hash(self.word_key(w)) for w in [*FREQUENT[lang], *string.punctuation]
         )
+
+    @property
+    def nlp(self) -> Any:
+        return self._spacy.nlp
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._spacy.tokenizer
+
+    @property
+    def strings(self) -> Any:
+        return self._spacy.strings
+
+    def _renew(self) -> None:
+        fresh = _spacy(_new_blank(self.lang))
+        self._spacy = fresh
+        self._vocab_cap = len(fresh.nlp.vocab) + self.vocab_limit
+        self.renewals += 1
 
     # Words.
 
@@ -221,9 +270,12 @@ class _LanguagePack:
 
     def view(self, text: str) -> TokenView:
         """Tokenize ``text``; each token's match form comes as a hash."""
-        doc = self.tokenizer(text)
+        nlp, tokenizer, strings = self._spacy
+        doc = tokenizer(text)
         hashes = doc.to_array(NORM).tolist() if len(doc) else []
-        return TokenView(doc, hashes, self.strings, text)
+        if len(nlp.vocab) > self._vocab_cap:
+            self._renew()  # the next text goes to a fresh pipeline
+        return TokenView(doc, hashes, strings, text)
 
     # Compiling.
 
@@ -243,6 +295,7 @@ class _LanguagePack:
 
     def seal(self) -> None:
         """Index what :meth:`add` gathered; called once all rules are in."""
+        self._vocab_cap = len(self.nlp.vocab) + self.vocab_limit
         for role in self.anchored:
             self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
 
@@ -435,12 +488,14 @@ class Coach:
         check_examples: bool = True,
         max_chars: int = DEFAULT_MAX_CHARS,
         languages: Iterable[str] = LANGUAGES,
+        vocab_limit: int = VOCAB_LIMIT,
     ) -> Coach:
         """Compile every ``rules_dir/<lang>/*.yaml``.
 
         Raises :class:`RuleErrors` listing each bad file (file, line, rule,
         what is wrong); nothing is half-loaded. With ``check_examples``, each
-        rule's examples must behave too.
+        rule's examples must behave too. ``vocab_limit`` bounds the new words
+        each language keeps between fresh starts (see :class:`_LanguagePack`).
         """
         root = Path(rules_dir) if rules_dir is not None else DEFAULT_RULES_DIR
         cache = LemmaCache(Path(cache_dir) if cache_dir is not None else _default_cache_dir())
@@ -502,7 +557,7 @@ class Coach:
         packs: dict[str, _LanguagePack] = {}
         example_lines: dict[tuple[str, str], int | None] = {}
         for lang, files in parsed.items():
-            pack = _LanguagePack(lang)
+            pack = _LanguagePack(lang, vocab_limit)
             lemma_forms = cache.get(
                 lang,
                 _lemmas_of(f for _, f, _ in files)

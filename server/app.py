@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from server import api, pages, privacy, review
+from server import api, pages, privacy, redisconn, review
 from server.accounts import create_demo_accounts
 from server.coaching import Coaching
 from server.config import Settings, Site, load_settings
@@ -37,12 +36,7 @@ DEMO_SITE = "demo"
 DEMO_ORIGINS = ["self", "http://localhost:*", "http://127.0.0.1:*"]
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 
-# Limits
-REDIS_POOL_SIZE = 64
-
 # Timeouts
-REDIS_POOL_WAIT_S = 5.0
-REDIS_SOCKET_TIMEOUT_S = 5.0
 READY_PING_TIMEOUT_S = 1.0
 
 
@@ -66,17 +60,9 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
             embedded = EmbeddedRedis(settings.data_dir)
             url = await asyncio.to_thread(embedded.start)
         secret = resolve_secret(settings)
-        # Blocking pool: a burst of frames waits for a connection instead of failing.
-        pool = BlockingConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            health_check_interval=30,
-            max_connections=REDIS_POOL_SIZE,
-            timeout=REDIS_POOL_WAIT_S,
-        )
-        redis = Redis(connection_pool=pool)
-        relay = Relay(settings, secret, redis, metrics)
+        conns = await redisconn.connect(url, settings.redis_cluster)
+        redis = conns.commands
+        relay = Relay(settings, secret, redis, metrics, pubsub=conns.pubsub)
         relay.sites = sites_for(settings)
         rules = RulesRuntime(settings.rules_dir or RULES_DIR, cache_dir=settings.data_dir / "cache")
 
@@ -123,8 +109,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 await relay.coaching.stop()
             await rules.stop()
             await relay.stop()
-            await redis.aclose()
-            await pool.disconnect()
+            await conns.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 

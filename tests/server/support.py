@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 import websockets
-from redis.asyncio import Redis
 
+from server import redisconn
 from server.accounts import add_account
 from server.app import create_app
 from server.config import Settings, Site
@@ -223,10 +223,10 @@ async def make_account(
     languages: list[str] | None = None,
     teams: list[str] | None = None,
 ) -> None:
-    r = Redis.from_url(redis_url, decode_responses=True)
+    conns = await redisconn.connect(redis_url)
     try:
         await add_account(
-            r,
+            conns.commands,
             name,
             role,
             PASSWORD,
@@ -235,7 +235,7 @@ async def make_account(
             teams=teams,
         )
     finally:
-        await r.aclose()
+        await conns.aclose()
 
 
 async def session_token(base: str, name: str) -> str:

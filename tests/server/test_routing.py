@@ -6,8 +6,8 @@ import asyncio
 from collections import Counter
 
 import pytest
-from redis.asyncio import Redis
 
+from server import redisconn
 from server.routing import estimate_wait_s
 from tests.server.support import (
     Client,
@@ -98,11 +98,12 @@ async def test_fifty_visitors_five_agents_no_double_assignment(redis_db: str) ->
         extra = await asyncio.gather(*(a.quiet("assignment", within=0.3) for a in agents))
         assert all(x == [] for x in extra)
         queued = [c for c in convs if c not in got]
-        r = Redis.from_url(redis_db, decode_responses=True)
+        conns = await redisconn.connect(redis_db)  # a cluster too (tests/faults/test_cluster.py)
+        r = conns.commands
         assert await r.zcard("{tl}:queue") == 30
         assert set(await r.zrange("{tl}:queue", 0, -1)) == set(queued)
         assert len(await r.hgetall("{tl}:assign")) == 20
-        await r.aclose()
+        await conns.aclose()
         await asyncio.sleep(0.3)
 
         async def position(v: Client) -> int:

@@ -1,0 +1,91 @@
+"""Connecting to Redis: one server, or a Redis Cluster found behind the same URL.
+
+``TACTLINE_REDIS_URL`` names one node. At start the server asks that node
+whether cluster mode is on (``INFO cluster``), unless ``TACTLINE_REDIS_CLUSTER``
+says so already, and then talks to the whole cluster through redis-py's
+``RedisCluster``: commands go to the node that holds their hash slot. The key
+layout (server/store.py) keeps every Lua script and transaction inside one
+slot, so nothing else changes.
+
+Pub/sub stays on a plain connection to the named node: in a Redis Cluster a
+``PUBLISH`` reaches the subscribers of every node, so one node is enough to
+hear all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+log = logging.getLogger("tactline.redis")
+
+#: Socket timeout of every command (a paused Redis must not hang a handler).
+SOCKET_TIMEOUT_S = 5.0
+#: Connections per process (per node in a cluster).
+POOL_SIZE = 64
+#: How long a command waits for a free connection before it fails.
+POOL_WAIT_S = 5.0
+
+
+@dataclass
+class RedisConnections:
+    #: For commands. In a cluster this is a ``RedisCluster``; the commands the
+    #: server uses exist with the same signatures on both.
+    commands: Redis
+    #: For pub/sub: always one node.
+    pubsub: Redis
+    cluster: bool
+
+    async def aclose(self) -> None:
+        if self.commands is not self.pubsub:
+            await self.commands.aclose()
+        await self.pubsub.aclose()
+        pool = self.pubsub.connection_pool
+        await pool.disconnect()
+
+
+async def is_cluster(client: Redis) -> bool:
+    """Whether the node behind ``client`` runs in cluster mode."""
+    info = await client.info("cluster")
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+async def connect(
+    url: str, cluster: bool | None = None, **options: Any
+) -> RedisConnections:
+    """Clients for ``url``; ``cluster`` None asks the node (and assumes a single
+    server when it cannot be reached now: the server starts and says so in
+    ``/readyz`` rather than refusing to start)."""
+    # Blocking pool: a burst of frames waits for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+        max_connections=options.get("max_connections", POOL_SIZE),
+        timeout=POOL_WAIT_S,
+    )
+    single = Redis(connection_pool=pool)
+    if cluster is None:
+        try:
+            cluster = await is_cluster(single)
+        except RedisError as exc:
+            log.warning("could not ask Redis if it is a cluster (%s); assuming one server", exc)
+            cluster = False
+    if not cluster:
+        return RedisConnections(single, single, False)
+    whole = RedisCluster.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        max_connections=options.get("max_connections", POOL_SIZE),
+    )
+    await whole.initialize()
+    log.info("Redis Cluster with %d masters", len(whole.get_primaries()))
+    # RedisCluster has the commands of Redis without being one; see ``commands``.
+    return RedisConnections(cast(Redis, whole), single, True)
