@@ -217,6 +217,9 @@ class _LanguagePack:
             "customer": frozenset(),
         }
         self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
+        #: One search for the strings one of which any of the role's regexes
+        #: needs; None when some regex needs none.
+        self.regex_gate: dict[str, re.Pattern[str] | None] = {"agent": None, "customer": None}
         # Conversation data (rules/<lang>/conversation.yaml).
         self.nudges: dict[str, NudgeSpec] = {}
         self.phrases: dict[str, tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]] = {}
@@ -299,6 +302,10 @@ class _LanguagePack:
         self._spacy = _spacy(self.nlp, self.vocab_limit)  # the rules' words are in
         for role in self.anchored:
             self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
+            regexes = [rx for rule in self.regex_rules[role] for rx in rule.regexes]
+            if regexes and all(rx.literals for rx in regexes):
+                needed = sorted({lit for rx in regexes for lit in (rx.literals or ((),))[0]})
+                self.regex_gate[role] = re.compile("|".join(map(re.escape, needed)))
 
 
 class _Compiler:
@@ -659,6 +666,10 @@ class Coach:
         return None
 
     def _pack(self, lang: str) -> _LanguagePack:
+        if isinstance(lang, str):
+            pack = self._packs.get(lang)  # the common case: a code as the coach names it
+            if pack is not None:
+                return pack
         code = normalize_language(lang) if isinstance(lang, str) else None
         if code is None or code not in self._packs:
             raise UnknownLanguageError(str(lang), self.languages)
@@ -751,12 +762,16 @@ class Coach:
         for rule, pattern in pack.unanchored[role]:
             for start, end in pattern.find(view):
                 add(rule, *view.char_span(start, end), (start, end))
-        lowered = text.lower()
-        for rule in pack.regex_rules[role]:
-            for rx in rule.regexes:
-                for m in rx.finditer(text, lowered):
-                    if m.end() > m.start():
-                        add(rule, m.start(), m.end())
+        regex_rules = pack.regex_rules[role]
+        if regex_rules:
+            lowered = text.lower()
+            gate = pack.regex_gate[role]
+            if gate is None or gate.search(lowered):
+                for rule in regex_rules:
+                    for rx in rule.regexes:
+                        for m in rx.finditer(text, lowered):
+                            if m.end() > m.start():
+                                add(rule, m.start(), m.end())
         return out
 
     @staticmethod

@@ -37,6 +37,8 @@ _CURLY = "’‘ʼ“”"
 def normalize_punctuation(text: str) -> str:
     """Straighten curly quotes; keeps every offset."""
     # str.translate looks up every character; most texts have nothing to change.
+    if text.isascii():
+        return text
     if any(ch in text for ch in _CURLY):
         return text.translate(_PUNCT_TABLE)
     return text
