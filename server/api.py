@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -171,6 +172,11 @@ async def create_visitor_token(request: Request) -> Response:
         except ProtocolError:
             pass
     if not visitor_id:
+        # A new visitor is a new per-person frame budget: minting one costs the
+        # client's address as much as a frame, so reconnecting with a new token
+        # each time does not get around the limits.
+        if not relay.ip_buckets.take(client_ip(request), asyncio.get_running_loop().time()):
+            raise ApiError(429, "rate_limited", "too many new visitors from this address")
         visitor_id = "v_" + secrets.token_hex(12)
     exp = int(now) + relay.settings.visitor_token_ttl_s
     token = sign(
@@ -413,7 +419,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "A signed visitor token",
                     "operationId": "createVisitorToken",
                     "requestBody": _json_body(VisitorTokenRequest),
-                    "responses": _responses(VisitorTokenResponse, 400, 403, 404),
+                    "responses": _responses(VisitorTokenResponse, 400, 403, 404, 429),
                 }
             },
             "/api/login": {

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
@@ -211,6 +212,28 @@ async def test_rate_limit_sends_rate_limited_then_closes_1008(redis_db: str) -> 
                     codes.append(frame["code"])
         assert codes and set(codes) == {"rate_limited"}
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_new_visitor_tokens_cost_the_address_budget(redis_db: str) -> None:
+    # Each new visitor is a fresh per-person frame budget, so minting them is limited
+    # by the client's address; renewing a visitor's own token is not.
+    async with (
+        running(redis_db, rate_ip_per_s=1, rate_ip_burst=5) as srv,
+        httpx.AsyncClient(base_url=srv.base, timeout=5) as http,
+    ):
+        body = {"site": "acme", "lang": "en"}
+        answers = [(await http.post("/api/visitors", json=body)) for _ in range(8)]
+        codes = [r.status_code for r in answers]
+        assert codes[:5] == [200] * 5 and 429 in codes[5:], codes
+        refused = next(r for r in answers if r.status_code == 429)
+        assert refused.json()["code"] == "rate_limited"
+        renewed = await http.post(
+            "/api/visitors", json={**body, "token": answers[0].json()["token"]}
+        )
+        assert renewed.status_code == 200
+        assert renewed.json()["visitor_id"] == answers[0].json()["visitor_id"]
+        await asyncio.sleep(1.1)
+        assert (await http.post("/api/visitors", json=body)).status_code == 200
 
 
 async def test_hello_timeout_closes_4002_and_idle_timeout_4004(redis_db: str) -> None:
