@@ -5,7 +5,9 @@
 Each of N agents has one conversation with one visitor. Visitors write one
 100-byte message a second; in the coached run each agent also sends a
 ``draft`` every 150 ms (the console's debounce), typing real agents' replies
-from the corpus word by word. Prints p50/p99 draft → coach latency, and the
+from the corpus word by word. Prints p50/p99 draft → coach latency (until
+the answer to that draft or to a newer one: a draft that arrives after a
+newer one was answered is not answered), and the
 visitor → agent message latency of the same load with and without coaching,
 with their ratio. Targets: draft p99 <= 50 ms; coaching raises message p99
 by at most 20%. Loopback only; asserts nothing.
@@ -74,7 +76,8 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
     conv_of_agent: dict[int, str] = {}
     seen: dict[tuple[int, str], float] = {}  # (agent, message id) -> latency, once each
     draft_lat: list[float] = []
-    sent_at: dict[tuple[int, int], float] = {}
+    # Per agent: draft id -> when it was sent, until it or a newer draft is answered.
+    sent_at: dict[int, dict[int, float]] = {}
     errors: dict[str, int] = {}
 
     def lost_connection(who: str, exc: Exception) -> None:
@@ -87,9 +90,12 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
             return
         if '"type":"coach"' in raw:
             frame = json.loads(raw)
-            at = sent_at.pop((i, frame["draft_id"]), None)
-            if at is not None:
-                draft_lat.append(time.perf_counter() - at)
+            # The agent sees suggestions for what they typed once this draft or a
+            # newer one is answered (a draft older than an answered one gets none).
+            now = time.perf_counter()
+            waiting = sent_at.get(i, {})
+            for j in [j for j in waiting if j <= frame["draft_id"]]:
+                draft_lat.append(now - waiting.pop(j))
             return
         if '"type":"error"' in raw:
             code = json.loads(raw).get("code", "?")
@@ -154,7 +160,7 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
                 typed: list[str] = []
             typed.append(words.pop(0))
             draft_id += 1
-            sent_at[(i, draft_id)] = time.perf_counter()
+            sent_at.setdefault(i, {})[draft_id] = time.perf_counter()
             frame = {
                 "v": 1,
                 "type": "draft",
@@ -192,7 +198,7 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
                 "p50_ms": statistics.median(samples) * 1000,
                 "p99_ms": samples[max(0, int(len(samples) * 0.99) - 1)] * 1000,
             }
-    out["drafts_unanswered"] = len(sent_at)
+    out["drafts_unanswered"] = sum(len(w) for w in sent_at.values())
     return out
 
 
