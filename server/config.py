@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     ping_timeout_s: float = Field(default=20.0, gt=0)
     grace_period_s: float = Field(default=60.0, ge=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
+    #: How often one process looks for assignments nobody announced, and how
+    #: old such an assignment must be (an announcement takes milliseconds).
+    repair_interval_s: float = Field(default=10.0, gt=0)
+    repair_after_s: float = Field(default=5.0, gt=0)
     presence_ttl_s: float = Field(default=15.0, gt=1)
 
     # Tokens

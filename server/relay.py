@@ -190,6 +190,7 @@ class Relay:
     async def _sweep_loop(self) -> None:
         s = self.settings
         last_presence = 0.0
+        last_repair = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.sweep_interval_s):
@@ -208,6 +209,10 @@ class Relay:
                     await self.router.notify_queue_changed()
                 else:
                     await self.router.route()
+                if now - last_repair > s.repair_interval_s:
+                    last_repair = now
+                    if await self.store.take_turn("repair", int(s.repair_interval_s * 1000)):
+                        await self.router.repair(int(s.repair_after_s * 1000))
             except asyncio.CancelledError:
                 raise
             except RedisError as exc:

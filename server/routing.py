@@ -7,6 +7,7 @@ Redis, so two processes never assign one conversation twice).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any, cast
@@ -16,6 +17,8 @@ from redis.asyncio import Redis
 from server import protocol as p
 from server.accounts import get_account
 from server.store import QUEUE_CHANNEL, Store, now_ms, user_channel
+
+log = logging.getLogger("tactline.routing")
 
 
 def estimate_wait_s(position: int, avg_handle_s: float, agents_online: int) -> int | None:
@@ -89,6 +92,15 @@ class Router:
             await self.store.r.publish(user_channel("agent", agent), json.dumps(notice))
         if pairs:
             await self.notify_queue_changed()
+
+    async def repair(self, older_than_ms: int) -> list[tuple[str, str]]:
+        """Announce assignments that were decided but never announced: the
+        process that ran the routing script died before it could."""
+        pairs = await self.store.unannounced(older_than_ms)
+        if pairs:
+            log.warning("announcing %d assignments nobody announced: %s", len(pairs), pairs)
+            await self.announce(pairs)
+        return pairs
 
     async def revoke(self, agent: str, conv: str) -> None:
         """Tell the agent's connections they no longer hold ``conv``."""

@@ -356,6 +356,30 @@ class Store:
     async def state(self, conv: str) -> dict[str, str]:
         return cast(dict[str, str], await self.r.hgetall(conv_key(conv, "state")))
 
+    async def unannounced(self, older_than_ms: int) -> list[tuple[str, str]]:
+        """(conversation, agent) pairs the routing keys assigned more than
+        ``older_than_ms`` ago whose conversation does not name that agent."""
+        assigned = cast(dict[str, str], await self.r.hgetall(f"{G}assign"))
+        if not assigned:
+            return []
+        pairs = list(assigned.items())
+        pipe = self.r.pipeline(transaction=False)
+        for conv, agent in pairs:
+            pipe.hmget(conv_key(conv, "state"), "agent", "status")
+            pipe.zscore(f"{G}ahist:{agent}", conv)
+        res = await pipe.execute()
+        cutoff = now_ms() - older_than_ms
+        out = []
+        for k, (conv, agent) in enumerate(pairs):
+            (named, status), since = res[2 * k], res[2 * k + 1]
+            if named != agent and status in ("queued", "assigned") and (since or 0) < cutoff:
+                out.append((conv, agent))
+        return out
+
+    async def take_turn(self, name: str, ttl_ms: int) -> bool:
+        """True for one process per ``ttl_ms`` (a job several processes run)."""
+        return bool(await self.r.set(f"{G}turn:{name}", "1", nx=True, px=ttl_ms))
+
     async def create_conversation(
         self, *, site: str, visitor: str, visitor_name: str, lang: str
     ) -> tuple[str, bool]:

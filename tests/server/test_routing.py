@@ -9,6 +9,7 @@ import pytest
 
 from server import redisconn
 from server.routing import estimate_wait_s
+from server.store import now_ms
 from tests.server.support import (
     Client,
     agent,
@@ -246,4 +247,34 @@ async def test_accept_takes_a_queued_conversation_once(redis_db: str) -> None:
         assert sorted(outcomes) == ["accepted", "not_queued"]
         await vi.expect("assigned")
         for c in (a1, a2, vi):
+            await c.close()
+
+
+async def test_an_assignment_a_dead_process_never_announced_is_announced(
+    redis_db: str,
+) -> None:
+    # The routing script assigned the chat, then its process died before the
+    # `assigned` event: without repair the visitor would wait for ever.
+    async with running(redis_db, repair_interval_s=0.3, repair_after_s=0.5) as srv:
+        vi = await visitor(srv)
+        conv = (await vi.say("is anyone there?"))["conversation"]
+        await vi.expect("queue", position=1)
+        ag = await agent(srv, redis_db, "jelena", online=False)
+        conns = await redisconn.connect(redis_db)
+        r = conns.commands
+        pipe = r.pipeline(transaction=False)  # what the routing script writes
+        pipe.zrem("{tl}:queue", conv)
+        pipe.hdel("{tl}:qlang", conv)
+        pipe.hset("{tl}:assign", conv, "jelena")
+        pipe.sadd("{tl}:aconvs:jelena", conv)
+        pipe.zadd("{tl}:ahist:jelena", {conv: now_ms()})
+        await pipe.execute()
+        await conns.aclose()
+        assigned = await vi.expect("assigned", timeout=10)
+        assert assigned["agent"]["name"] == "Jelena"
+        await ag.expect("assignment", conversation=conv, timeout=10)
+        assert await vi.quiet("assigned", within=1.5) == []  # announced once
+        await vi.say("thanks")
+        await ag.expect("message", conversation=conv)
+        for c in (vi, ag):
             await c.close()
