@@ -304,7 +304,7 @@ class _LanguagePack:
             self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
             regexes = [rx for rule in self.regex_rules[role] for rx in rule.regexes]
             if regexes and all(rx.literals for rx in regexes):
-                needed = sorted({lit for rx in regexes for lit in (rx.literals or ((),))[0]})
+                needed = sorted({lit for rx in regexes if rx.literals for lit in rx.literals[0]})
                 self.regex_gate[role] = re.compile("|".join(map(re.escape, needed)))
 
 
@@ -666,14 +666,13 @@ class Coach:
         return None
 
     def _pack(self, lang: str) -> _LanguagePack:
+        pack = None
         if isinstance(lang, str):
-            pack = self._packs.get(lang)  # the common case: a code as the coach names it
-            if pack is not None:
-                return pack
-        code = normalize_language(lang) if isinstance(lang, str) else None
-        if code is None or code not in self._packs:
+            # A code as the coach names it needs no normalising (the common case).
+            pack = self._packs.get(lang) or self._packs.get(normalize_language(lang) or "")
+        if pack is None:
             raise UnknownLanguageError(str(lang), self.languages)
-        return self._packs[code]
+        return pack
 
     def check(
         self,

@@ -19,8 +19,8 @@ they as like just your or at if would so can me about he all get one out from an
 what up more there think will them we when some has because know really by did no
 had their how does who than only his much could then other been were see i any want
 even should too go him her going now being still into which she also very right
-say got well need here am things sure i'm it's don't can't you're that's we're
-i've please thanks thank hi hello us our yours let
+say got well need here am things sure please thanks thank hi hello us our yours
+let
 """
 
 # Serbian and Croatian share most function words; the match form has no
@@ -28,16 +28,16 @@ i've please thanks thank hi hello us our yours let
 _SH = """
 i u je da se na su za ne od sa s a to sto sta sam smo ste si ja ti mi vi on ona
 ono oni me te ga ju nas vas ih li ce cu cemo cete bi bih biti ali ili kao po iz do
-o pa jos samo vec ako kad kada koji koja koje ovo taj ta sve vam vas vasa vase vase
-mogu moze imam ima imate nije nisu nema bio bila bilo jer sada sad tako molim
-hvala vi vama mene tebe nam kako gde gdje ovaj ova
+o pa jos samo vec ako kad kada koji koja koje ovo taj ta sve vam vasa vase mogu
+moze imam ima imate nije nisu nema bio bila bilo jer sada sad tako molim hvala
+vama mene tebe nam kako gde gdje ovaj ova
 """
 
 _SL = """
 in je da se na so za ne od s z v a to ki sem smo ste si jaz ti mi vi on ona ono
-oni me te ga jo nas vas jih li bo bom bomo boste bi biti ali ali kot po iz do o pa
-se samo ze ce ko kaj ta vse vam vas vasa vase lahko imam ima imate ni niso bil bila
-bilo ker zdaj tako prosim hvala vama mene tebe nam kako kje ta ti to
+oni me te ga jo nas vas jih li bo bom bomo boste bi biti ali kot po iz do o pa
+samo ze ce ko kaj ta vse vam vasa vase lahko imam ima imate ni niso bil bila bilo
+ker zdaj tako prosim hvala vama mene tebe nam kako kje
 """
 
 FREQUENT: dict[str, frozenset[str]] = {

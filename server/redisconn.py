@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -71,7 +71,7 @@ async def is_cluster(client: Redis) -> bool:
 
 
 async def connect(
-    url: str, cluster: bool | None = None, **options: Any
+    url: str, cluster: bool | None = None, *, detect_for_s: float = DETECT_FOR_S
 ) -> RedisConnections:
     """Clients for ``url``; ``cluster`` None asks the node, for up to
     ``DETECT_FOR_S`` while it cannot be reached, and then assumes one server
@@ -82,13 +82,13 @@ async def connect(
         decode_responses=True,
         socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=30,
-        max_connections=options.get("max_connections", POOL_SIZE),
+        max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
     )
     single = Redis(connection_pool=pool)
     guessed = False
     if cluster is None:
-        deadline = time.monotonic() + options.get("detect_for_s", DETECT_FOR_S)
+        deadline = time.monotonic() + detect_for_s
         while True:
             try:
                 cluster = await is_cluster(single)
@@ -109,15 +109,14 @@ async def connect(
         url,
         decode_responses=True,
         socket_timeout=SOCKET_TIMEOUT_S,
-        max_connections=options.get("max_connections", CLUSTER_POOL_SIZE),
+        max_connections=CLUSTER_POOL_SIZE,
     )
+    # RedisCluster has the commands of Redis without being one; see ``commands``.
+    conns = RedisConnections(cast(Redis, whole), single, True)
     try:
         await whole.initialize()
     except BaseException:
-        await whole.aclose()
-        await single.aclose()
-        await pool.disconnect()
+        await conns.aclose()
         raise
     log.info("Redis Cluster with %d masters", len(whole.get_primaries()))
-    # RedisCluster has the commands of Redis without being one; see ``commands``.
-    return RedisConnections(cast(Redis, whole), single, True)
+    return conns
