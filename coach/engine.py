@@ -778,9 +778,10 @@ class Coach:
         pack: _LanguagePack, view: TokenView, text: str, candidates: list[_Candidate]
     ) -> list[_Candidate]:
         lowered: str | None = None
+        present: set[int] | None = None
 
         def excepted(c: _Candidate) -> bool:
-            nonlocal lowered
+            nonlocal lowered, present
             rule = c.rule
             if c.tokens is None:
                 lo, hi = 0, len(view)
@@ -788,6 +789,13 @@ class Coach:
                 # An antipattern overlapping the match starts within its reach of it.
                 lo, hi = c.tokens[0] - EXCEPTION_REACH, c.tokens[1]
             for pattern in rule.except_patterns:
+                # Most antipatterns need a word the text does not have at all.
+                if present is None:
+                    present = set(view.keys)
+                if pattern.word_anchored and present.isdisjoint(pattern.anchor_keys):
+                    continue
+                if pattern.required and not pattern.possible_in(present):
+                    continue
                 for s, e in pattern.find(view, lo, hi):
                     cs, ce = view.char_span(s, e)
                     if cs < c.end and c.start < ce:

@@ -185,6 +185,11 @@ class Pattern:
     #: looked at (as many capitals together as tokens in a row).
     gate: re.Pattern[str] | None = None
 
+    @property
+    def word_anchored(self) -> bool:
+        """Anchored on one word: no match without one of ``anchor_keys``."""
+        return self.anchor is not None and self.flag_anchor is None and not self.pair_anchor
+
     def possible_in(self, present: set[int]) -> bool:
         for words in self.required:  # noqa: SIM110 - a plain loop beats all() over a generator
             if present.isdisjoint(words):

@@ -27,6 +27,9 @@ MAX_SLOT_LENGTH = 80
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _SLOT = re.compile(r"\{(\w+)\}")
 _BARE_SLOT = re.compile(r"\s?\{(\w+)\}")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:])")
+_DOUBLED_PUNCT = re.compile(r"([,;:])\1+")
+_LEADING_PUNCT = re.compile(r"^\s*[,;:]\s*")
 
 
 def _clean(values: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -41,8 +44,15 @@ def _clean(values: Mapping[str, str | None] | None) -> dict[str, str]:
 
 
 def fill(template: str, values: Mapping[str, str | None] | None = None) -> str:
-    known = _clean(values)
+    if "{" in template or "[" in template:
+        template = _fill_slots(template, _clean(values))
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", template)
+    text = _DOUBLED_PUNCT.sub(r"\1", text)
+    text = _LEADING_PUNCT.sub("", text)
+    return " ".join(text.split())
 
+
+def _fill_slots(template: str, known: dict[str, str]) -> str:
     def optional(m: re.Match[str]) -> str:
         inner = m.group(1)
         names = _SLOT.findall(inner)
@@ -51,7 +61,7 @@ def fill(template: str, values: Mapping[str, str | None] | None = None) -> str:
         return ""
 
     text = _OPTIONAL.sub(optional, template)
-    text = _BARE_SLOT.sub(
+    return _BARE_SLOT.sub(
         lambda m: (
             m.group(0).replace("{" + m.group(1) + "}", known[m.group(1)])
             if m.group(1) in known
@@ -59,10 +69,6 @@ def fill(template: str, values: Mapping[str, str | None] | None = None) -> str:
         ),
         text,
     )
-    text = re.sub(r"\s+([,.!?;:])", r"\1", text)
-    text = re.sub(r"([,;:])\1+", r"\1", text)
-    text = re.sub(r"^\s*[,;:]\s*", "", text)
-    return " ".join(text.split())
 
 
 def slot_names(template: str) -> set[str]:
