@@ -44,6 +44,7 @@ from coach import Coach, Flag
 from coach.conversation import ConversationCoach, Nudge
 from server.masking import mask_cards
 from server.rules_runtime import RulesRuntime
+from server.store import Batcher
 
 log = logging.getLogger("tactline.coaching")
 
@@ -56,6 +57,13 @@ FLAGGED = G + "flagged"
 # Timings
 TICK_INTERVAL_S = 1.0
 LOCK_TTL_MS = 3000
+# KEYS: coach state, lock. ARGV: lock token, state to save ('' saves nothing).
+SAVE_UNLOCK = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
 LOCK_RETRIES = 100
 LOCK_RETRY_S = 0.01
 
@@ -129,6 +137,7 @@ class Coaching:
         cue_cooldown_s: float = 300.0,
         upset_window_s: float = 300.0,
         observe_draft: Callable[[float], None] | None = None,
+        batch: Batcher | None = None,
     ) -> None:
         self.redis = redis
         self.rules = rules
@@ -138,6 +147,9 @@ class Coaching:
         self.upset_window_s = upset_window_s
         self._task: asyncio.Task[None] | None = None
         self.observe_draft = observe_draft
+        self._save_unlock = redis.register_script(SAVE_UNLOCK)
+        #: Shared with the relay's store in the server, so one pipeline carries both.
+        self.batch = batch or Batcher(redis)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -275,11 +287,15 @@ class Coaching:
     ) -> list[dict[str, Any]]:
         """Cues of a customer message; ``script`` frames go to the assigned agent."""
         ts = _now_ms()
-        await self.redis.zadd(WAIT_KEY, {conv: ts + int(self.hold_after_s * 1000)}, nx=True)
-        coach = self.coach
-        if coach is None:
+        agent_id = state.get("agent") or ""
+        # The hold timer and the agent's name in one round trip.
+        _, name = await asyncio.gather(
+            self.batch.command("ZADD", WAIT_KEY, "NX", ts + int(self.hold_after_s * 1000), conv),
+            self._agent_name(agent_id),
+        )
+        if self.coach is None:
             return []
-        agent = await self._agent_of(state)
+        agent = {"id": agent_id, "name": name or agent_id}
         values = _slots(state, agent)
         async with self._conversation(conv, state) as chat:
             if chat is None:
@@ -389,14 +405,17 @@ class Coaching:
 
     # ------------------------------------------------------------ state
 
+    def _agent_name(self, agent_id: str) -> asyncio.Future[Any]:
+        """The agent's display name (None without an agent), as a batched read."""
+        if agent_id:
+            return self.batch.command("HGET", f"{G}agent:{agent_id}", "name")
+        none: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        none.set_result(None)
+        return none
+
     async def _agent_of(self, state: dict[str, str]) -> dict[str, str]:
         agent_id = state.get("agent") or ""
-        name = (
-            cast(str | None, await self.redis.hget(f"{G}agent:{agent_id}", "name"))
-            if agent_id
-            else None
-        )
-        return {"id": agent_id, "name": name or agent_id}
+        return {"id": agent_id, "name": await self._agent_name(agent_id) or agent_id}
 
     @contextlib.asynccontextmanager
     async def _conversation(self, conv: str, state: dict[str, str]) -> Any:
@@ -406,51 +425,55 @@ class Coaching:
             yield None
             return
         lock = conv_key(conv, "coach-lock")
+        key = conv_key(conv, "coach")
         token = secrets.token_hex(8)
         for _ in range(LOCK_RETRIES):
-            if await self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            # Take the lock and read the state in one round trip; the state read is
+            # only used when the lock was ours.
+            locked, raw = await asyncio.gather(
+                self.batch.command("SET", lock, token, "NX", "PX", LOCK_TTL_MS),
+                self.batch.command("GET", key),
+            )
+            if locked:
                 break
             await asyncio.sleep(LOCK_RETRY_S)
         else:
             log.warning("coach state of %s stayed locked; skipping", conv)
             yield None
             return
+        saved = ""
         try:
-            raw = await self.redis.get(conv_key(conv, "coach"))
-            hold, upset, cooldown = self.hold_after_s, self.upset_window_s, self.cue_cooldown_s
-            try:
-                chat = (
-                    ConversationCoach.from_dict(
-                        coach,
-                        json.loads(raw),
-                        hold_after=hold,
-                        upset_window=upset,
-                        cue_cooldown=cooldown,
-                    )
-                    if raw
-                    else ConversationCoach(
-                        coach,
-                        state.get("lang", "en"),
-                        int(state.get("created", _now_ms())) / 1000,
-                        hold_after=hold,
-                        upset_window=upset,
-                        cue_cooldown=cooldown,
-                    )
-                )
-            except (ValueError, TypeError):
-                chat = ConversationCoach(
+            chat = self._restore(raw, state)
+            yield chat
+            saved = json.dumps(chat.to_dict())
+        finally:
+            # Saved only while the lock is still ours, and released in the same round trip.
+            await self.batch.script(self._save_unlock, [key, lock], [token, saved])
+
+    def _restore(self, raw: str | None, state: dict[str, str]) -> ConversationCoach:
+        coach = self.coach
+        assert coach is not None
+        hold, upset, cooldown = self.hold_after_s, self.upset_window_s, self.cue_cooldown_s
+        try:
+            if raw:
+                return ConversationCoach.from_dict(
                     coach,
-                    state.get("lang", "en"),
-                    _now_ms() / 1000,
+                    json.loads(raw),
                     hold_after=hold,
                     upset_window=upset,
                     cue_cooldown=cooldown,
                 )
-            yield chat
-            await self.redis.set(conv_key(conv, "coach"), json.dumps(chat.to_dict()))
-        finally:
-            if await self.redis.get(lock) == token:
-                await self.redis.delete(lock)
+            started = int(state.get("created", _now_ms())) / 1000
+        except (ValueError, TypeError):
+            started = _now_ms() / 1000
+        return ConversationCoach(
+            coach,
+            state.get("lang", "en"),
+            started,
+            hold_after=hold,
+            upset_window=upset,
+            cue_cooldown=cooldown,
+        )
 
     async def _log(self, conv: str, records: Iterable[dict[str, Any]]) -> None:
         encoded = [json.dumps(r, ensure_ascii=False) for r in records]

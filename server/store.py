@@ -24,6 +24,7 @@ one hash slot and Redis Cluster works.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -31,6 +32,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 G = "{tl}:"
 QUEUE_CHANNEL = "{tl}:queue-changed"
@@ -294,11 +297,102 @@ return redis.call('SMEMBERS', P .. 'aconvs:' .. a)
 """
 
 
+class Batcher:
+    """Redis commands of many callers in one round trip.
+
+    Commands issued while the event loop is busy with other work (every
+    session whose frame arrived in the same read) go to Redis together as one
+    pipeline without a transaction; each caller still gets its own result or
+    error, and a command alone goes straight through. One caller's commands
+    keep their order: it waits for each, or issues them together. A pool
+    connection is then held once per batch rather than once per command, so a
+    busy process does not run out of them.
+
+    A Redis Cluster client spreads commands over nodes itself: there every
+    command goes straight through.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.r = redis
+        self.single = isinstance(redis, Redis)
+        self._waiting: list[tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        """``await batch.command("HGETALL", key)``: the reply as redis-py parses it."""
+        return self._add(args, None)
+
+    def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Run a registered script; loads it again if Redis forgot it."""
+        return self._add(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    def _add(self, args: tuple[Any, ...], script: AsyncScript | None) -> asyncio.Future[Any]:
+        if not self.single:
+            return asyncio.ensure_future(self._one(args, script))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((args, script, fut))
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, args: tuple[Any, ...], script: AsyncScript | None) -> Any:
+        if script is not None:
+            n = args[2]
+            return await script(keys=list(args[3 : 3 + n]), args=list(args[3 + n :]))
+        return await self.r.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _send(
+        self, batch: list[tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]]
+    ) -> None:
+        results: list[Any]
+        try:
+            if len(batch) == 1:
+                args, script, _ = batch[0]
+                try:
+                    results = [await self._one(args, script)]
+                except RedisError as exc:
+                    results = [exc]
+            else:
+                pipe = self.r.pipeline(transaction=False)
+                for args, _, _ in batch:
+                    pipe.execute_command(*args)
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for *_, fut in batch:
+                fut.cancel()
+            raise
+        except Exception as exc:  # the connection failed: every caller learns it
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (args, script, fut), res in zip(batch, results, strict=True):
+            if script is not None and isinstance(res, NoScriptError):
+                try:  # Redis restarted or flushed its scripts
+                    res = await self._one(args, script)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    res = exc
+            if fut.done():
+                continue
+            if isinstance(res, Exception):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+
 class Store:
     """All Redis access of the server."""
 
     def __init__(self, redis: Redis) -> None:
         self.r = redis
+        self.batch = Batcher(redis)
         self._append = redis.register_script(APPEND)
         self._assign = redis.register_script(ASSIGN)
         self._accept = redis.register_script(ACCEPT)
@@ -324,9 +418,10 @@ class Store:
         args: list[str] = [dedup, body, live_channel(conv), actor]
         for k, v in state:
             args += [k, v]
-        res = await self._append(
-            keys=[conv_key(conv, "events"), conv_key(conv, "dedup"), conv_key(conv, "state")],
-            args=args,
+        res = await self.batch.script(
+            self._append,
+            [conv_key(conv, "events"), conv_key(conv, "dedup"), conv_key(conv, "state")],
+            args,
         )
         return str(res[0]), (str(res[1]) if len(res) > 1 else None)
 
@@ -354,7 +449,7 @@ class Store:
         return events, False
 
     async def state(self, conv: str) -> dict[str, str]:
-        return cast(dict[str, str], await self.r.hgetall(conv_key(conv, "state")))
+        return cast(dict[str, str], await self.batch.command("HGETALL", conv_key(conv, "state")))
 
     async def unannounced(self, older_than_ms: int) -> list[tuple[str, str]]:
         """(conversation, agent) pairs the routing keys assigned more than

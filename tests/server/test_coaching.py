@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,3 +157,31 @@ async def test_waiting_customer_is_nudged_once(service) -> None:
     assert [n.category for _, n in sent] == ["hold_without_update"]
     assert delivered.frames[-1][1]["type"] == "nudge"
     assert await coaching.tick_once(int(due) + 2000) == []
+
+
+async def test_concurrent_customer_messages_share_one_state(service) -> None:
+    # Ten upset messages handled at once (as by several processes): the conversation's
+    # coach state is updated under its lock, so the script is offered once, not ten times.
+    coaching, delivered, redis = service
+    state = await _conversation(redis, "c-many")
+    texts = [f"This is ridiculous, I am furious about order {i}!" for i in range(10)]
+    await asyncio.gather(
+        *(coaching.customer_message("c-many", state, f"{i}-0", t) for i, t in enumerate(texts))
+    )
+    scripts = [f for _, f in delivered.frames if f["category"] == "frustration"]
+    assert len(scripts) == 1, delivered.frames
+    saved = json.loads(await redis.get(conv_key("c-many", "coach")))
+    assert saved["scripts_offered_at"].keys() == {"frustration"}
+    assert await redis.exists(conv_key("c-many", "coach-lock")) == 0
+
+
+async def test_a_lock_taken_over_after_expiry_is_not_overwritten(service) -> None:
+    coaching, _, redis = service
+    state = await _conversation(redis, "c-slow")
+    async with coaching._conversation("c-slow", state) as chat:
+        assert chat is not None
+        chat.customer_message("I am furious!", 1_700_000_100.0)
+        # The lock expired meanwhile and another process holds it now.
+        await redis.set(conv_key("c-slow", "coach-lock"), "someone-else")
+    assert await redis.get(conv_key("c-slow", "coach")) is None  # nothing saved over theirs
+    assert await redis.get(conv_key("c-slow", "coach-lock")) == "someone-else"
