@@ -25,7 +25,7 @@ from server.embedded_redis import EmbeddedRedis
 from server.errors import ApiError
 from server.metrics import Metrics
 from server.relay import Relay, Session, origin_allowed
-from server.rules_runtime import RulesRuntime
+from server.rules_runtime import RulesRuntime, settle_heap
 from server.secret import resolve_secret
 from server.security import SecurityHeaders
 from server.store import user_channel
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 cue_cooldown_s=settings.cue_cooldown_s,
                 upset_window_s=settings.upset_window_s,
                 observe_draft=metrics.draft_check.observe,
+                batch=relay.store.batch,
             )
         else:
             rules.error = "coach loading disabled"
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         retention = asyncio.create_task(
             privacy.retention_loop(redis, settings.retention_days), name="retention"
         )
+        settle_heap()  # what start-up made lives as long as the process
         try:
             yield
         finally:
