@@ -412,8 +412,9 @@ def dump(frame: BaseModel) -> dict[str, Any]:
 
 
 def encode(frame: BaseModel | dict[str, Any]) -> str:
-    data = frame if isinstance(frame, dict) else dump(frame)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(frame, BaseModel):
+        return frame.model_dump_json(by_alias=True)
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
 def error_frame(err: ProtocolError) -> dict[str, Any]:

@@ -50,12 +50,16 @@ log = logging.getLogger("tactline.relay")
 
 # Timeouts
 QUEUE_DEBOUNCE_S = 0.05
+QUEUE_MAX_PAUSE_S = 0.25  # longest wait between snapshots while the queue keeps changing
+QUEUE_SHARE = 0.2  # of a process's time for queue snapshots while the queue keeps changing
 AGENT_SNAPSHOT_INTERVAL_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
 RESYNC_BACKOFF_S = 0.1
 RESYNC_ATTEMPTS = 6
 
 SEQ_PREFIX = '{"seq":"'
+#: How long the draft desk checks drafts before it lets other work run.
+DESK_SLICE_S = 0.002
 
 
 def origin_allowed(site: Site, origin: str | None, host: str | None) -> bool:
@@ -147,6 +151,7 @@ class Relay:
         self.sessions: set[Session] = set()
         #: Live coaching (server/coaching.py); None runs the chat without it.
         self.coaching: Coaching | None = None
+        self.drafts = DraftDesk()
         self._queue_dirty = asyncio.Event()
         self._sweep_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +161,7 @@ class Relay:
         self._tasks = [
             asyncio.create_task(self._queue_loop(), name="queue-updates"),
             asyncio.create_task(self._sweep_loop(), name="sweeper"),
+            asyncio.create_task(self.drafts.run(), name="drafts"),
         ]
 
     async def stop(self) -> None:
@@ -171,10 +177,12 @@ class Relay:
         self._sweep_now.set()
 
     async def _queue_loop(self) -> None:
+        pause = QUEUE_DEBOUNCE_S
         while True:
             await self._queue_dirty.wait()
-            await asyncio.sleep(QUEUE_DEBOUNCE_S)
+            await asyncio.sleep(pause)
             self._queue_dirty.clear()
+            started = time.perf_counter()
             try:
                 snapshot, updates = await self.router.snapshot()
             except RedisError as exc:
@@ -186,6 +194,10 @@ class Relay:
             encoded = p.encode(snapshot)
             for session in list(self.sessions):
                 session.on_queue(encoded, updates)
+            # A snapshot costs more with every agent and queued chat; while changes keep
+            # coming (hundreds of agents going online), take at most a share of the time.
+            spent = time.perf_counter() - started
+            pause = min(QUEUE_MAX_PAUSE_S, max(QUEUE_DEBOUNCE_S, spent / QUEUE_SHARE))
 
     async def _sweep_loop(self) -> None:
         s = self.settings
@@ -219,6 +231,49 @@ class Relay:
                 log.warning("sweep failed: %s", exc)
             except Exception:  # noqa: BLE001 - the sweeper must survive one bad round
                 log.exception("sweep failed")
+
+
+class DraftDesk:
+    """Drafts waiting for the coach: the newest per connection and conversation.
+
+    Checking a draft is the costliest thing a frame asks for, and an answer to
+    an old draft is worth nothing once a newer one came. The read loop only
+    leaves the draft here; one task per process checks them in arrival order,
+    yielding between checks, so chat messages never wait behind a row of
+    drafts, and under load a fast typist's drafts are merged into the newest
+    instead of building a backlog.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[Session, str], tuple[int, str, str]] = {}
+        self._ready = asyncio.Event()
+
+    def put(self, session: Session, conv: str, draft_id: int, text: str, lang: str) -> None:
+        key = (session, conv)
+        waiting = self._waiting.get(key)
+        if waiting is not None and waiting[0] >= draft_id:
+            return
+        # A newer draft takes the place of the waiting one, and keeps its turn.
+        self._waiting[key] = (draft_id, text, lang)
+        self._ready.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            loop = asyncio.get_running_loop()
+            until = loop.time() + DESK_SLICE_S
+            while self._waiting:
+                key = next(iter(self._waiting))
+                draft_id, text, lang = self._waiting.pop(key)
+                session, conv = key
+                try:
+                    session.coach_draft(conv, draft_id, text, lang)
+                except Exception:  # noqa: BLE001 - one bad draft must not stop the desk
+                    log.exception("draft check failed")
+                if loop.time() >= until:  # let the chat through, then go on
+                    await asyncio.sleep(0)
+                    until = loop.time() + DESK_SLICE_S
 
 
 class Session:
@@ -263,6 +318,8 @@ class Session:
         self._counted = ""  # role counted in the connections gauge
         self._run_task: asyncio.Task[Any] | None = None  # the task reading the socket
         self._hung_up = False  # closed from another task: stop reading at once
+        self._last_frame = 0.0  # loop time of the last frame read
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -312,11 +369,16 @@ class Session:
             task.cancel()
 
     async def _writer(self) -> None:
+        out = self.out
         while True:
-            item = await self.out.get()
+            item = await out.get()
+            while item is not None:  # everything queued, without waking up for each
+                await self.ws.send_text(item)
+                if out.empty():
+                    break
+                item = out.get_nowait()
             if item is None:
                 return
-            await self.ws.send_text(item)
 
     async def run(self) -> None:
         self.relay.sessions.add(self)
@@ -348,16 +410,38 @@ class Session:
                 await self.relay.store.drop_presence(self.presence_member)
             self.relay.kick_sweep()
 
+    def _idle_check(self) -> None:
+        """Close a connection silent for too long; otherwise look again when it could be.
+
+        One timer per connection, moved only when it fires: cheaper than a
+        timeout around every read.
+        """
+        s = self.settings
+        timeout = s.idle_timeout_s if self.role else s.hello_timeout_s
+        loop = asyncio.get_running_loop()
+        due = self._last_frame + timeout
+        if loop.time() < due:
+            self._idle_timer = loop.call_at(due, self._idle_check)
+            return
+        self._idle_timer = None
+        self.spawn(self.close(CloseCode.IDLE_TIMEOUT if self.role else CloseCode.HELLO_TIMEOUT))
+
     async def _read_loop(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
+        self._last_frame = loop.time()
+        self._idle_timer = loop.call_at(self._last_frame + s.hello_timeout_s, self._idle_check)
+        try:
+            await self._read_frames(loop)
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    async def _read_frames(self, loop: asyncio.AbstractEventLoop) -> None:
+        s = self.settings
         while True:
-            timeout = s.idle_timeout_s if self.role else s.hello_timeout_s
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), timeout)
-            except TimeoutError:
-                await self.close(CloseCode.IDLE_TIMEOUT if self.role else CloseCode.HELLO_TIMEOUT)
-                return
+            msg = await self.ws.receive()
+            self._last_frame = loop.time()
             if msg["type"] == "websocket.disconnect":
                 return
             raw: str | bytes | None = msg.get("text")
@@ -369,7 +453,7 @@ class Session:
             ):
                 await self.close(CloseCode.MESSAGE_TOO_BIG)
                 return
-            now = loop.time()
+            now = self._last_frame
             if not (self.bucket.take(now) and self.relay.ip_buckets.take(self.ip, now)):
                 self.strikes += 1
                 self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
@@ -865,10 +949,17 @@ class Session:
             self.send(coach_frame(conv, frame.draft_id, []))
             return
         lang = await self._conv_lang(conv)
+        self.relay.drafts.put(self, conv, frame.draft_id, frame.text, lang)
+
+    def coach_draft(self, conv: str, draft_id: int, text: str, lang: str) -> None:
+        """Check a draft the desk handed over and answer with a ``coach`` frame."""
+        coaching = self.relay.coaching
+        if coaching is None or self._closing:
+            return
         drafts = self.drafts.setdefault(conv, Drafts())
-        flags = coaching.check_draft(drafts, frame.draft_id, frame.text, lang)
+        flags = coaching.check_draft(drafts, draft_id, text, lang)
         if flags is not None:
-            self.send(coach_frame(conv, frame.draft_id, flags))
+            self.send(coach_frame(conv, draft_id, flags))
 
     def _require_role(self, roles: tuple[str, ...], ref: str | None) -> None:
         if self.role not in roles:

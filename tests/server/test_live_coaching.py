@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,32 @@ async def test_drafts_are_coached_and_the_newest_wins(redis_db: str) -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             metrics = (await http.get(srv.base + "/metrics")).text
         assert "tactline_draft_check_seconds_count 2" in metrics
+        await vi.close()
+        await ag.close()
+
+
+async def test_a_burst_of_drafts_is_answered_for_the_newest_without_a_backlog(
+    redis_db: str,
+) -> None:
+    # Forty drafts arrive in one TCP write, as from a fast typist on a slow link: the
+    # newest takes the place of those still waiting, so the agent gets the answer to
+    # draft 40 and not a queue of answers to drafts already outdated.
+    async with running(redis_db, coach=True, rate_conn_burst="100") as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        typed = "I don't know, that's not my job, but let me check"
+        protocol = ag.ws.protocol
+        for n in range(1, 41):
+            frame = {"v": 1, "type": "draft", "conversation": conv, "draft_id": n}
+            frame["text"] = typed[: len(typed) * n // 40]
+            protocol.send_text(json.dumps(frame).encode())
+        ag.ws.transport.write(b"".join(protocol.data_to_send()))
+        last = await ag.expect("coach", conversation=conv, draft_id=40)
+        assert {f["category"] for f in last["flags"]} >= {"dont_know", "not_my_job"}
+        earlier = [f for f in ag.skipped if f.get("type") == "coach"]
+        earlier += await ag.quiet("coach")
+        assert len(earlier) < 10, [f["draft_id"] for f in earlier]
+        assert all(f["draft_id"] < 40 for f in earlier)
         await vi.close()
         await ag.close()
 
