@@ -11,6 +11,7 @@ and Debian's Chromium driven by Playwright.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -48,6 +49,9 @@ PAGE_TIMEOUT_MS = 10_000
 STOP_TIMEOUT_S = 15.0
 
 DEMO_LINE = re.compile(r"^\s+(\S+)\s+(agent|supervisor)\s+(\S+)\s*$", re.M)
+TRAIL_LINES = 150  # per page, printed when a browser test fails
+TRAIL_CHARS = 400
+CALL_FAILED = pytest.StashKey[bool]()
 WIDGET_DB = 200  # a Redis database of its own on the shared test Redis
 SHOP_SECRET = "shop-site-secret"  # identity verification on the "shop" site
 
@@ -228,13 +232,36 @@ class Watched:
 
     dialogs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The page's console and WebSocket frames, printed when its test fails.
+    trail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=TRAIL_LINES))
+
+    def note(self, kind: str, text: str) -> None:
+        self.trail.append(f"{time.strftime('%H:%M:%S')} {kind} {text[:TRAIL_CHARS]}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test that ``request`` serves failed (known in its fixtures' teardown)."""
+    return request.node.stash.get(CALL_FAILED, False)
 
 
 @pytest.fixture
-async def new_page(browser: Any) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def new_page(
+    browser: Any, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """``await new_page(width=1280, height=800, locale="en-US")``: a page in a fresh context;
-    ``page.watched`` holds its dialogs and uncaught errors."""
+    ``page.watched`` holds its dialogs and uncaught errors, and what the page logged and
+    sent and received on its sockets is printed if the test fails."""
     contexts: list[Any] = []
+    pages: list[Any] = []
 
     async def make(width: int = 1280, height: int = 800, locale: str = "en-US") -> Any:
         context = await browser.new_context(viewport={"width": width, "height": height},
@@ -250,11 +277,25 @@ async def new_page(browser: Any) -> AsyncIterator[Callable[..., Awaitable[Any]]]
             asyncio.ensure_future(dialog.dismiss())
 
         page.on("dialog", on_dialog)
+        def on_socket(ws: Any) -> None:
+            watched.note("ws-open", ws.url)
+            ws.on("framesent", lambda payload: watched.note(">>", str(payload)))
+            ws.on("framereceived", lambda payload: watched.note("<<", str(payload)))
+            ws.on("close", lambda _: watched.note("ws-close", ws.url))
+
         page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+        page.on("pageerror", lambda exc: watched.note("error", str(exc)))
+        page.on("console", lambda msg: watched.note("console", f"{msg.type}: {msg.text}"))
+        page.on("websocket", on_socket)
         page.watched = watched
+        pages.append(page)
         return page
 
     yield make
+    if failed(request):
+        for n, page in enumerate(pages):
+            print(f"--- page {n + 1} ({page.url}): last {TRAIL_LINES} notes")
+            print("\n".join(page.watched.trail))
     for context in contexts:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(context.close(), 10)

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.server.support import make_account
-from tests.widget.conftest import WIDGET_DB, Site, require_chromium, start_site
+from tests.widget.conftest import WIDGET_DB, Site, failed, require_chromium, start_site
 from tests.widget.support import W, bubbles, open_shop, open_widget, wait_bubble, write
 from tests.widget.test_console import NOT_MY_JOB, login
 
@@ -30,9 +30,18 @@ DELIVERY_TIMEOUT_MS = 45_000  # reconnect backoff after a restart included
 @pytest.fixture(scope="module")
 def own_site(redis_url: str) -> Iterator[Site]:
     require_chromium()
-    server = start_site(redis_url, WIDGET_DB + 1, TACTLINE_GRACE_PERIOD_S="60")
+    server = start_site(redis_url, WIDGET_DB + 1, TACTLINE_GRACE_PERIOD_S="60",
+                        TACTLINE_LOG_LEVEL="info")
     yield server
     server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def server_log_on_failure(own_site: Site, request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if failed(request):
+        print("--- server log (last 150 lines)")
+        print("\n".join(own_site.output().splitlines()[-150:]))
 
 
 @pytest.fixture
