@@ -35,10 +35,11 @@ _LOWER = "a-zß-öø-ÿčćšžđа-яђјљњћџ"
 
 @functools.cache
 def _capitals(n: int) -> re.Pattern[str]:
-    """Matches where ``n`` capitals follow each other with no small letter
+    """Matches where ``2 * n`` capitals follow each other with no small letter
     between them, which ``n`` adjacent ``IS_UPPER`` tokens written in the
-    Latin or Cyrillic letters of en/sr/hr/sl always contain."""
-    return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{n - 1}}}")
+    Latin or Cyrillic letters of en/sr/hr/sl always contain: a shouted word
+    has two letters or more (see :func:`_flag`), so "@UPSHelp" is no shout."""
+    return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{2 * n - 1}}}")
 
 #: An anchor: one word's hash, or two adjacent words' hashes.
 AnchorKey = int | tuple[int, int]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coach.matcher import _capitals, _flag
 from coach.prefilter import required_literals
 
 PATTERNS = [
@@ -67,3 +69,24 @@ def test_texts_without_the_words_are_skipped(pattern: str, text: str) -> None:
 def test_texts_the_regex_matches_pass_the_filter(pattern: str, text: str) -> None:
     assert re.search(pattern, text, re.IGNORECASE)
     assert allowed(pattern, text)
+
+
+# ---------------------------------------------------------------- capitals gate
+
+_WORDS = st.sampled_from(
+    ["WHY", "IS", "MY", "ORDER", "NOT", "HERE", "DON'T", "I", "A", "UPS", "@UPSHelp", "OK",
+     "ČEKAM", "ЗАШТО", "НИЈЕ", "já", "ne", "Order", "#1182", "!!!", "-", "U.S.", "ЂЕ"]
+)
+_GLUE = st.sampled_from([" ", "  ", "", "\n", ", ", "-", "'"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.tuples(_WORDS, _GLUE), max_size=10))
+def test_the_capitals_gate_never_hides_a_shout(parts: list[tuple[str, str]]) -> None:
+    text = "".join(w + g for w, g in parts)
+    doc = spacy.blank("sr").tokenizer(text)
+    upper = [_flag(t, "IS_UPPER") for t in doc]
+    for run in (1, 2, 3):
+        shouted = any(all(upper[i : i + run]) for i in range(len(upper) - run + 1))
+        if shouted:
+            assert _capitals(run).search(text), (run, [t.text for t in doc])
