@@ -318,6 +318,8 @@ class Session:
         self._counted = ""  # role counted in the connections gauge
         self._run_task: asyncio.Task[Any] | None = None  # the task reading the socket
         self._hung_up = False  # closed from another task: stop reading at once
+        #: Notices that came while ``hello`` was answered: handed on after ``welcome``.
+        self._held: list[tuple[str, str]] | None = []
         self._last_frame = 0.0  # loop time of the last frame read
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -571,6 +573,9 @@ class Session:
         )
         for view in views:
             self._end_join(view.conversation, view.events, resume.get(view.conversation))
+        held, self._held = self._held or [], None
+        for channel, payload in held:
+            self.on_notice(channel, payload)
         self._counted = self.role or "visitor"
         self.relay.metrics.connections[self._counted] += 1
         self.relay.queue_changed()
@@ -667,6 +672,11 @@ class Session:
             self.spawn(self._leave(conv))
 
     def on_notice(self, channel: str, payload: str) -> None:
+        if self._held is not None:
+            # The user channel is joined before welcome so that nothing is missed, but
+            # no frame may come before welcome: an assignment made meanwhile waits.
+            self._held.append((channel, payload))
+            return
         data = json.loads(payload)
         if data.get("kind") == "frame":
             # Coaching for this agent (script, nudge, whisper), from any process.

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
+import websockets
 
 from server import redisconn
 from server.routing import estimate_wait_s
-from server.store import now_ms
+from server.store import now_ms, user_channel
 from tests.server.support import (
     Client,
     agent,
     connect,
     make_account,
     running,
+    session_token,
     visitor,
     visitor_token,
 )
@@ -278,3 +281,38 @@ async def test_an_assignment_a_dead_process_never_announced_is_announced(
         await ag.expect("message", conversation=conv)
         for c in (vi, ag):
             await c.close()
+
+
+async def test_an_assignment_made_while_hello_is_answered_comes_after_welcome(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        await make_account(redis_db, "ada")
+        vi = await visitor(srv)
+        ack = await vi.say("Hello, is anyone there?")
+        conv = ack["conversation"]
+        store = srv.app.state.relay.store
+        counted = store.online_count
+
+        async def online_count_while_assigned() -> int:
+            # Ada's other tab gets this chat while her new tab is being welcomed.
+            notice = {"kind": "assignment", "conversation": conv, "reason": "new"}
+            await store.r.publish(user_channel("agent", "ada"), json.dumps(notice))
+            await asyncio.sleep(0.3)  # the notice is read meanwhile
+            return await counted()
+
+        store.online_count = online_count_while_assigned
+        try:
+            ws = await websockets.connect(srv.ws + "/ws/agent", open_timeout=5)
+            await ws.send(json.dumps(
+                {"v": 1, "type": "hello", "token": await session_token(srv.base, "ada")}))
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            second = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        finally:
+            store.online_count = counted
+        assert first["type"] == "welcome", first
+        assert second["type"] == "assignment" and second["conversation"] == conv, second
+        assert [e["text"] for e in second["events"] if e["type"] == "message"] == [
+            "Hello, is anyone there?"]
+        await ws.close()
+        await vi.close()
