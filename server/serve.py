@@ -6,16 +6,19 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
+from typing import Any
 
 import uvicorn
 
 from server.config import ConfigError, load_settings
 from server.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from server.secret import resolve_secret
+from server.workers import Workers, bind_sockets, reuse_port_supported
 
 log = logging.getLogger("tactline")
+
+APP = "server.app:create_app_from_env"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,39 +51,41 @@ def main(args: argparse.Namespace) -> int:
         except EmbeddedRedisError as exc:
             print(f"tactline: {exc}", file=sys.stderr)
             return 1
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Several workers listen on sockets of their own where the kernel can spread
+    # connections over them (server/workers.py); otherwise they share one.
+    own_sockets = args.workers > 1 and reuse_port_supported()
     try:
-        sock.bind((args.host, args.port))
+        sockets = bind_sockets(args.host, args.port, args.workers if own_sockets else 1)
     except OSError as exc:
         print(f"tactline: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         if embedded:
             embedded.stop()
         return 1
-    sock.set_inheritable(True)
-    port = sock.getsockname()[1]
+    port = sockets[0].getsockname()[1]
     print(f"tactline listening on http://{args.host}:{port}", flush=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exception so the
     # embedded Redis below is stopped too.
     signal.signal(signal.SIGTERM, _terminate)
+    options: dict[str, Any] = {
+        "factory": True,
+        "workers": args.workers,
+        # uvicorn's debug log prints WebSocket frames, tokens in hello included.
+        "log_level": "info" if settings.log_level == "debug" else settings.log_level,
+        "access_log": False,
+        "ws_max_size": settings.max_frame_bytes,
+        "ws_ping_interval": settings.ping_interval_s,
+        "ws_ping_timeout": settings.ping_timeout_s,
+        "ws_per_message_deflate": settings.ws_compression,
+        "timeout_graceful_shutdown": 5,
+    }
     try:
-        uvicorn.run(
-            "server.app:create_app_from_env",
-            factory=True,
-            fd=sock.fileno(),
-            workers=args.workers,
-            # uvicorn's debug log prints WebSocket frames, tokens in hello included.
-            log_level="info" if settings.log_level == "debug" else settings.log_level,
-            access_log=False,
-            ws_max_size=settings.max_frame_bytes,
-            ws_ping_interval=settings.ping_interval_s,
-            ws_ping_timeout=settings.ping_timeout_s,
-            ws_per_message_deflate=settings.ws_compression,
-            timeout_graceful_shutdown=5,
-        )
+        if own_sockets:
+            Workers(uvicorn.Config(APP, **options), sockets).run()
+        else:
+            uvicorn.run(APP, fd=sockets[0].fileno(), **options)
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         if embedded is not None:
             embedded.stop()
     return 0

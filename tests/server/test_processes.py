@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import ROOT, RedisProcess, ServeProcess
-from tests.server.support import PASSWORD, agent, connect, visitor_token
+from tests.server.support import PASSWORD, Client, agent, connect, visitor_token
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +141,99 @@ async def test_workers_share_the_chat(redis_db: str, serve_process: Serve) -> No
         reply = await ag.say("hello", conversation=conv)
         assert (await v.expect("message", id=reply["ref"]))["seq"] == reply["seq"]
     for c in (*visitors, ag):
+        await c.close()
+
+
+def _workers(parent: int) -> list[int]:
+    """The worker processes a ``tactline serve --workers N`` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP connections on local ``port`` held by each of ``pids``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    counts = {}
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        counts[pid] = sum(1 for fd in fds.iterdir() if _readlink(fd) in inodes)
+    return counts
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+async def _visitors(srv: ServeProcess, n: int) -> list[Client]:
+    clients = []
+    for _ in range(n):
+        client = await connect(srv.ws, "/ws/visitor", await visitor_token(srv.base))
+        assert client.welcome["type"] == "welcome", client.welcome
+        clients.append(client)
+    return clients
+
+
+async def _wait_for_workers(srv: ServeProcess, n: int) -> list[int]:
+    assert srv.proc is not None
+    for _ in range(300):
+        pids = _workers(srv.proc.pid)
+        if len(pids) == n:
+            return pids
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{n} workers did not start: {srv.output()}")
+
+
+async def test_workers_each_take_a_share_of_new_connections(
+    redis_db: str, serve_process: Serve
+) -> None:
+    # One after the other, as a page full of visitors arrives: with one shared
+    # listening socket, the process that waited last took nearly all of them.
+    srv = serve_process(redis_db, workers=2)
+    pids = await _wait_for_workers(srv, 2)
+    await asyncio.sleep(1.0)  # both workers listening
+    clients = await _visitors(srv, 40)
+    counts = _connections_by_process(pids, srv.port)
+    assert sum(counts.values()) == 40, counts
+    assert min(counts.values()) >= 8, counts
+    for c in clients:
+        await c.close()
+
+
+async def test_a_killed_worker_is_replaced_on_its_own_socket(
+    redis_db: str, serve_process: Serve
+) -> None:
+    srv = serve_process(redis_db, workers=2)
+    pids = await _wait_for_workers(srv, 2)
+    os.kill(pids[0], 9)
+    # Connections made while it is replaced wait in its socket's backlog: none is refused.
+    clients = await _visitors(srv, 20)
+    assert srv.proc is not None
+    after = _workers(srv.proc.pid)
+    assert len(after) == 2 and pids[0] not in after, (pids, after)
+    counts = _connections_by_process(after, srv.port)
+    assert sum(counts.values()) == 20 and min(counts.values()) >= 1, counts
+    for c in clients:
         await c.close()
 
 

@@ -1,0 +1,98 @@
+"""Several server processes on one port, each listening on a socket of its own.
+
+uvicorn's workers share one listening socket, and Linux wakes the process
+that waited last: under a burst of new connections one process accepts most
+of them while the others idle (seen in ``bench/coaching.py``: one worker at
+full load, the other at a fifth of it). With ``SO_REUSEPORT`` every worker
+has its own socket on the same port and the kernel spreads new connections
+over them by their addresses.
+
+The sockets are bound here, in the supervising process, and stay open while
+it runs: a worker that dies is replaced on the same socket, and connections
+that arrive meanwhile wait in its backlog instead of being refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+log = logging.getLogger("tactline")
+
+
+def reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets bound to one address; port 0 takes a free port for all."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if count > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Workers(Multiprocess):
+    """uvicorn's supervisor, with worker ``i`` serving ``sockets[i]`` only."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.processes_num = len(sockets)
+
+    def _start(self, idx: int) -> Process:
+        process = Process(self.config, [self.sockets[idx]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._start(idx) for idx in range(self.processes_num)]
+
+    def restart_all(self) -> None:
+        """One worker after the other: the new one serves before the old one stops."""
+        for idx, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._start(idx)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error("new worker [%s] was not ready in time; restart stopped", new.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[idx] = new
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or already gone
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                # It failed before serving: every replacement would fail the same way.
+                log.error("worker [%s] failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.warning("worker [%s] died; starting another on its socket", process.pid)
+            self.processes[idx] = self._start(idx)
