@@ -43,7 +43,7 @@ from server.metrics import Metrics
 from server.privacy import deleted_key
 from server.ratelimit import BucketsByKey, TokenBucket
 from server.routing import Names, Router
-from server.store import Store, live_channel, now_ms, user_channel
+from server.store import Store, live_channel, now_ms, user_channel, visitor_of
 from server.tokens import verify
 
 log = logging.getLogger("tactline.relay")
@@ -59,7 +59,7 @@ RESYNC_ATTEMPTS = 6
 
 SEQ_PREFIX = '{"seq":"'
 #: How long the draft desk checks drafts before it lets other work run.
-DESK_SLICE_S = 0.002
+DESK_SLICE_S = 0.05
 
 
 def origin_allowed(site: Site, origin: str | None, host: str | None) -> bool:
@@ -295,6 +295,7 @@ class Session:
         self.role: str | None = None
         self.uid = ""
         self.name = ""
+        self.email = ""  # a visitor's, as the site gave it
         self.lang = "en"
         self.site = ""
         self.teams: list[str] = []
@@ -545,9 +546,7 @@ class Session:
             conversation=conv,
             status=st.get("status", "queued"),
             lang=st.get("lang", "en"),
-            visitor=p.VisitorRef(
-                id=st.get("visitor", ""), name=st.get("visitor_name", ""), lang=st.get("lang", "en")
-            ),
+            visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
             agent=agent,
             events=[_strip_event(e, self.role or "") for e in events],
             history_truncated=truncated,
@@ -595,6 +594,7 @@ class Session:
         self.role = "visitor"
         self.uid = claims.sub
         self.name = str(claims.data.get("name") or "Visitor")
+        self.email = str(claims.data.get("email") or "")
         self.lang = str(claims.data.get("lang") or "en")
         self.site = str(claims.data["site"])
         self.open_conv = await self.relay.store.open_conversation_of(self.uid)
@@ -762,11 +762,7 @@ class Session:
             p.Assignment(
                 conversation=conv,
                 reason=data.get("reason", "new"),
-                visitor=p.VisitorRef(
-                    id=st.get("visitor", ""),
-                    name=st.get("visitor_name", ""),
-                    lang=st.get("lang", "en"),
-                ),
+                visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
                 note=data.get("note"),
                 from_agent=from_agent,
                 events=events,
@@ -1085,7 +1081,11 @@ class Session:
 
     async def _open_conversation(self) -> None:
         conv, _ = await self.relay.store.create_conversation(
-            site=self.site, visitor=self.uid, visitor_name=self.name, lang=self.lang
+            site=self.site,
+            visitor=self.uid,
+            visitor_name=self.name,
+            visitor_email=self.email,
+            lang=self.lang,
         )
         self.open_conv = conv
         await self._join_live(conv)
