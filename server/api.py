@@ -16,7 +16,7 @@ from server.accounts import authenticate, get_account, list_accounts, login_allo
 from server.errors import ApiError, ProtocolError
 from server.protocol import LANGS, Lang
 from server.relay import Relay, origin_allowed
-from server.store import G, conv_key
+from server.store import G, conv_key, visitor_of
 from server.tokens import check_user_hash, sign, verify
 
 # Limits
@@ -32,6 +32,8 @@ class VisitorTokenRequest(BaseModel):
     token: str | None = Field(default=None, max_length=2048)
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
     user_hash: str | None = Field(default=None, max_length=128)
+    #: Shown to the agent with the name; as the page says, not verified here.
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class VisitorTokenResponse(BaseModel):
@@ -187,6 +189,7 @@ async def create_visitor_token(request: Request) -> Response:
             "site": req.site,
             "lang": req.lang,
             "name": req.name,
+            **({"email": req.email} if req.email else {}),
             "verified": verified,
             "exp": exp,
         },
@@ -248,7 +251,7 @@ def _summary(st: dict[str, str]) -> ConversationSummary:
         status=st.get("status", "queued"),
         lang=st.get("lang", "en"),
         site=st.get("site", ""),
-        visitor={"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+        visitor=visitor_of(st),
         agent=st.get("agent") or None,
         created=int(st.get("created") or 0),
         closed_at=int(st["closed_at"]) if st.get("closed_at") else None,

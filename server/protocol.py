@@ -264,6 +264,8 @@ class VisitorRef(BaseModel):
     id: str
     name: str
     lang: str
+    #: As the site's page gave it to ``Tactline.identify``; not verified by Tactline.
+    email: str | None = None
 
 
 class ServerFrame(BaseModel):

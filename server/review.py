@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from server.api import _caller, _json, _relay
 from server.coaching import FLAGGED, RULE_FALSE, RULE_FIRES, conv_key, score_key
 from server.errors import ApiError
-from server.store import G, decode_event
+from server.store import G, decode_event, visitor_of
 
 # Limits
 MAX_PAGE = 100
@@ -87,7 +87,7 @@ def _summary(st: dict[str, str], flags: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "conversation": st.get("id"),
         "agent": st.get("agent") or None,
-        "visitor": {"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+        "visitor": visitor_of(st),
         "lang": st.get("lang", ""),
         "site": st.get("site", ""),
         "status": st.get("status", ""),
@@ -475,7 +475,7 @@ async def live(request: Request) -> JSONResponse:
                 "conversation": conv,
                 "status": st.get("status"),
                 "agent": st.get("agent") or None,
-                "visitor": {"id": st.get("visitor", ""), "name": st.get("visitor_name", "")},
+                "visitor": visitor_of(st),
                 "lang": st.get("lang", ""),
                 "started_at": int(st.get("created") or 0),
                 "waiting": wait_due is not None,

@@ -55,6 +55,14 @@ def new_conversation_id() -> str:
     return "c_" + secrets.token_hex(8)
 
 
+def visitor_of(state: dict[str, str]) -> dict[str, str]:
+    """Who a conversation is with, as the API and the frames show it."""
+    who = {"id": state.get("visitor", ""), "name": state.get("visitor_name", "")}
+    if state.get("visitor_email"):
+        who["email"] = state["visitor_email"]
+    return who
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -476,7 +484,7 @@ class Store:
         return bool(await self.r.set(f"{G}turn:{name}", "1", nx=True, px=ttl_ms))
 
     async def create_conversation(
-        self, *, site: str, visitor: str, visitor_name: str, lang: str
+        self, *, site: str, visitor: str, visitor_name: str, lang: str, visitor_email: str = ""
     ) -> tuple[str, bool]:
         """The visitor's open conversation, created if there is none. Returns (id, created)."""
         conv = new_conversation_id()
@@ -496,6 +504,7 @@ class Store:
                 "site": site,
                 "visitor": visitor,
                 "visitor_name": visitor_name,
+                "visitor_email": visitor_email,
                 "lang": lang,
                 "status": "queued",
                 "agent": "",

@@ -324,6 +324,7 @@
     var id = state.identity;
     if (id) {
       if (id.name) body.name = String(id.name).slice(0, 100);
+      if (id.email && /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(id.email) && id.email.length <= 254) body.email = String(id.email);
       if (id.userId) { body.user_id = String(id.userId); body.user_hash = String(id.userHash || ''); }
     }
     // text/plain keeps this a simple request: no CORS preflight on every page load of a site.

@@ -56,6 +56,31 @@ async def test_verified_visitor_sees_history_on_another_device(redis_db: str) ->
             await c.close()
 
 
+async def test_the_name_and_email_a_page_gives_reach_the_agent(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena")
+        await make_account(redis_db, "boss", role="supervisor")
+        ana = await visitor(srv, name="Ana Kovač", email="ana@example.com")
+        conv = (await ana.say("Where is order 1182?"))["conversation"]
+        assigned = await jelena.expect("assignment", conversation=conv)
+        assert assigned["visitor"]["name"] == "Ana Kovač"
+        assert assigned["visitor"]["email"] == "ana@example.com"
+        boss = {"Authorization": "Bearer " + await session_token(srv.base, "boss")}
+        async with httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
+            listed = (await http.get("/api/conversations", headers=boss)).json()["items"]
+            assert [c["visitor"]["email"] for c in listed if c["conversation"] == conv] == [
+                "ana@example.com"]
+            r = await http.post("/api/visitors", json={"site": "acme", "email": "not an email"})
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+            assert r.json()["message"].startswith("email:")
+        # A visitor who gave none has a null email, not an empty one.
+        anon = await visitor(srv)
+        other = (await anon.say("Hello"))["conversation"]
+        assert (await jelena.expect("assignment", conversation=other))["visitor"]["email"] is None
+        for c in (ana, anon, jelena):
+            await c.close()
+
+
 async def test_previous_token_keeps_the_visitor_id(redis_db: str) -> None:
     async with running(redis_db) as srv, httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
         first = (await http.post("/api/visitors", json={"site": "acme"})).json()

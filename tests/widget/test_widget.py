@@ -321,6 +321,7 @@ async def test_verified_visitor_continues_on_another_device(
     await write(laptop, "written on the laptop")
     assignment = await agent.expect("assignment", timeout=10)
     assert assignment["visitor"]["name"] == "Ana"
+    assert assignment["visitor"]["email"] == "ana@example.com"
     phone = await shop_page(user_hash)  # a new browser context: no shared storage
     await wait_bubble(phone, "written on the laptop", mine=True)
 
