@@ -13,12 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from redis.asyncio import Redis
 
 from tests.conftest import ROOT, RedisProcess, ServeProcess
 from tests.server.support import PASSWORD, Client, agent, connect, visitor_token
 
 pytestmark = pytest.mark.slow
+
+# Timeouts
+REPLACEMENT_TIMEOUT_S = 60.0  # a new worker imports the app before it accepts
 
 Serve = Callable[..., ServeProcess]
 
@@ -161,16 +165,22 @@ def _workers(parent: int) -> list[int]:
     return found
 
 
-def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
-    """Established TCP connections on local ``port`` held by each of ``pids``."""
+def _sockets(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets on local ``port`` in ``state`` (01 established, 0A listening)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as fh:
             for line in list(fh)[1:]:
                 fields = line.split()
-                local, state, inode = fields[1], fields[3], fields[9]
-                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                local, st, inode = fields[1], fields[3], fields[9]
+                if st == state and int(local.rsplit(":", 1)[1], 16) == port:
                     inodes.add(f"socket:[{inode}]")
+    return inodes
+
+
+def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP connections on local ``port`` held by each of ``pids``."""
+    inodes = _sockets(port, "01")
     counts = {}
     for pid in pids:
         fds = Path(f"/proc/{pid}/fd")
@@ -195,13 +205,14 @@ async def _visitors(srv: ServeProcess, n: int) -> list[Client]:
 
 
 async def _wait_for_workers(srv: ServeProcess, n: int) -> list[int]:
+    """The workers' pids, once each of them listens on its socket."""
     assert srv.proc is not None
     for _ in range(300):
         pids = _workers(srv.proc.pid)
-        if len(pids) == n:
+        if len(pids) == n and len(_sockets(srv.port, "0A")) == n:
             return pids
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{n} workers did not start: {srv.output()}")
+    raise AssertionError(f"{n} workers did not start listening: {srv.output()}")
 
 
 async def test_workers_each_take_a_share_of_new_connections(
@@ -211,13 +222,24 @@ async def test_workers_each_take_a_share_of_new_connections(
     # listening socket, the process that waited last took nearly all of them.
     srv = serve_process(redis_db, workers=2)
     pids = await _wait_for_workers(srv, 2)
-    await asyncio.sleep(1.0)  # both workers listening
     clients = await _visitors(srv, 40)
     counts = _connections_by_process(pids, srv.port)
     assert sum(counts.values()) == 40, counts
     assert min(counts.values()) >= 8, counts
     for c in clients:
         await c.close()
+
+
+async def _patient_visitor(srv: ServeProcess) -> websockets.ClientConnection:
+    """A visitor who waits as long as a browser would for a worker to come back."""
+    async with httpx.AsyncClient(timeout=REPLACEMENT_TIMEOUT_S) as http:
+        r = await http.post(srv.base + "/api/visitors", json={"site": "acme"})
+        r.raise_for_status()
+    ws = await websockets.connect(srv.ws + "/ws/visitor", open_timeout=REPLACEMENT_TIMEOUT_S)
+    await ws.send(json.dumps({"v": 1, "type": "hello", "token": r.json()["token"]}))
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), REPLACEMENT_TIMEOUT_S))
+    assert welcome["type"] == "welcome", welcome
+    return ws
 
 
 async def test_a_killed_worker_is_replaced_on_its_own_socket(
@@ -227,7 +249,7 @@ async def test_a_killed_worker_is_replaced_on_its_own_socket(
     pids = await _wait_for_workers(srv, 2)
     os.kill(pids[0], 9)
     # Connections made while it is replaced wait in its socket's backlog: none is refused.
-    clients = await _visitors(srv, 20)
+    clients = [await _patient_visitor(srv) for _ in range(20)]
     assert srv.proc is not None
     after = _workers(srv.proc.pid)
     assert len(after) == 2 and pids[0] not in after, (pids, after)
