@@ -28,8 +28,18 @@ def reuse_port_supported() -> bool:
 
 
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets bound to one address; port 0 takes a free port for all."""
+    """``count`` sockets bound to one address; port 0 takes a free port for all.
+
+    A port that any socket holds is refused, even one of another server whose
+    sockets allow ``SO_REUSEPORT``: a second ``tactline serve`` on the same
+    port must fail, not quietly take a share of the first one's connections.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if count > 1:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))  # OSError when the port is taken
+            port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

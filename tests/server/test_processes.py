@@ -16,7 +16,7 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT, RedisProcess, ServeProcess
+from tests.conftest import ROOT, TEST_SECRET, RedisProcess, ServeProcess
 from tests.server.support import PASSWORD, Client, agent, connect, visitor_token
 
 pytestmark = pytest.mark.slow
@@ -257,6 +257,31 @@ async def test_a_killed_worker_is_replaced_on_its_own_socket(
     assert sum(counts.values()) == 20 and min(counts.values()) >= 1, counts
     for c in clients:
         await c.close()
+
+
+async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(
+    redis_db: str, serve_process: Serve, tmp_path: Path
+) -> None:
+    # Sockets that allow SO_REUSEPORT would let a second server take a share of the
+    # first one's connections, unnoticed: it must refuse to start instead.
+    first = serve_process(redis_db, workers=2)
+    await _wait_for_workers(first, 2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TACTLINE_")}
+    env.update({
+        "PYTHONPATH": str(ROOT),
+        "TACTLINE_SECRET": TEST_SECRET,
+        "TACTLINE_REDIS_URL": redis_db,
+        "TACTLINE_DATA_DIR": str(tmp_path / "second"),
+        "TACTLINE_COACH": "false",
+    })
+    second = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
+         "--port", str(first.port), "--workers", "2", "--no-demo"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+    )
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
+    assert len(_sockets(first.port, "0A")) == 2  # the first server's two, no more
 
 
 async def test_embedded_redis_persists_and_stops_with_the_server(
