@@ -274,13 +274,20 @@ async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(
         "TACTLINE_DATA_DIR": str(tmp_path / "second"),
         "TACTLINE_COACH": "false",
     })
-    second = subprocess.run(
+    second = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
          "--port", str(first.port), "--workers", "2", "--no-demo"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        start_new_session=True,
     )
-    assert second.returncode == 1, second.stdout + second.stderr
-    assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
+    try:
+        out, err = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:  # it started serving: stop it and its workers
+            os.killpg(second.pid, 9)
+            second.wait(10)
+    assert second.returncode == 1, out + err
+    assert f"cannot listen on 127.0.0.1:{first.port}" in err
     assert len(_sockets(first.port, "0A")) == 2  # the first server's two, no more
 
 
