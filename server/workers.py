@@ -14,13 +14,18 @@ that arrive meanwhile wait in its backlog instead of being refused.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import socket
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 log = logging.getLogger("tactline")
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def reuse_port_supported() -> bool:
@@ -58,6 +63,30 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Have Linux send this process SIGTERM when the supervisor dies (even of
+    ``kill -9``), so no worker goes on serving, unsupervised, on the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: workers outlive a killed supervisor
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Worker(Process):
+    """A worker process that stops when its supervisor is gone."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        self.parent = os.getpid()
+        super().__init__(config, sockets)
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        _exit_with_parent(self.parent)
+        super().target(sockets)
+
+
 class Workers(Multiprocess):
     """uvicorn's supervisor, with worker ``i`` serving ``sockets[i]`` only."""
 
@@ -66,7 +95,7 @@ class Workers(Multiprocess):
         self.processes_num = len(sockets)
 
     def _start(self, idx: int) -> Process:
-        process = Process(self.config, [self.sockets[idx]])
+        process = _Worker(self.config, [self.sockets[idx]])
         process.start()
         return process
 

@@ -259,6 +259,28 @@ async def test_a_killed_worker_is_replaced_on_its_own_socket(
         await c.close()
 
 
+async def test_workers_stop_when_their_supervisor_is_killed(
+    redis_db: str, serve_process: Serve
+) -> None:
+    srv = serve_process(redis_db, workers=2)
+    pids = await _wait_for_workers(srv, 2)
+    assert srv.proc is not None
+    srv.proc.kill()  # kill -9 of the supervisor alone, not of its process group
+    srv.proc.wait(10)
+    for _ in range(150):
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids) and not _sockets(
+            srv.port, "0A"
+        ):
+            break
+        await asyncio.sleep(0.1)
+    running = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    for pid in running:  # leave nothing behind, whatever the outcome
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    assert running == [], "workers outlived their supervisor"
+    assert not _sockets(srv.port, "0A")
+
+
 async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(
     redis_db: str, serve_process: Serve, tmp_path: Path
 ) -> None:
