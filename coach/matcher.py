@@ -28,18 +28,33 @@ _LENGTH_OPS: dict[str, Callable[[int, int], bool]] = {
 }  # fmt: skip
 
 
-#: Two capital letters in a row (Latin, with the South Slavic letters, or Cyrillic).
+#: Capital letters of the gate: Latin, with the South Slavic letters, and Cyrillic.
 _UPPER = "A-ZÀ-ÖØ-ÞČĆŠŽĐА-ЯЂЈЉЊЋЏ"
 _LOWER = "a-zß-öø-ÿčćšžđа-яђјљњћџ"
+_KNOWN_CAPITALS = frozenset(ch for ch in map(chr, range(0x500)) if re.match(f"[{_UPPER}]", ch))
 
 
 @functools.cache
 def _capitals(n: int) -> re.Pattern[str]:
     """Matches where ``2 * n`` capitals follow each other with no small letter
-    between them, which ``n`` adjacent ``IS_UPPER`` tokens written in the
-    Latin or Cyrillic letters of en/sr/hr/sl always contain: a shouted word
-    has two letters or more (see :func:`_flag`), so "@UPSHelp" is no shout."""
+    between them, which ``n`` adjacent ``IS_UPPER`` tokens written in these
+    capitals always contain: a shouted word has two letters or more (see
+    :func:`_flag`), so "@UPSHelp" is no shout. Texts with other capitals
+    ("ŁA", "ǇA") or uncased letters ("A中") skip the gate: see
+    :func:`_other_capitals`."""
     return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{2 * n - 1}}}")
+
+
+def _other_capitals(text: str) -> bool:
+    """Whether ``text`` has a letter that can be in a shouted word but is not
+    one of the gate's capitals (rare: most texts are ASCII or use them)."""
+    if text.isascii():
+        return False
+    return any(
+        ch.isalpha() and not ch.islower() and ch not in _KNOWN_CAPITALS
+        for ch in set(text)
+        if ch > "\x7f"
+    )
 
 #: An anchor: one word's hash, or two adjacent words' hashes.
 AnchorKey = int | tuple[int, int]
@@ -266,7 +281,11 @@ class Pattern:
         """All matches starting in ``[lo, hi)``."""
         hi = len(view) if hi is None else min(hi, len(view))
         if self.anchor is not None and self.flag_anchor is not None:
-            if self.gate is not None and not self.gate.search(view.text):
+            if (
+                self.gate is not None
+                and not self.gate.search(view.text)
+                and not _other_capitals(view.text)
+            ):
                 return  # not enough capitals together: nothing is shouted
             for i in view.positions_with(self.flag_anchor):
                 if i >= hi + self.pre_max:
