@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -26,10 +27,13 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 log = logging.getLogger("tactline")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+BACKLOG = 2048  # uvicorn's default
 
 
 def reuse_port_supported() -> bool:
-    return hasattr(socket, "SO_REUSEPORT")
+    """Linux spreads connections over ``SO_REUSEPORT`` sockets; other systems
+    accept the option but do not balance with it."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -40,7 +44,7 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     port must fail, not quietly take a share of the first one's connections.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if count > 1:
+    if count > 1 and port != 0:  # a port the kernel picks is nobody else's
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))  # OSError when the port is taken
@@ -54,6 +58,9 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             if count > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
+            # Listening at once closes the port to another server's probe while the
+            # workers start, and queues the connections that arrive meanwhile.
+            sock.listen(BACKLOG)
             port = sock.getsockname()[1]
             sock.set_inheritable(True)
     except OSError:
@@ -117,6 +124,12 @@ class Workers(Multiprocess):
             old.terminate()
             old.join()
             self.processes[idx] = new
+
+    def handle_ttin(self) -> None:
+        log.warning("SIGTTIN ignored: the number of workers is fixed at start (--workers)")
+
+    def handle_ttou(self) -> None:
+        log.warning("SIGTTOU ignored: the number of workers is fixed at start (--workers)")
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
