@@ -58,6 +58,8 @@ RESYNC_BACKOFF_S = 0.1
 RESYNC_ATTEMPTS = 6
 
 SEQ_PREFIX = '{"seq":"'
+#: Notices kept while hello is answered (more would mean it is stuck).
+MAX_HELD_NOTICES = 100
 #: How long the draft desk checks drafts before it lets other work run.
 DESK_SLICE_S = 0.05
 
@@ -231,6 +233,18 @@ class Relay:
                 log.warning("sweep failed: %s", exc)
             except Exception:  # noqa: BLE001 - the sweeper must survive one bad round
                 log.exception("sweep failed")
+
+
+def _assigns_new(payload: str, welcomed: dict[str, str | None]) -> bool:
+    """Whether a notice assigns a new chat that ``welcomed`` already holds."""
+    with contextlib.suppress(ValueError):
+        data = json.loads(payload)
+        return (
+            data.get("kind") == "assignment"
+            and data.get("reason", "new") == "new"
+            and data.get("conversation") in welcomed
+        )
+    return False
 
 
 class DraftDesk:
@@ -495,11 +509,18 @@ class Session:
             if self.role:
                 raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "already said hello")
             assert isinstance(frame, p.Hello)
-            await (
-                self._hello_visitor(frame)
-                if self.endpoint == "visitor"
-                else self._hello_agent(frame)
-            )
+            try:
+                await (
+                    self._hello_visitor(frame)
+                    if self.endpoint == "visitor"
+                    else self._hello_agent(frame)
+                )
+            except Exception:
+                if self.role and self._held is not None:
+                    # Known but not welcomed (Redis failed halfway): a new connection
+                    # starts clean, where this one would miss what it was told.
+                    self.spawn(self.close(CloseCode.TRY_AGAIN_LATER))
+                raise
             return
         if not self.role:
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, "send hello first")
@@ -574,6 +595,8 @@ class Session:
             self._end_join(view.conversation, view.events, resume.get(view.conversation))
         held, self._held = self._held or [], None
         for channel, payload in held:
+            if _assigns_new(payload, self.convs):
+                continue  # the welcome has this chat already
             self.on_notice(channel, payload)
         self._counted = self.role or "visitor"
         self.relay.metrics.connections[self._counted] += 1
@@ -675,7 +698,8 @@ class Session:
         if self._held is not None:
             # The user channel is joined before welcome so that nothing is missed, but
             # no frame may come before welcome: an assignment made meanwhile waits.
-            self._held.append((channel, payload))
+            if len(self._held) < MAX_HELD_NOTICES:
+                self._held.append((channel, payload))
             return
         data = json.loads(payload)
         if data.get("kind") == "frame":
