@@ -6,9 +6,10 @@ import asyncio
 import hashlib
 import secrets
 import time
+import unicodedata
 from typing import Any, cast
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -34,6 +35,31 @@ class VisitorTokenRequest(BaseModel):
     user_hash: str | None = Field(default=None, max_length=128)
     #: Shown to the agent with the name; as the page says, not verified here.
     email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _readable_name(cls, value: str) -> str:
+        # Control characters and direction overrides could make what the agent reads
+        # differ from what was typed; they go (a joiner in a Persian name stays).
+        cleaned = "".join(ch for ch in value if not _hidden(ch)).strip()
+        return cleaned or "Visitor"
+
+    @field_validator("email")
+    @classmethod
+    def _plain_email(cls, value: str | None) -> str | None:
+        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+            raise ValueError("must not contain control or formatting characters")
+        return value
+
+
+def _hidden(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cc" or ch in _DIRECTION_CONTROLS
+
+
+#: Left-to-right and right-to-left marks, embeddings, overrides and isolates.
+_DIRECTION_CONTROLS = frozenset(
+    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 class VisitorTokenResponse(BaseModel):

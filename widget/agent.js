@@ -209,7 +209,7 @@
     if (!c) { renderChats(); return; }
     c.unread = 0;
     $('chat-title').textContent = c.visitor.name;
-    $('chat-meta').textContent = (c.visitor.email ? c.visitor.email + ' · ' : '') + (c.lang || '') + ' · ' + c.id;
+    $('chat-meta').textContent = (c.visitor.email ? c.visitor.email + ' (unverified) · ' : '') + (c.lang || '') + ' · ' + c.id;
     $('transcript').replaceChildren();
     c.notes.forEach(function (n) { $('transcript').append(h('li', {'class': 'sys', text: n})); });
     c.events.forEach(function (ev) { renderEvent(c, ev); });

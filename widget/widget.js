@@ -324,7 +324,7 @@
     var id = state.identity;
     if (id) {
       if (id.name) body.name = String(id.name).slice(0, 100);
-      if (id.email && /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(id.email) && id.email.length <= 254) body.email = String(id.email);
+      if (id.email && /^[^@\s\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+@[^@\s\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+\.[^@\s\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+$/.test(id.email) && id.email.length <= 254) body.email = String(id.email);
       if (id.userId) { body.user_id = String(id.userId); body.user_hash = String(id.userHash || ''); }
     }
     // text/plain keeps this a simple request: no CORS preflight on every page load of a site.

@@ -73,6 +73,15 @@ async def test_the_name_and_email_a_page_gives_reach_the_agent(redis_db: str) ->
             r = await http.post("/api/visitors", json={"site": "acme", "email": "not an email"})
             assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
             assert r.json()["message"].startswith("email:")
+            spoof = {"site": "acme", "email": "ana@exa\u202emple.com"}
+            r = await http.post("/api/visitors", json=spoof)
+            assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+        # A direction override in a name is dropped: the agent reads what was typed.
+        mira = await visitor(srv, name="Mira\u202e Ivić")
+        third = (await mira.say("Hi"))["conversation"]
+        assert (await jelena.expect("assignment", conversation=third))["visitor"]["name"] == (
+            "Mira Ivić")
+        await mira.close()
         # A visitor who gave none has a null email, not an empty one.
         anon = await visitor(srv)
         other = (await anon.say("Hello"))["conversation"]
