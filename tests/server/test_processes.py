@@ -188,6 +188,15 @@ def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
     return counts
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or exited and waiting to be reaped (a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _readlink(path: Path) -> str:
     try:
         return os.readlink(path)
@@ -268,12 +277,10 @@ async def test_workers_stop_when_their_supervisor_is_killed(
     srv.proc.kill()  # kill -9 of the supervisor alone, not of its process group
     srv.proc.wait(10)
     for _ in range(150):
-        if not any(Path(f"/proc/{pid}").exists() for pid in pids) and not _sockets(
-            srv.port, "0A"
-        ):
+        if not any(_alive(pid) for pid in pids) and not _sockets(srv.port, "0A"):
             break
         await asyncio.sleep(0.1)
-    running = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    running = [pid for pid in pids if _alive(pid)]
     for pid in running:  # leave nothing behind, whatever the outcome
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
