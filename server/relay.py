@@ -253,9 +253,9 @@ class DraftDesk:
     Checking a draft is the costliest thing a frame asks for, and an answer to
     an old draft is worth nothing once a newer one came. The read loop only
     leaves the draft here; one task per process checks them in arrival order,
-    yielding between checks, so chat messages never wait behind a row of
-    drafts, and under load a fast typist's drafts are merged into the newest
-    instead of building a backlog.
+    letting other work run after each ``DESK_SLICE_S`` of checking, so chat
+    messages wait behind at most one slice of drafts, and under load a fast
+    typist's drafts are merged into the newest instead of building a backlog.
     """
 
     def __init__(self) -> None:

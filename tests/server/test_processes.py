@@ -16,7 +16,7 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT, TEST_SECRET, RedisProcess, ServeProcess
+from tests.conftest import ROOT, RedisProcess, ServeProcess
 from tests.server.support import PASSWORD, Client, agent, connect, visitor_token
 
 pytestmark = pytest.mark.slow
@@ -148,19 +148,26 @@ async def test_workers_share_the_chat(redis_db: str, serve_process: Serve) -> No
         await c.close()
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, …)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _workers(parent: int) -> list[int]:
     """The worker processes a ``tactline serve --workers N`` started."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        stat = _stat(entry.name)
         try:
-            stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
+        if stat is not None and int(stat[1]) == parent and b"spawn_main" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -190,11 +197,8 @@ def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
 
 def _alive(pid: int) -> bool:
     """Running, as opposed to gone or exited and waiting to be reaped (a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def _readlink(path: Path) -> str:
@@ -295,14 +299,7 @@ async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(
     # first one's connections, unnoticed: it must refuse to start instead.
     first = serve_process(redis_db, workers=2)
     await _wait_for_workers(first, 2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TACTLINE_")}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "TACTLINE_SECRET": TEST_SECRET,
-        "TACTLINE_REDIS_URL": redis_db,
-        "TACTLINE_DATA_DIR": str(tmp_path / "second"),
-        "TACTLINE_COACH": "false",
-    })
+    env = dict(first.env, TACTLINE_DATA_DIR=str(tmp_path / "second"))
     second = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
          "--port", str(first.port), "--workers", "2", "--no-demo"],
