@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 import time
 import unicodedata
@@ -34,7 +35,7 @@ class VisitorTokenRequest(BaseModel):
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
     user_hash: str | None = Field(default=None, max_length=128)
     #: Shown to the agent with the name; as the page says, not verified here.
-    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str | None = Field(default=None, max_length=254)
 
     @field_validator("name")
     @classmethod
@@ -47,9 +48,16 @@ class VisitorTokenRequest(BaseModel):
     @field_validator("email")
     @classmethod
     def _plain_email(cls, value: str | None) -> str | None:
-        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        if value is None:
+            return None
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
             raise ValueError("must not contain control or formatting characters")
+        if not _EMAIL.match(value):
+            raise ValueError("is not an email address (name@domain.tld)")
         return value
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _hidden(ch: str) -> bool:
