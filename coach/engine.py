@@ -114,6 +114,8 @@ class Rule:
     severity: Severity
     message: str
     suggestions: tuple[str, ...]
+    #: The suggestions as scripts whose slots the caller fills.
+    scripts: tuple[slots.Script, ...]
     patterns: tuple[Pattern, ...]
     regexes: tuple[FilteredRegex, ...]
     except_patterns: tuple[Pattern, ...]
@@ -593,6 +595,7 @@ class Coach:
                             severity=spec.severity,
                             message=spec.message,
                             suggestions=tuple(spec.suggestions),
+                            scripts=tuple(slots.Script(s) for s in spec.suggestions),
                             patterns=patterns,
                             regexes=regexes,
                             except_patterns=except_patterns,
@@ -702,6 +705,8 @@ class Coach:
         checked = script.normalize_punctuation(text[: self.max_chars])
         view = pack.view(checked)
         candidates = self._candidates(pack, view, checked, role)
+        if not candidates:  # most messages
+            return [self._truncated_flag(pack.lang, text)] if truncated else []
         if categories is not None:
             candidates = [c for c in candidates if c.rule.category in categories]
         elif not include_offers:
@@ -738,8 +743,12 @@ class Coach:
         firsts = pack.pair_firsts[role]
         anchored = pack.anchored[role]
         last = len(keys) - 1
-        # Most words anchor nothing: find the few that do in one pass.
-        for i in [i for i, key in enumerate(keys) if key in anchored]:
+        # Most words anchor nothing: find the few that do in one pass, and
+        # skip even that when no word does (a set test in C).
+        anchors = [] if anchored.isdisjoint(keys) else [
+            i for i, key in enumerate(keys) if key in anchored
+        ]
+        for i in anchors:
             key = keys[i]
             entries = index.get(key)
             if entries:
@@ -825,7 +834,7 @@ class Coach:
         values: Mapping[str, str | None] | None,
     ) -> Flag:
         rule = c.rule
-        suggestions = [slots.fill(s, values) for s in rule.suggestions]
+        suggestions = [s.fill(values) for s in rule.scripts]
         if rule.role == "agent":
             suggestions = [_fit(s, text, c.start, c.end) for s in suggestions]
         message = rule.message

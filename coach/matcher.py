@@ -45,6 +45,11 @@ def _capitals(n: int) -> re.Pattern[str]:
     return re.compile(f"[{_UPPER}](?:[^{_LOWER}]*?[{_UPPER}]){{{2 * n - 1}}}")
 
 
+#: A word character beyond ASCII, not a digit and none of the gate's letters:
+#: the only characters :func:`_other_capitals` has to look at.
+_UNKNOWN_LETTER = re.compile(f"[^\\W\\d_\\x00-\\x7f{_UPPER}{_LOWER}]")
+
+
 def _other_capitals(text: str) -> bool:
     """Whether ``text`` has a letter that can be in a shouted word but is not
     one of the gate's capitals (rare: most texts are ASCII or use them)."""
@@ -52,8 +57,7 @@ def _other_capitals(text: str) -> bool:
         return False
     return any(
         ch.isalpha() and not ch.islower() and ch not in _KNOWN_CAPITALS
-        for ch in set(text)
-        if ch > "\x7f"
+        for ch in {m.group() for m in _UNKNOWN_LETTER.finditer(text)}
     )
 
 #: An anchor: one word's hash, or two adjacent words' hashes.

@@ -6,6 +6,7 @@ and, for the South Slavic languages, diacritics dropped.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _CYR_TO_LAT: dict[str, str] = {
@@ -31,7 +32,7 @@ _LAT_DIGRAPHS = {"dž": "џ", "lj": "љ", "nj": "њ"}
 _LAT_TO_CYR: dict[str, str] = {v: k for k, v in _CYR_TO_LAT.items() if len(v) == 1}
 
 
-_CURLY = "’‘ʼ“”"
+_CURLY = re.compile("[’‘ʼ“”]")
 
 
 def normalize_punctuation(text: str) -> str:
@@ -39,7 +40,7 @@ def normalize_punctuation(text: str) -> str:
     # str.translate looks up every character; most texts have nothing to change.
     if text.isascii():
         return text
-    if any(ch in text for ch in _CURLY):
+    if _CURLY.search(text):
         return text.translate(_PUNCT_TABLE)
     return text
 

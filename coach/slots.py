@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 SLOT_NAMES = frozenset(
     {
@@ -41,6 +42,30 @@ def _clean(values: Mapping[str, str | None] | None) -> dict[str, str]:
         if text:
             out[name] = text
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A template with its slot names, and its text when none of them is known.
+
+    Most scripts are offered with few or none of their slots known; that
+    text is worked out once, when the rules are compiled.
+    """
+
+    template: str
+    names: frozenset[str] = field(init=False)
+    bare: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(_SLOT.findall(self.template)))
+        object.__setattr__(self, "bare", fill(self.template))
+
+    def fill(self, values: Mapping[str, str | None] | None = None) -> str:
+        if not values or self.names.isdisjoint(
+            name for name, value in values.items() if value is not None
+        ):
+            return self.bare
+        return fill(self.template, values)
 
 
 def fill(template: str, values: Mapping[str, str | None] | None = None) -> str:

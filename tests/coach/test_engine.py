@@ -146,6 +146,11 @@ def test_scripts_fill_known_slots_and_drop_unknown(small: Coach) -> None:
         slots={"customer_name": "Ana", "topic": "your refund", "agent_name": "Marko"},
     )
     assert full.suggestions == ["I'm sorry, Ana. I'll fix your refund now. — Marko"]
+    [some] = small.check("I am angry", "en", "customer", slots={"customer_name": "Ana"})
+    assert some.suggestions == ["I'm sorry, Ana. I'll fix now."]
+    for unknown in ({"company": "Acme"}, {"customer_name": None}, {"customer_name": "  "}):
+        [flag] = small.check("I am angry", "en", "customer", slots=unknown)
+        assert flag.suggestions == bare.suggestions, unknown
 
 
 def test_roles_are_separate(small: Coach) -> None:
