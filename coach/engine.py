@@ -737,36 +737,32 @@ class Coach:
                 out.append(_Candidate(rule, start, end, tokens))
 
         keys = view.keys
-        hits: list[tuple[int, list[tuple[Rule, Pattern]]]] = []
-        index = pack.index[role]
-        pairs = pack.pair_index[role]
-        firsts = pack.pair_firsts[role]
-        anchored = pack.anchored[role]
-        last = len(keys) - 1
-        # Most words anchor nothing: find the few that do in one pass, and
-        # skip even that when no word does (a set test in C).
-        anchors = [] if anchored.isdisjoint(keys) else [
-            i for i, key in enumerate(keys) if key in anchored
-        ]
-        for i in anchors:
-            key = keys[i]
-            entries = index.get(key)
-            if entries:
-                hits.append((i, entries))
-            if key in firsts and i < last:
-                entries = pairs.get((key, keys[i + 1]))
-                if entries:
-                    hits.append((i, entries))
-        present: set[int] | None = None
-        for i, entries in hits:
-            for rule, pattern in entries:
-                if pattern.required:
-                    if present is None:
-                        present = set(keys)
-                    if not pattern.possible_in(present):
-                        continue
-                for start, end in pattern.matches_at_anchor(view, i):
-                    add(rule, *view.char_span(start, end), (start, end))
+        # Most words anchor nothing: find the few that do (a set operation
+        # in C), and skip the rest when none does.
+        anchored = pack.anchored[role].intersection(keys)
+        if anchored:
+            index = pack.index[role]
+            pairs = pack.pair_index[role]
+            firsts = pack.pair_firsts[role]
+            last = len(keys) - 1
+            present = set(keys)
+            for i in [i for i, key in enumerate(keys) if key in anchored]:
+                key = keys[i]
+                entries = index.get(key)
+                if key in firsts and i < last:
+                    paired = pairs.get((key, keys[i + 1]))
+                    if paired:
+                        entries = entries + paired if entries else paired
+                if not entries:
+                    continue
+                for rule, pattern in entries:
+                    # The other words the pattern needs must be in the text.
+                    for words in pattern.required:
+                        if present.isdisjoint(words):
+                            break
+                    else:
+                        for start, end in pattern.matches_at_anchor(view, i):
+                            add(rule, *view.char_span(start, end), (start, end))
         for rule, pattern in pack.unanchored[role]:
             for start, end in pattern.find(view):
                 add(rule, *view.char_span(start, end), (start, end))
