@@ -19,7 +19,7 @@ Redis keys (hash tags as in server/store.py):
 - ``{conv:<id>}:flags``       hash flag id -> JSON flag record
 - ``{conv:<id>}:coachlog``    list of JSON records: cues, scripts, nudges, whispers, overrides
 - ``{tl}:coach-wait``         zset conversation -> when to look at its wait (ms)
-- ``{tl}:rule-fires`` / ``{tl}:rule-false``   hashes rule -> count
+- ``{tl}:rule-fires``         hash rule -> times it fired (false alarms: server/false_alarms.py)
 - ``{tl}:score:<agent>:<day>`` hash of counters for scorecards
 - ``{tl}:flagged``            zset conversation -> time of its last flag (ms)
 """
@@ -51,7 +51,6 @@ log = logging.getLogger("tactline.coaching")
 G = "{tl}:"
 WAIT_KEY = G + "coach-wait"
 RULE_FIRES = G + "rule-fires"
-RULE_FALSE = G + "rule-false"
 FLAGGED = G + "flagged"
 
 # Timings

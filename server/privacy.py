@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server import false_alarms
 from server.store import G, conv_key, now_ms
 
 log = logging.getLogger("tactline.privacy")
@@ -37,6 +38,8 @@ async def delete_conversation(redis: Redis, conv: str) -> None:
     state = cast(dict[str, str], await redis.hgetall(conv_key(conv, "state")))
     agent = state.get("agent") or ""
     visitor = state.get("visitor") or ""
+    flag_ids = cast(list[str], await redis.hkeys(conv_key(conv, "flags")))
+    flag_refs = [false_alarms.ref_of(conv, f) for f in flag_ids]
     await redis.delete(*(conv_key(conv, part) for part in CONVERSATION_PARTS))
     pipe = redis.pipeline(transaction=False)
     for index in ("convs", "flagged", "coach-wait", "queue"):
@@ -48,6 +51,9 @@ async def delete_conversation(redis: Redis, conv: str) -> None:
         pipe.srem(f"{G}aconvs:{agent}", conv)
     if visitor:
         pipe.zrem(f"{G}vconvs:{visitor}", conv)
+    if flag_refs:  # the false alarms stay counted; nobody can mark these flags again
+        pipe.hdel(false_alarms.REFS, *flag_refs)
+        pipe.zrem(false_alarms.CHECK, *flag_refs)
     await pipe.execute()
 
 

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from server import false_alarms
 from server.api import _caller, _json, _relay
-from server.coaching import FLAGGED, RULE_FALSE, RULE_FIRES, conv_key, score_key
+from server.coaching import FLAGGED, RULE_FIRES, conv_key, score_key
 from server.errors import ApiError
 from server.store import G, decode_event, visitor_of
 
@@ -351,34 +352,26 @@ async def review_flag(request: Request) -> JSONResponse:
             if await relay.redis.hexists(conv_key(candidate, "flags"), flag_id):
                 conv = candidate
                 break
-    raw = await relay.redis.hget(conv_key(conv, "flags"), flag_id) if conv else None
-    if raw is None:
+    if not conv:
         raise ApiError(404, "not_found", f"no flag {flag_id}")
-    flag = json.loads(raw)
-    before = (flag.get("review") or {}).get("status")
-    flag["review"] = {
-        "status": body.status,
-        "note": body.note,
-        "by": uid,
-        "ts": int(datetime.now(UTC).timestamp() * 1000),
-    }
-    # The flag lives with its conversation and the counter with the rules: two hash
-    # slots in a Redis Cluster, so no MULTI (a crash in between leaves the count one off).
-    pipe = relay.redis.pipeline(transaction=False)
-    pipe.hset(conv_key(conv, "flags"), flag_id, json.dumps(flag, ensure_ascii=False))
-    if body.status == "false_alarm" and before != "false_alarm":
-        pipe.hincrby(RULE_FALSE, flag["rule"], 1)
-    elif before == "false_alarm" and body.status != "false_alarm":
-        pipe.hincrby(RULE_FALSE, flag["rule"], -1)
-    await pipe.execute()
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    review = {"status": body.status, "note": body.note, "by": uid, "ts": now}
+    try:
+        flag = await false_alarms.mark(relay.redis, conv, flag_id, review, now)
+    except false_alarms.FlagBusy:
+        raise ApiError(409, "conflict", f"flag {flag_id} keeps changing; try again") from None
+    if flag is None:
+        raise ApiError(404, "not_found", f"no flag {flag_id}")
     return JSONResponse(flag)
 
 
 async def rule_quality(request: Request) -> JSONResponse:
     await _supervisor(request)
     relay = _relay(request)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    await false_alarms.settle(relay.redis, int(relay.settings.repair_after_s * 1000), now)
     fires = await relay.redis.hgetall(RULE_FIRES)
-    false = await relay.redis.hgetall(RULE_FALSE)
+    false = await relay.redis.hgetall(false_alarms.COUNTS)
     rows = []
     for rule in sorted(set(fires) | set(false)):
         n, fa = int(fires.get(rule, 0)), int(false.get(rule, 0))
@@ -570,7 +563,7 @@ def openapi_paths() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": FlagReview.model_json_schema()}},
                 },
-                "responses": {"200": ok(obj), "404": err, **errors},
+                "responses": {"200": ok(obj), "404": err, "409": err, **errors},
             }
         },
         "/api/review/scorecards": get(
