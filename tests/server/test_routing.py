@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import websockets
 
+from server import protocol as p
 from server import redisconn
 from server.routing import estimate_wait_s
 from server.store import now_ms, user_channel
@@ -280,6 +281,87 @@ async def test_an_assignment_a_dead_process_never_announced_is_announced(
         await vi.say("thanks")
         await ag.expect("message", conversation=conv)
         for c in (vi, ag):
+            await c.close()
+
+
+async def test_a_transfer_a_dead_process_never_announced_is_announced_as_a_transfer(
+    redis_db: str,
+) -> None:
+    # The transfer script moved the chat to Marko, then its process died before
+    # the `transferred` event: the visitor is told of a hand-over, not a first agent.
+    async with running(redis_db, repair_interval_s=0.3, repair_after_s=0.5) as srv:
+        first = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        conv = (await vi.say("I need a refund"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        await vi.expect("assigned")
+        second = await agent(srv, redis_db, "marko")
+        conns = await redisconn.connect(redis_db)
+        r = conns.commands
+        pipe = r.pipeline(transaction=False)  # what the transfer script writes
+        pipe.srem("{tl}:aconvs:jelena", conv)
+        pipe.hset("{tl}:assign", conv, "marko")
+        pipe.sadd("{tl}:aconvs:marko", conv)
+        pipe.zadd("{tl}:ahist:marko", {conv: now_ms()})
+        await pipe.execute()
+        await conns.aclose()
+        told = await vi.expect("transferred", "assigned", timeout=10)
+        assert told["type"] == "transferred"
+        assert told["agent"] == {"id": "marko", "name": "Marko"}
+        assert "note" not in told and "from_agent" not in told
+        got = await second.expect("assignment", conversation=conv, timeout=10)
+        assert got["reason"] == "transfer"
+        assert got["from_agent"] == {"id": "jelena", "name": "Jelena"}
+        assert await vi.quiet("transferred", "assigned", within=1.5) == []  # announced once
+        reply = await second.say("Hi, I have your refund here.", conversation=conv)
+        assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
+        await first.send(type="message", id="old", text="still here?", conversation=conv)
+        assert (await first.expect("error"))["code"] == "not_in_conversation"
+        for c in (first, second, vi):
+            await c.close()
+
+
+async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
+    redis_db: str,
+) -> None:
+    # The `transferred` event was stored, then the process died before the chat
+    # was queued: the routing keys still give it to Jelena, who handed it on.
+    async with running(redis_db, repair_interval_s=0.3, repair_after_s=0.5) as srv:
+        first = await agent(srv, redis_db, "jelena", teams=["support"])
+        vi = await visitor(srv)
+        conv = (await vi.say("invoice question"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        await vi.expect("assigned")
+        billing = await agent(srv, redis_db, "bob", teams=["billing"])
+        event = p.dump(
+            p.TransferredEvent(
+                conversation=conv,
+                ts=now_ms(),
+                from_agent=p.AgentRef(id="jelena", name="Jelena"),
+                team="billing",
+                note="Invoice 7",
+            )
+        )
+        event.pop("seq")
+        await srv.app.state.relay.store.append(  # what the transfer stores first
+            conv,
+            event,
+            actor="open",
+            state=[
+                ("status", "queued"),
+                ("agent", ""),
+                ("next_reason", "transfer"),
+                ("handoff_note", "Invoice 7"),
+                ("handoff_from", "jelena"),
+            ],
+        )
+        assert (await vi.expect("transferred"))["agent"] is None
+        got = await billing.expect("assignment", conversation=conv, timeout=10)
+        assert (got["reason"], got["note"]) == ("transfer", "Invoice 7")
+        assigned = await vi.expect("assigned", timeout=5)
+        assert assigned["agent"] == {"id": "bob", "name": "Bob"}
+        assert await first.quiet("assignment", within=1.0) == []
+        for c in (first, billing, vi):
             await c.close()
 
 
