@@ -62,7 +62,14 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         secret = resolve_secret(settings)
         conns = await redisconn.connect(url, settings.redis_cluster)
         redis = conns.commands
-        relay = Relay(settings, secret, redis, metrics, pubsub=conns.pubsub)
+        relay = Relay(
+            settings,
+            secret,
+            redis,
+            metrics,
+            pubsub=conns.pubsub,
+            pubsub_fallbacks=conns.pubsub_fallbacks,
+        )
         relay.sites = sites_for(settings)
         rules = RulesRuntime(settings.rules_dir or RULES_DIR, cache_dir=settings.data_dir / "cache")
 

@@ -4,6 +4,10 @@ Live events arrive on ``{conv:<id>}:live``; notices for one user (an agent's
 new assignment) on ``{tl}:u:<role>:<id>``; queue changes on one channel. After
 a lost pub/sub connection every subscriber resynchronises from the streams,
 so nothing published meanwhile is missed.
+
+In a Redis Cluster every node hears every ``PUBLISH``: when the connection is
+lost, the hub connects to the next node it knows (``fallbacks``), so live
+delivery goes on without the named node.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -25,6 +29,7 @@ log = logging.getLogger("tactline.hub")
 
 # Timeouts
 SUBSCRIBE_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 
 LIVE_PREFIX = "{conv:"
@@ -38,8 +43,15 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    def __init__(self, redis: Redis, on_queue_changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        on_queue_changed: Callable[[], None],
+        fallbacks: Callable[[], Sequence[Redis]] = tuple,
+    ) -> None:
         self.redis = redis
+        #: Other nodes to subscribe on when ``redis`` cannot be reached (a cluster's).
+        self.fallbacks = fallbacks
         self.on_queue_changed = on_queue_changed
         self.subs: dict[str, set[Subscriber]] = defaultdict(set)
         self._confirmed: set[str] = set()
@@ -62,7 +74,7 @@ class Hub:
                     break
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def join(self, channel: str, sub: Subscriber) -> None:
         """Subscribe ``sub``; returns once Redis confirmed the subscription."""
@@ -91,20 +103,36 @@ class Hub:
                 with contextlib.suppress(RedisError):
                     await self._pubsub.unsubscribe(channel)
 
+    def _node(self, turn: int) -> Redis:
+        """The node for the ``turn``-th connection: the named one, then each other in turn."""
+        try:
+            nodes = [self.redis, *self.fallbacks()]
+        except Exception:  # noqa: BLE001 - the named node is always there to try
+            log.exception("listing pub/sub nodes failed")
+            nodes = [self.redis]
+        return nodes[turn % len(nodes)]
+
     async def _run(self) -> None:
-        delay = 0.05
+        delay = RECONNECT_MIN_S
         first = True
+        turn = 0
         while True:
+            redis = self._node(turn)
             try:
-                self._pubsub = self.redis.pubsub()
+                self._pubsub = redis.pubsub()
                 channels = [QUEUE_CHANNEL, *self.subs.keys()]
                 self._confirmed.clear()
                 await self._pubsub.subscribe(*channels)
                 if self._pubsub.connection is not None:
                     self._pubsub.connection.register_connect_callback(self._on_reconnect)
                 self.connected.set()
+                delay = RECONNECT_MIN_S
                 if not first:
-                    log.info("pub/sub reconnected; resynchronising %d channels", len(channels))
+                    log.info(
+                        "pub/sub reconnected to %s; resynchronising %d channels",
+                        _address(redis),
+                        len(channels),
+                    )
                 await self._read(resync=not first)
             except asyncio.CancelledError:
                 raise
@@ -115,11 +143,12 @@ class Hub:
                 self.connected.clear()
                 log.exception("pub/sub reader failed")
             first = False
+            turn += 1  # the next try goes to the next node, if there is another
             if self._pubsub is not None:
                 if self._pubsub.connection is not None:
                     self._pubsub.connection.deregister_connect_callback(self._on_reconnect)
                 with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
@@ -165,3 +194,8 @@ class Hub:
             else:
                 for sub in list(self.subs.get(channel, ())):
                     sub.on_notice(channel, data)
+
+
+def _address(redis: Redis) -> str:
+    kwargs = redis.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"

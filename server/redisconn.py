@@ -7,9 +7,10 @@ says so already, and then talks to the whole cluster through redis-py's
 layout (server/store.py) keeps every Lua script and transaction inside one
 slot, so nothing else changes.
 
-Pub/sub stays on a plain connection to the named node: in a Redis Cluster a
+Pub/sub stays on a plain connection to one node: in a Redis Cluster a
 ``PUBLISH`` reaches the subscribers of every node, so one node is enough to
-hear all of them.
+hear all of them. That is the named node first; if it is gone, the hub
+(server/hub.py) moves to the other nodes the cluster client knows.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -36,6 +38,8 @@ POOL_WAIT_S = 5.0
 #: a node's pool is exhausted rather than waiting, and every routing command
 #: goes to the one node holding ``{tl}``, so its pools are larger.
 CLUSTER_POOL_SIZE = 1024
+#: Connections per other cluster node, for pub/sub only.
+PUBSUB_POOL_SIZE = 4
 #: How long start-up keeps asking an unreachable Redis whether it is a cluster.
 DETECT_FOR_S = 10.0
 
@@ -51,12 +55,46 @@ class RedisConnections:
     #: True when Redis could not be asked at start and one server was assumed:
     #: ``/readyz`` then asks again and reports a cluster it is not using.
     guessed: bool = False
+    #: The URL of the named node.
+    url: str = ""
+    #: Pub/sub clients of the other cluster nodes, made when first asked for.
+    _others: dict[tuple[str, int], Redis] = field(default_factory=dict)
+
+    def pubsub_fallbacks(self) -> list[Redis]:
+        """For pub/sub when the named node is gone: in a cluster, a client for each
+        other node the cluster client knows now; with one server, none."""
+        if not self.cluster:
+            return []
+        named = urlsplit(self.url)
+        clients = []
+        for node in cast(RedisCluster, self.commands).get_nodes():
+            where = (str(node.host), int(node.port))
+            if where == (named.hostname, named.port):
+                continue
+            client = self._others.get(where)
+            if client is None:
+                # The named node's URL (scheme, credentials, options) with the node's address.
+                auth, _, _ = named.netloc.rpartition("@")
+                netloc = f"{auth}@" if auth else ""
+                netloc += f"[{where[0]}]" if ":" in where[0] else where[0]
+                client = Redis.from_url(
+                    urlunsplit(named._replace(netloc=f"{netloc}:{where[1]}")),
+                    decode_responses=True,
+                    socket_timeout=SOCKET_TIMEOUT_S,
+                    max_connections=PUBSUB_POOL_SIZE,
+                )
+                self._others[where] = client
+            clients.append(client)
+        return clients
 
     async def mode_mismatch(self) -> bool:
         """Whether Redis turned out to be a cluster after one server was assumed."""
         return self.guessed and await is_cluster(self.pubsub)
 
     async def aclose(self) -> None:
+        for client in self._others.values():
+            await client.aclose()
+            await client.connection_pool.disconnect()
         if self.commands is not self.pubsub:
             await self.commands.aclose()
         await self.pubsub.aclose()
@@ -104,7 +142,7 @@ async def connect(
                     break
                 await asyncio.sleep(0.5)
     if not cluster:
-        return RedisConnections(single, single, False, guessed)
+        return RedisConnections(single, single, False, guessed, url)
     whole = RedisCluster.from_url(
         url,
         decode_responses=True,
@@ -112,7 +150,7 @@ async def connect(
         max_connections=CLUSTER_POOL_SIZE,
     )
     # RedisCluster has the commands of Redis without being one; see ``commands``.
-    conns = RedisConnections(cast(Redis, whole), single, True)
+    conns = RedisConnections(cast(Redis, whole), single, True, url=url)
     try:
         await whole.initialize()
     except BaseException:

@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -135,6 +135,7 @@ class Relay:
         redis: Redis,
         metrics: Metrics,
         pubsub: Redis | None = None,
+        pubsub_fallbacks: Callable[[], Sequence[Redis]] = tuple,
     ) -> None:
         self.settings = settings
         self.secret = secret
@@ -143,8 +144,9 @@ class Relay:
         self.store = Store(redis)
         self.names = Names(redis)
         self.router = Router(self.store, self.names, settings.avg_handle_s)
-        # A Redis Cluster client has no pub/sub of its own: ``pubsub`` is one node.
-        self.hub = Hub(pubsub or redis, self.queue_changed)
+        # A Redis Cluster client has no pub/sub of its own: ``pubsub`` is one node, and
+        # ``pubsub_fallbacks`` the others, for when it is gone.
+        self.hub = Hub(pubsub or redis, self.queue_changed, pubsub_fallbacks)
         self.sites = dict(settings.sites)
         self.ip_buckets = BucketsByKey(settings.rate_ip_per_s, settings.rate_ip_burst)
         #: Per person, not per connection: reconnecting does not refill the budget.

@@ -28,6 +28,7 @@ import redis as redis_sync
 from server import redisconn
 from tests.conftest import free_port, redis_server_binary
 from tests.server import test_chat, test_false_alarms, test_live_coaching, test_routing
+from tests.server.support import agent, running, visitor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -85,17 +86,7 @@ class RedisCluster:
         server = redis_server_binary()
         cli = os.path.join(os.path.dirname(server), "redis-cli")
         for port in self.ports:
-            node = self.dir / str(port)
-            node.mkdir()
-            self.procs.append(
-                subprocess.Popen(
-                    [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node),
-                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--appendonly", "yes", "--save", "", "--daemonize", "no"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
+            self.procs.append(self._node(port))
         for port in self.ports:
             self._wait(lambda p=port: redis_sync.Redis(port=p).ping())
         subprocess.run(
@@ -109,6 +100,50 @@ class RedisCluster:
                 for p in self.ports
             )
         )
+
+    def _node(self, port: int) -> subprocess.Popen[bytes]:
+        node = self.dir / str(port)
+        node.mkdir()
+        return subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+             "--dir", str(node), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--appendonly", "yes", "--save", "",
+             "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def spare(self) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+        """A fourth node that joins the cluster without slots (killing it loses no
+        data); forgotten by the others afterwards."""
+        port = cluster_port()
+        proc = self._node(port)
+        try:
+            self._wait(lambda: redis_sync.Redis(port=port).ping())
+            node = redis_sync.Redis(port=port, decode_responses=True)
+            node_id = node.execute_command("CLUSTER", "MYID")
+            redis_sync.Redis(port=self.ports[0]).execute_command(
+                "CLUSTER", "MEET", "127.0.0.1", str(port)
+            )
+            self._wait(
+                lambda: (
+                    node.cluster("info")["cluster_state"] == "ok"
+                    and int(node.cluster("info")["cluster_known_nodes"]) == MASTERS + 1
+                    and all(
+                        int(redis_sync.Redis(port=p).cluster("info")["cluster_known_nodes"])
+                        == MASTERS + 1
+                        for p in self.ports
+                    )
+                )
+            )
+            yield port, proc
+        finally:
+            proc.kill()
+            proc.wait(10)
+            for p in self.ports:
+                with contextlib.suppress(redis_sync.RedisError):
+                    redis_sync.Redis(port=p).execute_command("CLUSTER", "FORGET", node_id)
 
     @staticmethod
     def _wait(ready: Callable[[], object]) -> None:
@@ -181,3 +216,24 @@ async def test_the_server_finds_out_whether_redis_is_a_cluster(
     unreachable = await redisconn.connect(f"redis://127.0.0.1:{free_port()}", detect_for_s=0.3)
     assert not unreachable.cluster and unreachable.guessed
     await unreachable.aclose()
+
+
+async def test_live_delivery_goes_on_when_the_named_node_is_gone(
+    redis_cluster: RedisCluster,
+) -> None:
+    redis_cluster.flush()
+    with redis_cluster.spare() as (port, node):
+        url = f"redis://127.0.0.1:{port}"
+        async with running(url) as srv:
+            ag = await agent(srv, url, "jelena")
+            vi = await visitor(srv)
+            conv = (await vi.say("Hello"))["conversation"]
+            await ag.expect("assignment", conversation=conv)
+            # The node pub/sub was made on dies; the masters hold every key.
+            node.kill()
+            ack = await vi.say("Are you still there?")
+            await ag.expect("message", id=ack["ref"], timeout=10)
+            reply = await ag.say("Yes, still here.", conversation=conv)
+            await vi.expect("message", id=reply["ref"], timeout=10)
+            for c in (ag, vi):
+                await c.close()
