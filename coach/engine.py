@@ -728,14 +728,7 @@ class Coach:
     def _candidates(
         self, pack: _LanguagePack, view: TokenView, text: str, role: str
     ) -> list[_Candidate]:
-        found: set[tuple[str, int, int]] = set()
         out: list[_Candidate] = []
-
-        def add(rule: Rule, start: int, end: int, tokens: tuple[int, int] | None = None) -> None:
-            if (rule.id, start, end) not in found:
-                found.add((rule.id, start, end))
-                out.append(_Candidate(rule, start, end, tokens))
-
         keys = view.keys
         # Most words anchor nothing: find the few that do (a set operation
         # in C), and skip the rest when none does.
@@ -762,10 +755,12 @@ class Coach:
                             break
                     else:
                         for start, end in pattern.matches_at_anchor(view, i):
-                            add(rule, *view.char_span(start, end), (start, end))
+                            out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         for rule, pattern in pack.unanchored[role]:
+            if pattern.gate is not None and not pattern.may_shout(text):
+                continue
             for start, end in pattern.find(view):
-                add(rule, *view.char_span(start, end), (start, end))
+                out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         regex_rules = pack.regex_rules[role]
         if regex_rules:
             lowered = text.lower()
@@ -775,7 +770,15 @@ class Coach:
                     for rx in rule.regexes:
                         for m in rx.finditer(text, lowered):
                             if m.end() > m.start():
-                                add(rule, m.start(), m.end())
+                                out.append(_Candidate(rule, m.start(), m.end()))
+        if len(out) > 1:  # one rule may reach the same words twice
+            seen: set[tuple[str, int, int]] = set()
+            unique = []
+            for c in out:
+                if (c.rule.id, c.start, c.end) not in seen:
+                    seen.add((c.rule.id, c.start, c.end))
+                    unique.append(c)
+            out = unique
         return out
 
     @staticmethod

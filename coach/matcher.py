@@ -60,6 +60,9 @@ def _other_capitals(text: str) -> bool:
         for ch in {m.group() for m in _UNKNOWN_LETTER.finditer(text)}
     )
 
+#: Every byte but the ASCII capitals, deleted to count those.
+_NOT_ASCII_CAPITAL = bytes(b for b in range(256) if not 65 <= b <= 90)
+
 #: An anchor: one word's hash, or two adjacent words' hashes.
 AnchorKey = int | tuple[int, int]
 
@@ -204,11 +207,26 @@ class Pattern:
     #: With an ``IS_UPPER`` anchor: what a text needs before the tokens are
     #: looked at (as many capitals together as tokens in a row).
     gate: re.Pattern[str] | None = None
+    #: How many capitals the gate needs in all.
+    capitals: int = 0
 
     @property
     def word_anchored(self) -> bool:
         """Anchored on one word: no match without one of ``anchor_keys``."""
         return self.anchor is not None and self.flag_anchor is None and not self.pair_anchor
+
+    def may_shout(self, text: str) -> bool:
+        """Whether ``text`` has the capitals the ``IS_UPPER`` run of this
+        pattern needs (always true without a gate)."""
+        gate = self.gate
+        if gate is None:
+            return True
+        if text.isascii():
+            # Fewer capitals in all than the run needs: no regex search.
+            if len(text.encode().translate(None, _NOT_ASCII_CAPITAL)) < self.capitals:
+                return False
+            return gate.search(text) is not None
+        return gate.search(text) is not None or _other_capitals(text)
 
     def possible_in(self, present: set[int]) -> bool:
         for words in self.required:  # noqa: SIM110 - a plain loop beats all() over a generator
@@ -285,11 +303,7 @@ class Pattern:
         """All matches starting in ``[lo, hi)``."""
         hi = len(view) if hi is None else min(hi, len(view))
         if self.anchor is not None and self.flag_anchor is not None:
-            if (
-                self.gate is not None
-                and not self.gate.search(view.text)
-                and not _other_capitals(view.text)
-            ):
+            if self.gate is not None and not self.may_shout(view.text):
                 return  # not enough capitals together: nothing is shouted
             for i in view.positions_with(self.flag_anchor):
                 if i >= hi + self.pre_max:
@@ -409,6 +423,7 @@ def _flag_anchored(tests: Sequence[TokenTest]) -> Pattern:
                 return Pattern(
                     tuple(tests), k, frozenset(), pre_min, pre_max, before, name,
                     gate=_capitals(run) if run else None,
+                    capitals=2 * run,
                 )
     return Pattern(tuple(tests), None)
 

@@ -9,7 +9,7 @@ import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coach.matcher import _capitals, _flag, _other_capitals
+from coach.matcher import TokenTest, _capitals, _flag, _flag_anchored, _other_capitals
 from coach.prefilter import required_literals
 
 PATTERNS = [
@@ -92,3 +92,6 @@ def test_the_capitals_gate_never_hides_a_shout(parts: list[tuple[str, str]]) -> 
         if shouted:
             assert _capitals(run).search(text) or _other_capitals(text), (
                 run, [t.text for t in doc])
+            # What the engine asks before it looks at the tokens.
+            shout = _flag_anchored([TokenTest(flags=(("IS_UPPER", True),))] * run)
+            assert shout.may_shout(text), (run, [t.text for t in doc])
