@@ -101,9 +101,12 @@ class Router:
           it is announced as that hand-over (``transferred``).
         - A chat its agent had handed to the queue (a requeue or a transfer to
           a team) after the routing keys gave it to them, but that never got
-          there: it is put in the queue now.
+          there: it is put in the queue now, once that hand-off is older than
+          ``older_than_ms`` too (until then its own process may be queueing it,
+          and queueing it twice would take it back from the agent it went to).
         - Any other came from the queue: ``assigned``.
         """
+        cutoff = now_ms() - older_than_ms
         pairs = await self.store.unannounced(older_than_ms)
         if pairs:
             log.warning("announcing %d assignments nobody announced: %s", len(pairs), pairs)
@@ -113,7 +116,10 @@ class Router:
             previous = st.get("agent") or ""
             if st.get("status") == "assigned" and previous and previous != agent:
                 await self.hand_over(conv, previous, agent)
-            elif (team := await self._handed_to_queue(conv, agent)) is not None:
+            elif (handoff := await self._handed_to_queue(conv, agent)) is not None:
+                team, at = handoff
+                if at > cutoff:
+                    continue  # just handed on: left to the process doing it, or the next run
                 to_queue.append((conv, st.get("lang", "en"), team))
                 await self.revoke(agent, conv)
             else:
@@ -126,16 +132,17 @@ class Router:
             await self.notify_queue_changed()
         return pairs
 
-    async def _handed_to_queue(self, conv: str, agent: str) -> str | None:
-        """The team (``''`` for any) if the chat's last hand-off gave it to the
-        queue after the routing keys gave it to ``agent``; else None."""
+    async def _handed_to_queue(self, conv: str, agent: str) -> tuple[str, int] | None:
+        """The team (``''`` for any) and the time (ms) if the chat's last hand-off
+        gave it to the queue after the routing keys gave it to ``agent``; else None."""
         event = await self.store.last_handoff(conv)
         if event is None or event["type"] != "transferred" or event.get("agent") is not None:
             return None
+        at = int(event.get("ts", 0))
         since = await self.store.r.zscore(f"{{tl}}:ahist:{agent}", conv)
-        if since is None or since >= int(event.get("ts", 0)):
+        if since is None or since >= at:
             return None  # given to this agent from the queue afterwards
-        return str(event.get("team") or "")
+        return str(event.get("team") or ""), at
 
     async def hand_over(self, conv: str, previous: str, agent: str, note: str = "") -> None:
         """Announce a chat the routing keys moved from ``previous`` to ``agent``:

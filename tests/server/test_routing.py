@@ -365,6 +365,46 @@ async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
             await c.close()
 
 
+async def test_a_hand_off_to_the_queue_under_way_is_left_to_its_process(
+    redis_db: str,
+) -> None:
+    # Jelena has had the chat for a minute; her process has just stored the team
+    # transfer and is about to queue it. Repair must not queue it as well: queued
+    # twice, the chat would be taken back from whoever got it in between.
+    async with running(redis_db, repair_interval_s=3600) as srv:
+        first = await agent(srv, redis_db, "jelena", teams=["support"])
+        vi = await visitor(srv)
+        conv = (await vi.say("invoice question"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        await vi.expect("assigned")
+        relay = srv.app.state.relay
+        await relay.redis.zadd("{tl}:ahist:jelena", {conv: now_ms() - 60_000})
+        event = p.dump(
+            p.TransferredEvent(
+                conversation=conv,
+                ts=now_ms(),
+                from_agent=p.AgentRef(id="jelena", name="Jelena"),
+                team="billing",
+            )
+        )
+        event.pop("seq")
+        await relay.store.append(
+            conv,
+            event,
+            actor="open",
+            state=[("status", "queued"), ("agent", ""), ("next_reason", "transfer")],
+        )
+        await relay.router.repair(30_000)
+        assert await relay.redis.zscore("{tl}:queue", conv) is None
+        assert await relay.redis.hget("{tl}:assign", conv) == "jelena"
+        # Older than that, the hand-off is a dead process's: the chat is queued.
+        await relay.router.repair(0)
+        assert await relay.redis.zscore("{tl}:queue", conv) is not None
+        assert await relay.redis.hget("{tl}:assign", conv) is None
+        for c in (first, vi):
+            await c.close()
+
+
 async def test_an_assignment_made_while_hello_is_answered_comes_after_welcome(
     redis_db: str,
 ) -> None:
