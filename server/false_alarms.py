@@ -11,7 +11,8 @@ transaction changes both. Instead:
   version and status the count holds; one script in the ``{tl}`` slot moves
   the count and that entry together and ignores a version not newer than the
   entry's. Counting a review twice, or an older one late, changes nothing.
-- Before the review changes, the flag goes into ``{tl}:rule-false-check``. A
+- Before the review changes, the flag goes into ``{tl}:rule-false-check``,
+  and the count takes it out again unless a later mark put it there since. A
   process that dies between the two writes leaves it there, and reading the
   report counts the review of every flag left there longer than
   ``TACTLINE_REPAIR_AFTER_S``.
@@ -49,6 +50,17 @@ SET_REVIEW = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
+"""
+
+# KEYS: check. ARGV: ref, now (ms). Notes a flag as being marked, later than any
+# mark before noted it (two marks in one millisecond get two times), so that a
+# mark clears its own note and never a later one's. Returns the time noted.
+NOTE = """
+local at = tonumber(ARGV[2])
+local noted = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if noted and tonumber(noted) >= at then at = tonumber(noted) + 1 end
+redis.call('ZADD', KEYS[1], at, ARGV[1])
+return at
 """
 
 # KEYS: counts, refs, check. ARGV: ref, rule, version, status, and a time: the
@@ -100,7 +112,7 @@ async def mark(
     key = conv_key(conv, "flags")
     ref = ref_of(conv, flag_id)
     set_review = redis.register_script(SET_REVIEW)
-    await redis.zadd(CHECK, {ref: now})
+    note = redis.register_script(NOTE)
     for _ in range(MAX_MARK_TRIES):
         raw = cast(str | None, await redis.hget(key, flag_id))
         if raw is None:
@@ -113,8 +125,12 @@ async def mark(
         version = int(before.get("version", 0)) + 1
         flag["review"] = {**review, "version": version}
         written = json.dumps(flag, ensure_ascii=False)
+        # Noted after the read: a mark whose review was overwritten noted before this
+        # one, so counting it cannot clear this mark's note.
+        noted = int(await note(keys=[CHECK], args=[ref, now]))
         if await set_review(keys=[key], args=[flag_id, raw, written]):
-            await _count(redis, ref, str(flag["rule"]), version, str(review["status"]))
+            status = str(review["status"])
+            await _count(redis, ref, str(flag["rule"]), version, status, str(noted))
             return cast(dict[str, Any], flag)
     raise FlagBusy(flag_id)
 

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from server import redisconn
 from server.coaching import FLAGGED, RULE_FIRES
-from server.false_alarms import CHECK, REFS
+from server.false_alarms import CHECK, REFS, ref_of
 from server.privacy import delete_conversation
 from server.store import G, conv_key
 from tests.server.support import make_account, running, session_token
@@ -115,6 +115,22 @@ async def test_a_false_alarm_marked_twice_counts_once(redis_db: str) -> None:
         assert (await mark(sup, second, "false_alarm")).status_code == 200
         assert (await mark(sup, second, "false_alarm")).status_code == 200
         assert await false_alarms(sup) == 2
+
+
+async def test_only_a_mark_left_uncounted_waits_for_the_report(redis_db: str) -> None:
+    # The report settles at most MAX_SETTLE flags a read: counted marks must not
+    # queue up there ahead of the ones a process left undone.
+    async with review_server(redis_db) as (redis, sup, _):
+        counted, failing = await add_flags(redis, 2)
+        for status in ("false_alarm", "reviewed"):
+            assert (await mark(sup, counted, status)).status_code == 200
+        assert await redis.zcard(CHECK) == 0
+        async with count_fails(redis):
+            assert (await mark(sup, failing, "false_alarm")).status_code == 500
+        assert await redis.zrange(CHECK, 0, -1) == [ref_of(*failing)]
+        assert (await mark(sup, failing, "false_alarm")).status_code == 200
+        assert await redis.zcard(CHECK) == 0
+        assert await false_alarms(sup) == 1
 
 
 async def test_false_alarm_then_reviewed_then_false_alarm_counts_one(redis_db: str) -> None:
