@@ -777,7 +777,12 @@ class Session:
 
     async def _assignment(self, data: dict[str, Any]) -> None:
         conv = str(data["conversation"])
-        if conv in self.convs or conv in self.syncing:
+        if conv in self.convs and conv not in self.syncing:
+            # Already live here: a second notice for the same chat (the repair job
+            # announcing what a slow process announced too) repeats no event.
+            await self._assignment_again(conv, data)
+            return
+        if conv in self.syncing:
             await self._leave(conv)
         st = await self.relay.store.state(conv)
         events, _ = await self._begin_join(conv, None)
@@ -795,6 +800,32 @@ class Session:
             )
         )
         self._end_join(conv, events, None)
+
+    async def _assignment_again(self, conv: str, data: dict[str, Any]) -> None:
+        """An assignment for a chat this connection has: only the events it has not seen."""
+        st = await self.relay.store.state(conv)
+        events = await self.relay.store.events_after(conv, self.convs.get(conv) or "0-0", 0)
+        from_agent = (
+            await self.relay.names.agent(data["from_agent"]) if data.get("from_agent") else None
+        )
+        if conv not in self.convs or conv in self.syncing:
+            return  # left or resyncing meanwhile: that path delivers what is due
+        # Live events may have gone out while the stream was read.
+        last = self.convs[conv]
+        if last is not None:
+            events = [e for e in events if p.seq_key(e["seq"]) > p.seq_key(last)]
+        self.send(
+            p.Assignment(
+                conversation=conv,
+                reason=data.get("reason", "new"),
+                visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
+                note=data.get("note"),
+                from_agent=from_agent,
+                events=events,
+            )
+        )
+        if events:
+            self.convs[conv] = events[-1]["seq"]
 
     # ------------------------------------------------------------ frames
 

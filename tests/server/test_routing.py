@@ -321,6 +321,36 @@ async def test_a_transfer_a_dead_process_never_announced_is_announced_as_a_trans
             await c.close()
 
 
+async def test_a_second_notice_for_a_chat_the_agent_has_repeats_no_message(
+    redis_db: str,
+) -> None:
+    # A process too slow to announce in time and the repair job both announce the
+    # same assignment: the agent is told again but shown no message twice.
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        first = await vi.say("My parcel is late")
+        conv = first["conversation"]
+        got = await ag.expect("assignment", conversation=conv)
+        assert [e["id"] for e in got["events"] if e["type"] == "message"] == [first["ref"]]
+        second = await vi.say("It was due on Monday")
+        await ag.expect("message", id=second["ref"])
+        conns = await redisconn.connect(redis_db)
+        notice = {"kind": "assignment", "conversation": conv, "reason": "new"}
+        await conns.commands.publish(user_channel("agent", "jelena"), json.dumps(notice))
+        await conns.aclose()
+        again = await ag.expect("assignment", conversation=conv)
+        assert again["events"] == []
+        assert await ag.quiet("message", within=0.5) == []
+        third = await vi.say("Any news?")
+        assert (await ag.expect("message", id=third["ref"]))["text"] == "Any news?"
+        assert await ag.quiet("message", within=0.5) == []
+        reply = await ag.say("It leaves today.", conversation=conv)
+        assert (await vi.expect("message", id=reply["ref"]))["text"] == "It leaves today."
+        for c in (ag, vi):
+            await c.close()
+
+
 async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
     redis_db: str,
 ) -> None:
