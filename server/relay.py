@@ -786,46 +786,38 @@ class Session:
             await self._leave(conv)
         st = await self.relay.store.state(conv)
         events, _ = await self._begin_join(conv, None)
-        from_agent = (
-            await self.relay.names.agent(data["from_agent"]) if data.get("from_agent") else None
-        )
-        self.send(
-            p.Assignment(
-                conversation=conv,
-                reason=data.get("reason", "new"),
-                visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
-                note=data.get("note"),
-                from_agent=from_agent,
-                events=events,
-            )
-        )
+        self.send(await self._assignment_frame(conv, st, data, events))
         self._end_join(conv, events, None)
 
     async def _assignment_again(self, conv: str, data: dict[str, Any]) -> None:
         """An assignment for a chat this connection has: only the events it has not seen."""
         st = await self.relay.store.state(conv)
         events = await self.relay.store.events_after(conv, self.convs.get(conv) or "0-0", 0)
-        from_agent = (
-            await self.relay.names.agent(data["from_agent"]) if data.get("from_agent") else None
-        )
+        frame = await self._assignment_frame(conv, st, data, [])
         if conv not in self.convs or conv in self.syncing:
             return  # left or resyncing meanwhile: that path delivers what is due
         # Live events may have gone out while the stream was read.
         last = self.convs[conv]
         if last is not None:
             events = [e for e in events if p.seq_key(e["seq"]) > p.seq_key(last)]
-        self.send(
-            p.Assignment(
-                conversation=conv,
-                reason=data.get("reason", "new"),
-                visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
-                note=data.get("note"),
-                from_agent=from_agent,
-                events=events,
-            )
-        )
+        self.send(frame.model_copy(update={"events": events}))
         if events:
             self.convs[conv] = events[-1]["seq"]
+
+    async def _assignment_frame(
+        self, conv: str, st: dict[str, str], data: dict[str, Any], events: list[dict[str, Any]]
+    ) -> p.Assignment:
+        from_agent = (
+            await self.relay.names.agent(data["from_agent"]) if data.get("from_agent") else None
+        )
+        return p.Assignment(
+            conversation=conv,
+            reason=data.get("reason", "new"),
+            visitor=p.VisitorRef(**visitor_of(st), lang=st.get("lang", "en")),
+            note=data.get("note"),
+            from_agent=from_agent,
+            events=events,
+        )
 
     # ------------------------------------------------------------ frames
 
