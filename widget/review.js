@@ -299,6 +299,24 @@
     S.liveTimer = setInterval(refresh, LIVE_REFRESH_MS);
   }
 
+  /** One event or frame of the watched conversation as a line, each seq once and in order. */
+  function watchLine(w, f) {
+    if (f.seq) {
+      if (w.last && TL.cmpSeq(f.seq, w.last) <= 0) return;
+      w.last = f.seq;
+    }
+    var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
+      : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
+      : f.type === 'typing' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
+    if (line && (f.type !== 'coach' || (f.flags || []).length)) w.log.append(h('li', {'class': 'sys', text: line}));
+  }
+
+  function watchFrame(w) {
+    var frame = {type: 'watch', conversation: w.id};
+    if (w.last) frame.resume = w.last;
+    return frame;
+  }
+
   function socket() {
     if (S.socket) return S.socket;
     S.socket = new TL.Socket({
@@ -306,17 +324,24 @@
       cursors: function () { return S.watching && S.watching.last ? (function () { var o = {}; o[S.watching.id] = S.watching.last; return o; })() : {}; },
       onFrame: function (f) {
         var w = S.watching;
-        if (f.type === 'welcome') { if (w) S.socket.send({type: 'watch', conversation: w.id}); return; }
+        if (f.type === 'welcome') {
+          if (!w) return;
+          // After a reconnect the welcome carries what was missed of the watched chat.
+          (f.conversations || []).forEach(function (c) {
+            if (c.conversation === w.id) (c.events || []).forEach(function (ev) { watchLine(w, ev); });
+          });
+          S.socket.send(watchFrame(w));
+          return;
+        }
         if (f.type === 'error') { toast(f.message || f.code); return; }
         if (!w || f.conversation !== w.id) return;
-        if (f.seq) {
-          if (w.last && TL.cmpSeq(f.seq, w.last) <= 0) return;
-          w.last = f.seq;
+        if (f.type === 'watching') {
+          // The conversation so far; its events follow live.
+          if (f.history_truncated && !w.last) w.log.append(h('li', {'class': 'sys', text: 'Earlier messages are not shown.'}));
+          (f.events || []).forEach(function (ev) { watchLine(w, ev); });
+          return;
         }
-        var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
-          : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
-          : f.type === 'typing' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
-        if (line && (f.type !== 'coach' || (f.flags || []).length)) w.log.append(h('li', {'class': 'sys', text: line}));
+        watchLine(w, f);
       }
     });
     return S.socket;
@@ -324,7 +349,8 @@
 
   function watch(id, panel) {
     var sock = socket();
-    if (S.watching && S.watching.id !== id) sock.send({type: 'unwatch', conversation: S.watching.id});
+    // Watching the same chat again starts over: the server sends its history only on a new watch.
+    if (S.watching) sock.send({type: 'unwatch', conversation: S.watching.id});
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Watched conversation'});
     S.watching = {id: id, last: null, log: log};
     var input = h('input', {'aria-label': 'Whisper to the agent', placeholder: 'Whisper to the agent (the visitor does not see it)', maxlength: '1000'});
@@ -341,7 +367,7 @@
         toast('You are taking over ' + id + '; answer it in the agent console.');
       }}}, ['Take over']), ' ', h('a', {href: '/agent', text: 'Open the agent console'})]));
     panel.hidden = false;
-    sock.send({type: 'watch', conversation: id});
+    sock.send(watchFrame(S.watching));
   }
 
   // ---------------------------------------------------------------- routing

@@ -175,6 +175,35 @@ async def test_supervisor_finds_the_flagged_transcript_and_marks_a_false_alarm(
     await agent.close()
 
 
+async def test_watch_shows_the_conversation_so_far_once_then_live(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.say("Let me check that for you.", conversation=conv)
+    page = await new_page(width=1280, height=900)
+    await login(page, site, hash_="#/live")
+    row = page.locator(f"tr[data-conv='{conv}']")
+    await row.get_by_role("button", name="Watch").click(timeout=10_000)
+    lines = page.locator(".live-watch .transcript li")
+    await expect(lines.filter(has_text="Let me check that for you.")).to_have_count(1,
+                                                                                   timeout=10_000)
+    await write(shop, "Thanks, it is order 4411.")
+    await expect(lines.filter(has_text="order 4411")).to_have_count(1, timeout=10_000)
+    said = [t for t in await lines.all_inner_texts() if ": " in t]
+    assert [t.split(": ", 1)[1] for t in said] == [
+        "Where is my order?", "Let me check that for you.", "Thanks, it is order 4411."]
+    # Watching it again starts over with the whole conversation, each line once.
+    await row.get_by_role("button", name="Watch").click()
+    await expect(lines.filter(has_text="order 4411")).to_have_count(1, timeout=10_000)
+    await expect(lines.filter(has_text="Where is my order?")).to_have_count(1)
+    assert page.watched.errors == []
+    await agent.close()
+
+
 # ------------------------------------------------------------------ documented API shapes
 
 
