@@ -6,6 +6,8 @@
 
   // Timeouts
   var DRAFT_DEBOUNCE_MS = 150, TYPING_EVERY_MS = 3000, TYPING_SHOWN_MS = 6000, TOAST_MS = 6000;
+  // The longest message text the server takes, in characters (docs/protocol.md).
+  var MAX_TEXT = 4000;
 
   var CATEGORY = {
     frustration: 'The customer is upset', repeat_contact: 'The customer has contacted us before',
@@ -34,6 +36,9 @@
   function addEvent(c, ev) {
     if (c.last && TL.cmpSeq(ev.seq, c.last) <= 0) return false;
     c.last = ev.seq;
+    // What a read receipt may acknowledge: never a receipt (ours would answer
+    // itself for ever), never what this agent wrote.
+    if (ev.type !== 'read' && !(ev.from && S.me && ev.from.id === S.me.id && ev.from.role !== 'visitor')) c.lastOther = ev.seq;
     c.events.push(ev);
     if (ev.type === 'message') {
       var fromVisitor = ev.from.role === 'visitor';
@@ -99,7 +104,7 @@
         if ($('transfer').open) fillTransferAgents(); // keep the open dialog current
         renderQueue();
         var mine = f.agents.filter(function (a) { return a.id === S.me.id; })[0];
-        if (mine && document.activeElement !== $('status')) $('status').value = mine.status;
+        if (document.activeElement !== $('status')) $('status').value = mine ? mine.status : 'offline';
         break;
       case 'ack': {
         var ac = S.convs.get(f.conversation), p = ac && ac.pending[f.ref];
@@ -155,7 +160,11 @@
     else if (f.code !== 'rate_limited') toast(f.message || f.code);
     S.convs.forEach(function (c) {
       var p = f.ref && c.pending[f.ref];
-      if (p) { if (p.li) p.li.remove(); delete c.pending[f.ref]; }
+      if (!p) return;
+      if (p.li) p.li.remove();
+      delete c.pending[f.ref];
+      // A refused reply goes back into the box rather than being lost.
+      if (S.current === c.id && !$('draft').value.trim()) { $('draft').value = p.text; c.draft = p.text; }
     });
   }
 
@@ -261,9 +270,11 @@
   }
 
   function markRead(c) {
-    if (!c.last || c.last === c.lastRead || document.hidden || S.current !== c.id || c.status === 'closed') return;
-    c.lastRead = c.last;
-    S.socket.send({type: 'read', conversation: c.id, seq: c.last});
+    var seq = c.lastOther;
+    if (!seq || (c.lastRead && TL.cmpSeq(seq, c.lastRead) <= 0) || document.hidden || S.current !== c.id ||
+        c.status === 'closed') return;
+    c.lastRead = seq;
+    S.socket.send({type: 'read', conversation: c.id, seq: seq});
   }
   document.addEventListener('visibilitychange', function () { var c = S.current && S.convs.get(S.current); if (c) markRead(c); });
 
@@ -321,7 +332,7 @@
   function sendDraft(c) {
     if (S.coachOff || c.status === 'closed') return;
     var text = c.draft;
-    if (text.length > 4000) return;
+    if (text.length > MAX_TEXT) return;
     c.draftId += 1;
     c.draftTexts = {}; c.draftTexts[c.draftId] = text;
     S.draftSentAt = Date.now();
@@ -448,6 +459,12 @@
     if (!c || c.status === 'closed') return;
     var text = again ? again.text : $('draft').value.trim();
     if (!text) return;
+    var length = Array.from(text).length;
+    if (length > MAX_TEXT) {
+      toast('Your reply has ' + length + ' characters; the limit is ' + MAX_TEXT +
+        '. Shorten it or send it in parts: nothing was sent.');
+      return;
+    }
     var id = again ? again.id : TL.uid('a');
     var frame = {type: 'message', id: id, conversation: c.id, text: text};
     if (S.coachSeen) frame.draft_id = again ? again.draft_id : c.draftId;

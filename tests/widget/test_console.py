@@ -77,6 +77,56 @@ async def test_agent_answers_a_visitor_from_the_console(site: Site, new_page: An
     assert console.watched.errors == []
 
 
+async def test_read_receipts_go_once_per_new_message(site: Site, new_page: Any,
+                                                     agent_name: Any) -> None:
+    # A receipt is an event too: answering it with another receipt went on for ever,
+    # until the rate limit closed the console.
+    name = await agent_name()
+    console = await new_page()
+    sent: list[str] = []
+    console.on("websocket", lambda ws: ws.on("framesent", lambda data: sent.append(str(data))))
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    for i in range(3):
+        await write(shop, f"visitor message {i}")
+        await expect(console.locator("#transcript .msg:not(.mine) .text").last).to_have_text(
+            f"visitor message {i}", timeout=10_000)
+        await console.locator("#draft").fill(f"agent reply {i}")
+        await console.locator("#draft").press("Enter")
+        await wait_bubble(shop, f"agent reply {i}", mine=False)
+    await asyncio.sleep(1.5)  # a loop of receipts would go on meanwhile
+    reads = [json.loads(f) for f in sent if '"type":"read"' in f]
+    assert 1 <= len(reads) <= 6, reads
+    assert len({r["seq"] for r in reads}) == len(reads), reads
+    await expect(console.locator("#conn")).to_have_text("Connected")
+    assert console.watched.errors == []
+
+
+async def test_console_shows_the_real_status_and_keeps_a_reply_over_the_limit(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name, online=False)
+    # Logged in but not yet online: the menu must not claim otherwise.
+    await expect(console.locator("#status")).to_have_value("offline")
+    await console.locator("#status").select_option("online")
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Hello?")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(["Hello?"],
+                                                                         timeout=10_000)
+    long_reply = "word " * 900  # 4,500 characters: over the limit of 4,000
+    await console.locator("#draft").fill(long_reply)
+    await console.locator("#draft").press("Enter")
+    await expect(console.locator("#toast")).to_contain_text("the limit is 4000")
+    assert await console.locator("#draft").input_value() == long_reply
+    await expect(console.locator("#transcript .msg.mine")).to_have_count(0)
+    assert console.watched.errors == []
+
+
 async def test_markup_from_a_visitor_is_text_in_the_console(site: Site, new_page: Any,
                                                             agent_name: Any) -> None:
     name = await agent_name()
