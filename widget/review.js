@@ -175,8 +175,10 @@
     var side = h('section', {'aria-label': 'Flags'}, [h('h2', {text: 'Flags (' + flags.length + ')'}),
       h('ul', {'class': 'flag-list'}, flags.map(flagItem))]);
     if (!coached) side.append(h('p', {'class': 'note', text: 'Coaching data is not available on this server.'}));
+    // Scripts offered to the agent carry their texts in `scripts`; nudges have a `message`.
     (t.scripts || []).concat(t.nudges || []).forEach(function (a) {
-      side.append(h('p', {'class': 'note', text: humanize(a.category) + ': ' + (a.message || '')}));
+      var text = (a.scripts || []).join(' / ') || a.message;
+      if (text) side.append(h('p', {'class': 'note', text: humanize(a.category) + ': ' + text}));
     });
     page().replaceChildren(
       h('p', {}, [h('a', {href: '#/conversations', text: '← Conversations'})]),

@@ -204,6 +204,27 @@ async def test_watch_shows_the_conversation_so_far_once_then_live(
     await agent.close()
 
 
+async def test_transcript_lists_the_scripts_offered_with_their_text(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Hello?")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await write(shop, "I have called three times already about this!")
+    script = await agent.expect("script", timeout=10)
+    assert script["category"] == "repeat_contact" and script["scripts"]
+    page = await new_page(width=1280, height=900)
+    await login(page, site, hash_=f"#/conversation/{conv}")
+    notes = page.locator(".transcript-view .note")
+    await expect(notes.filter(has_text="repeat contact: ")).to_have_text(
+        ["repeat contact: " + " / ".join(script["scripts"])], timeout=10_000)
+    for note in await notes.all_inner_texts():
+        assert not note.rstrip().endswith(":"), note
+    await agent.close()
+
+
 # ------------------------------------------------------------------ documented API shapes
 
 
