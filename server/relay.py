@@ -650,17 +650,18 @@ class Session:
         channel = user_channel("agent", self.uid)
         self.channels.add(channel)
         await self.relay.hub.join(channel, self)
+        mine = await self.relay.store.agent_conversations(self.uid)
         if self.role == "agent":
             self.presence_member = f"{self.uid} {self.conn_id}"
             await self.relay.store.set_presence(
                 [self.presence_member], int(self.settings.presence_ttl_s * 1000)
             )
             self.relay.kick_sweep()
-            mine = await self.relay.store.agent_conversations(self.uid)
             wanted = mine + [c for c in frame.resume if c in set(mine)]
             await self._welcome(wanted, frame.resume, lambda st: st.get("agent") == self.uid)
         else:
-            await self._welcome(list(frame.resume), frame.resume, lambda st: True)
+            # A supervisor's own chats are those taken over; any other only when resumed.
+            await self._welcome(mine + list(frame.resume), frame.resume, lambda st: True)
 
     # ------------------------------------------------------------ delivery
 
@@ -1052,22 +1053,33 @@ class Session:
         if not st:
             raise ProtocolError(ErrorCode.NO_CONVERSATION, "no such conversation", frame.id)
         self.watching.add(conv)
-        if conv in self.convs or conv in self.syncing:
+        if conv in self.syncing:
+            return
+        if conv in self.convs:
+            # Joined already (a chat this supervisor took over): what was sent so far.
+            events, truncated = await self.relay.store.history(conv, self.settings.history_limit)
+            last = self.convs.get(conv)
+            sent = [e for e in events if last and p.seq_key(e["seq"]) <= p.seq_key(last)]
+            self.send(self._watching_frame(conv, st, sent, truncated))
             return
         events, truncated = await self._begin_join(conv, frame.resume)
-        self.send(
-            {
-                "v": 1,
-                "type": "watching",
-                "conversation": conv,
-                "events": events,
-                "agent": st.get("agent") or None,
-                "status": st.get("status"),
-                "lang": st.get("lang"),
-                "history_truncated": truncated,
-            }
-        )
+        self.send(self._watching_frame(conv, st, events, truncated))
         self._end_join(conv, events, frame.resume)
+
+    @staticmethod
+    def _watching_frame(
+        conv: str, st: dict[str, str], events: list[dict[str, Any]], truncated: bool
+    ) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "type": "watching",
+            "conversation": conv,
+            "events": events,
+            "agent": st.get("agent") or None,
+            "status": st.get("status"),
+            "lang": st.get("lang"),
+            "history_truncated": truncated,
+        }
 
     async def _on_unwatch(self, frame: p.Unwatch) -> None:
         self._require_role(("supervisor",), frame.id)
@@ -1083,29 +1095,13 @@ class Session:
             raise ProtocolError(ErrorCode.NO_CONVERSATION, "no such conversation", frame.id)
         if st.get("status") == "closed":
             raise ProtocolError(ErrorCode.CONVERSATION_CLOSED, f"{conv} is closed", frame.id)
-        previous = await self.relay.store.release(conv) or st.get("agent") or ""
-        from_ref = await self.relay.names.agent(previous) if previous else None
-        me = p.AgentRef(id=self.uid, name=self.name)
-        await self._store_handover(conv, from_ref, me, frame.note)
-        if previous and previous != self.uid:
-            await self.relay.redis.publish(
-                user_channel("agent", previous),
-                json.dumps({"kind": "revoked", "conversation": conv}),
-            )
-        self.watching.add(conv)
-        if conv not in self.convs and conv not in self.syncing:
-            await self._join_live(conv)
+        previous = await self.relay.store.take_over(conv, self.uid) or st.get("agent") or ""
+        if previous == self.uid:
+            return  # already theirs
+        # As a transfer: the visitor is told who is with them now, every connection of
+        # the supervisor gets the chat as an ``assignment``, the previous agent loses it.
+        await self.relay.router.hand_over(conv, previous, self.uid, frame.note)
         await self.relay.router.notify_queue_changed()
-
-    async def _store_handover(
-        self, conv: str, from_ref: p.AgentRef | None, to_ref: p.AgentRef, note: str
-    ) -> None:
-        """The ``transferred`` event, with the conversation now assigned to ``to_ref``."""
-        event = p.TransferredEvent(
-            conversation=conv, ts=now_ms(), from_agent=from_ref, agent=to_ref, note=note or None
-        )
-        state = [("status", "assigned"), ("agent", to_ref.id), ("assigned_at", str(now_ms()))]
-        await self._store(conv, event, actor="open", state=state)
 
     async def _on_csat(self, frame: p.Csat) -> None:
         conv = frame.conversation or self._last_closed
@@ -1159,7 +1155,13 @@ class Session:
         conv = self._conv_for(frame, frame.id)
         event = p.ReadEvent(conversation=conv, ts=now_ms(), by=self.party, up_to=frame.seq)
         outcome, _ = await self._store(conv, event)
+        if outcome == "forbidden" and self.role == "agent" and await self._had(conv):
+            return  # a receipt that crossed the hand-over (transfer, take-over): not an error
         self._raise_for(outcome, conv, frame.id)
+
+    async def _had(self, conv: str) -> bool:
+        """Whether this agent was ever assigned ``conv``."""
+        return await self.relay.redis.zscore(f"{{tl}}:ahist:{self.uid}", conv) is not None
 
     async def _on_ping(self, frame: p.Ping) -> None:
         self.send(p.Pong(ref=frame.id))

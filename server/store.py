@@ -12,7 +12,7 @@ one hash slot and Redis Cluster works.
 - ``{tl}:qlang`` / ``{tl}:qteam`` / ``{tl}:qleft``  hashes conversation -> queue attributes
 - ``{tl}:assign``         hash conversation -> agent
 - ``{tl}:agent:<id>``     hash: status, capacity, langs, teams, idle_since, name
-- ``{tl}:aconvs:<id>``    set of the agent's open conversations
+- ``{tl}:aconvs:<id>``    set of the agent's open conversations (a supervisor's: taken over)
 - ``{tl}:online``         set of agents that may receive conversations now
 - ``{tl}:active``         set of agents that are online/away or hold conversations
 - ``{tl}:presence``       zset "<agent> <connection>" -> expiry (ms)
@@ -250,6 +250,27 @@ end
 return cur
 """
 
+# A supervisor takes a conversation over, whoever had it and whatever their capacity.
+# ARGV: prefix, conversation, supervisor, now. Returns the agent it was assigned to, or false.
+TAKE_OVER = """
+local P = ARGV[1]
+local c = ARGV[2]
+local s = ARGV[3]
+redis.call('ZREM', P .. 'queue', c)
+redis.call('HDEL', P .. 'qlang', c)
+redis.call('HDEL', P .. 'qteam', c)
+redis.call('HDEL', P .. 'qleft', c)
+local cur = redis.call('HGET', P .. 'assign', c)
+if cur and cur ~= s then
+  redis.call('SREM', P .. 'aconvs:' .. cur, c)
+  redis.call('HSET', P .. 'agent:' .. cur, 'idle_since', ARGV[4])
+end
+redis.call('HSET', P .. 'assign', c, s)
+redis.call('SADD', P .. 'aconvs:' .. s, c)
+redis.call('ZADD', P .. 'ahist:' .. s, ARGV[4], c)
+return cur
+"""
+
 # Presence and grace periods. ARGV: prefix, now, grace ms.
 # Returns {agent, conv, agent, conv, …} for conversations whose agent's grace ran out.
 SWEEP = """
@@ -411,6 +432,7 @@ class Store:
         self._transfer = redis.register_script(TRANSFER_TO_AGENT)
         self._enqueue = redis.register_script(ENQUEUE)
         self._release = redis.register_script(RELEASE)
+        self._take_over = redis.register_script(TAKE_OVER)
         self._sweep = redis.register_script(SWEEP)
         self._set_status = redis.register_script(SET_STATUS)
 
@@ -573,6 +595,13 @@ class Store:
 
     async def release(self, conv: str) -> str | None:
         res = await self._release(keys=[f"{G}assign"], args=[G, conv, now_ms()])
+        return str(res) if res else None
+
+    async def take_over(self, conv: str, supervisor: str) -> str | None:
+        """Give ``conv`` to ``supervisor``, as routing gives a chat to an agent (so it is
+        theirs after a reconnect, and closing or transferring it releases it); returns
+        the agent it was assigned to, if any."""
+        res = await self._take_over(keys=[f"{G}assign"], args=[G, conv, supervisor, now_ms()])
         return str(res) if res else None
 
     async def sweep(self, grace_ms: int) -> list[tuple[str, str]]:

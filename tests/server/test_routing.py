@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 
+import httpx
 import pytest
 import websockets
 
@@ -151,6 +152,72 @@ async def test_transfer_to_agent_with_note(redis_db: str) -> None:
         await first.send(type="message", id="old", text="still here?", conversation=conv)
         assert (await first.expect("error"))["code"] == "not_in_conversation"
         for c in (first, second, vi):
+            await c.close()
+
+
+async def test_a_supervisor_who_takes_over_answers_from_the_console_and_keeps_the_chat(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        first = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        conv = (await vi.say("Where is my parcel?"))["conversation"]
+        await first.expect("assignment", conversation=conv)
+        await make_account(redis_db, "sanja", role="supervisor")
+        token = await session_token(srv.base, "sanja")
+        review = await connect(srv.ws, "/ws/agent", token)  # the Live page
+        console = await connect(srv.ws, "/ws/agent", token)  # the agent console
+        assert console.welcome["conversations"] == []
+        await review.send(type="watch", conversation=conv)
+        await review.expect("watching", conversation=conv)
+        await review.send(type="take_over", conversation=conv, note="I'll handle it")
+
+        got = await console.expect("assignment", conversation=conv)
+        assert (got["reason"], got["note"]) == ("transfer", "I'll handle it")
+        assert got["from_agent"] == {"id": "jelena", "name": "Jelena"}
+        assert "Where is my parcel?" in [e.get("text") for e in got["events"]]
+        told = await vi.expect("transferred")
+        assert told["agent"] == {"id": "sanja", "name": "Sanja"}
+        # The previous agent is told, and may no longer act in the chat.
+        moved = await first.expect("transferred", conversation=conv)
+        assert moved["agent"]["id"] == "sanja" and moved["from_agent"]["id"] == "jelena"
+        # A receipt its console sends as the chat goes is no error: it crossed the hand-over.
+        await first.send(type="read", conversation=conv, seq=moved["seq"])
+        assert await first.quiet("error") == []
+        await first.send(type="message", id="old", text="still here?", conversation=conv)
+        assert (await first.expect("error", ref="old"))["code"] == "not_in_conversation"
+
+        reply = await console.say("Hi, I'm Sanja; I have your parcel here.", conversation=conv)
+        said = await vi.expect("message", id=reply["ref"])
+        assert said["from"] == {"role": "supervisor", "id": "sanja", "name": "Sanja"}
+        await vi.say("Thank you!")
+        heard = await console.expect("message", conversation=conv, text="Thank you!")
+        assert heard["from"]["role"] == "visitor"
+
+        # After a reload the chat is still the supervisor's, and the agent's no longer.
+        await console.close()
+        console = await connect(srv.ws, "/ws/agent", token)
+        assert [c["conversation"] for c in console.welcome["conversations"]] == [conv]
+        await first.close()
+        first = await agent(srv, redis_db, "jelena", create=False, online=False)
+        assert first.welcome["conversations"] == []
+        async with httpx.AsyncClient(timeout=5) as http:
+            agents = (
+                await http.get(
+                    srv.base + "/api/conversations",
+                    params={"agent": "sanja"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            ).json()
+        assert [c["conversation"] for c in agents["items"]] == [conv]
+
+        # Closing it frees it: the next reload lists nothing.
+        await console.send(type="close", conversation=conv)
+        await vi.expect("closed")
+        await console.close()
+        console = await connect(srv.ws, "/ws/agent", token)
+        assert console.welcome["conversations"] == []
+        for c in (first, review, console, vi):
             await c.close()
 
 
