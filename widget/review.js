@@ -153,15 +153,22 @@
     });
   }
 
+  /** Whether a flag's or cue's span is in `text`: an applied flag's span is in the draft the
+   * agent replaced, so it is listed with its outcome but not highlighted in what was sent. */
+  function inText(text, f) {
+    if (f.outcome === 'applied') return false;
+    return !f.text || Array.from(text).slice(f.start, f.end).join('') === f.text;
+  }
+
   function showTranscript(id, t, coached) {
     var flags = t.flags || [], cues = t.cues || [];
     var visitor = t.visitor && (t.visitor.name || t.visitor.id) || 'Visitor';
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Transcript'});
     (t.events || []).forEach(function (ev) {
       if (ev.type === 'message') {
-        var spans = flags.filter(function (f) { return f.seq === ev.seq; }).map(function (f) {
+        var spans = flags.filter(function (f) { return f.seq === ev.seq && inText(ev.text, f); }).map(function (f) {
           return {start: f.start, end: f.end, id: f.id, cls: 'sev-' + f.severity, title: humanize(f.category) + ': ' + f.message};
-        }).concat(cues.filter(function (c) { return c.seq === ev.seq; }).map(function (c) {
+        }).concat(cues.filter(function (c) { return c.seq === ev.seq && inText(ev.text, c); }).map(function (c) {
           return {start: c.start, end: c.end, cls: 'cue', title: humanize(c.category) + ' (customer)'};
         }));
         log.append(h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [

@@ -225,6 +225,31 @@ async def test_transcript_lists_the_scripts_offered_with_their_text(
     await agent.close()
 
 
+async def test_applied_suggestion_is_listed_but_not_underlined_in_the_sent_text(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name())
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await agent.send(type="draft", conversation=conv, draft_id=1,
+                     text="I don't know, that's not my job.")
+    shown = await agent.expect("coach", conversation=conv, timeout=10)
+    assert "Let me find out for you" in shown["flags"][0]["suggestions"]
+    ack = await agent.say("Let me find out for you.", conversation=conv)
+    assert (await agent.expect("coach_checked", ref=ack["ref"]))["outcome"] == "applied"
+    page = await new_page(width=1280, height=900)
+    await login(page, site, hash_=f"#/conversation/{conv}")
+    sent = page.locator(".transcript .msg.mine .text")
+    await expect(sent).to_have_text(["Let me find out for you."], timeout=10_000)
+    outcomes = page.locator(".flag-list li .outcome")
+    await expect(outcomes.first).to_have_text("applied", timeout=10_000)
+    assert set(await outcomes.all_inner_texts()) == {"applied"}
+    assert await page.locator(".transcript mark").count() == 0
+    await agent.close()
+
+
 # ------------------------------------------------------------------ documented API shapes
 
 
