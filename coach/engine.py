@@ -953,15 +953,25 @@ def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
     return kept
 
 
+_LAST_WORD = re.compile(r"(\w+)$")
+_FIRST_WORD = re.compile(r"\w+")
+
+
 def _fit(suggestion: str, text: str, start: int, end: int) -> str:
     """Make a suggestion read well spliced in place of ``text[start:end]``."""
     if not suggestion:
         return suggestion
-    span = text[start:end]
+    # Not the span's own capital: "Sorry, I don't know" is mid-sentence.
     before = text[:start].rstrip()
+    # "Please " + "please use the link…": the word the text already has goes.
+    last, first_word = _LAST_WORD.search(before), _FIRST_WORD.match(suggestion)
+    if last and first_word and last.group(1).casefold() == first_word.group(0).casefold():
+        suggestion = suggestion[first_word.end() :].lstrip()
+        if not suggestion:
+            return suggestion
     at_sentence_start = not before or before[-1] in _SENTENCE_END or before[-1] in "\n:"
     first = suggestion[0]
-    if span[:1].isupper() or at_sentence_start:
+    if at_sentence_start:
         suggestion = first.upper() + suggestion[1:]
     elif first.isupper() and not _keeps_capital(suggestion):
         suggestion = first.lower() + suggestion[1:]

@@ -1,8 +1,9 @@
 """Filling ``{slot}`` names in acknowledgement scripts.
 
 ``[ about {topic}]`` is optional text: it stays when every slot inside is
-known and disappears otherwise. A bare unknown slot is dropped with the
-space before it.
+known and disappears otherwise; ``[ {topic}| this]`` says what stands in
+its place then ("Let me look into this right now"). A bare unknown slot is
+dropped with the space before it.
 """
 
 from __future__ import annotations
@@ -79,11 +80,11 @@ def fill(template: str, values: Mapping[str, str | None] | None = None) -> str:
 
 def _fill_slots(template: str, known: dict[str, str]) -> str:
     def optional(m: re.Match[str]) -> str:
-        inner = m.group(1)
+        inner, _, otherwise = m.group(1).partition("|")
         names = _SLOT.findall(inner)
         if all(n in known for n in names):
             return _SLOT.sub(lambda s: known[s.group(1)], inner)
-        return ""
+        return otherwise
 
     text = _OPTIONAL.sub(optional, template)
     return _BARE_SLOT.sub(

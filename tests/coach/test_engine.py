@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coach import Coach, UnknownLanguageError, UnknownRoleError
+from coach import Coach, UnknownLanguageError, UnknownRoleError, slots
+from coach.engine import _fit
 
 EN_RULES = """\
 lang: en
@@ -108,6 +109,29 @@ def test_suggestion_fits_the_sentence(small: Coach) -> None:
     assert first.suggestions == ["Let me find out for you"]
     [inner] = small.check("Sorry, i don't know", "en")
     assert inner.suggestions == ["let me find out for you"]
+    [pronoun] = small.check("Sorry, I don't know", "en")
+    assert pronoun.suggestions == ["let me find out for you"]
+
+
+@pytest.mark.parametrize(
+    ("text", "span", "suggestion", "spliced"),
+    [
+        ("Please send me your card number.", "send me your card number",
+         "please use the secure payment link", "Please use the secure payment link."),
+        ("Molim vas, Molim pošaljite broj kartice", "Molim pošaljite broj kartice",
+         "molim koristite sigurni link", "Molim vas, molim koristite sigurni link"),
+        ("Sorry, I don't know.", "I don't know", "Let me find out for you",
+         "Sorry, let me find out for you."),
+        ("Hi! I don't know.", "I don't know", "let me find out for you",
+         "Hi! Let me find out for you."),
+    ],
+)
+def test_a_suggestion_spliced_in_reads_as_one_sentence(
+    text: str, span: str, suggestion: str, spliced: str
+) -> None:
+    start = text.index(span)
+    end = start + len(span)
+    assert text[:start] + _fit(suggestion, text, start, end) + text[end:] == spliced
 
 
 def test_serbian_rule_matches_both_scripts_and_answers_in_kind(small: Coach) -> None:
@@ -134,6 +158,21 @@ def test_customer_cues_respect_negation(small: Coach) -> None:
     shout = small.check("WHERE IS MY ORDER", "en", "customer")
     assert [f.text for f in shout] == ["WHERE IS MY"]
     assert small.check("Where is my order!!!", "en", "customer")[0].text == "!!!"
+
+
+@pytest.mark.parametrize(
+    ("values", "script"),
+    [
+        ({}, "Let me look into this right now."),
+        ({"topic": "your refund"}, "Let me look into your refund right now."),
+        ({"topic": "  "}, "Let me look into this right now."),
+    ],
+)
+def test_an_optional_slot_can_say_what_stands_in_its_place(
+    values: dict[str, str], script: str
+) -> None:
+    assert slots.fill("Let me look into[ {topic}| this] right now.", values) == script
+    assert slots.Script("Let me look into[ {topic}| this] right now.").fill(values) == script
 
 
 def test_scripts_fill_known_slots_and_drop_unknown(small: Coach) -> None:
