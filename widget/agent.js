@@ -60,7 +60,10 @@
     if (!c) return;
     if (!addEvent(c, f)) return;
     if (S.current === c.id) { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
-    if (f.type === 'closed' && S.current === c.id) renderChatState(c);
+    if (f.type === 'closed') {
+      dropCards(c, function () { return true; }); // nothing left to coach
+      if (S.current === c.id) renderChatState(c);
+    }
     if (c.status === 'gone') {
       S.convs.delete(c.id);
       if (S.current === c.id) select(null);
@@ -292,11 +295,18 @@
     onDraftInput();
   }
 
+  function dropCards(c, which) {
+    var kept = c.assist.filter(function (a) { return !which(a); });
+    if (kept.length === c.assist.length) return;
+    c.assist = kept;
+    if (S.current === c.id) renderAssist(c);
+  }
+
   function renderAssist(c) {
     $('assist').replaceChildren.apply($('assist'), c.assist.map(function (a) {
       var options = (a.type === 'script' ? a.scripts : a.suggestions || []).map(function (text) {
         return h('button', {type: 'button', 'class': 'insert', 'aria-label': 'Insert: ' + text,
-          on: {click: function () { insert(text); }}}, [text]);
+          on: {click: function () { insert(text); dropCards(c, function (x) { return x === a; }); }}}, [text]);
       });
       return h('div', {'class': 'card ' + a.type, 'data-category': a.category}, [
         h('h3', {}, [CATEGORY[a.category] || a.category,
@@ -474,6 +484,8 @@
     c.pending[id] = {li: li, text: text, draft_id: frame.draft_id};
     $('transcript').append(li); scrollDown();
     S.socket.send(frame, true);
+    // A reply is the update a waiting customer needed.
+    dropCards(c, function (a) { return a.category === 'hold_without_update'; });
     if (!again) {
       $('draft').value = ''; c.draft = ''; c.flags = []; c.applied = []; c.typingAt = 0;
       renderFlags(c);

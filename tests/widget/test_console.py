@@ -373,6 +373,7 @@ async def test_scripts_nudges_and_whispers(site: Site, new_page: Any) -> None:
     await card.get_by_role("button", name="Insert: I'm sorry about the delay").click()
     await expect(page.locator("#draft")).to_have_value(
         "I'm sorry about the delay, Ana. I understand how frustrating this is.")
+    await expect(card).to_have_count(0)  # used: it makes room for the conversation
     fake.send(type="nudge", conversation=fake.CONV, category="hold_without_update",
               rule="conversation.hold_without_update", severity="warning",
               message="Ana has waited 2 minutes without an update.",
@@ -381,12 +382,41 @@ async def test_scripts_nudges_and_whispers(site: Site, new_page: Any) -> None:
     await expect(nudge).to_contain_text("waiting 2 min", timeout=5_000)
     await nudge.get_by_role("button", name="Dismiss").click()
     await expect(nudge).to_have_count(0)
+    fake.send(type="nudge", conversation=fake.CONV, category="hold_without_update",
+              rule="conversation.hold_without_update", severity="warning",
+              message="Ana has waited 3 minutes without an update.",
+              suggestions=["Thanks for waiting, I'm still checking."], waited_s=180)
+    await expect(nudge).to_contain_text("waiting 3 min", timeout=5_000)
+    await page.locator("#draft").press("Enter")  # the script inserted above, sent
+    await expect(nudge).to_have_count(0)  # the update the customer waited for
     fake.send(**{"type": "whisper", "conversation": fake.CONV,
                  "from": {"id": "ana", "name": "Ana S."}, "text": XSS, "ts": 3000})
     whisper = page.locator("#transcript .whisper")
     await expect(whisper).to_contain_text("only you see this", timeout=5_000)
     await expect(whisper).to_contain_text(XSS)
     assert await page.locator("#transcript img").count() == 0
+
+
+async def test_many_cards_leave_the_conversation_and_reply_box_in_view(site: Site,
+                                                                     new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.set_viewport_size({"width": 1366, "height": 768})
+    for category in ("frustration", "repeat_contact", "escalation_request"):
+        fake.send(type="script", conversation=fake.CONV, category=category,
+                  cue={"seq": "1000-0", "start": 0, "end": 24, "text": "My parcel is late again!"},
+                  message="Acknowledge it before the facts.",
+                  scripts=["I'm sorry about the delay, Ana. I understand how frustrating "
+                           "this is, and I'll look into it right now."] * 2)
+    fake.send(type="nudge", conversation=fake.CONV, category="hold_without_update",
+              rule="conversation.hold_without_update", severity="warning",
+              message="Ana has waited 2 minutes without an update.",
+              suggestions=["Thanks for waiting, I'm still checking."], waited_s=120)
+    await expect(page.locator("#assist .card")).to_have_count(4, timeout=5_000)
+    draft = await page.locator("#draft").bounding_box()
+    transcript = await page.locator("#transcript").bounding_box()
+    assert draft is not None and transcript is not None
+    assert draft["y"] + draft["height"] <= 768, draft
+    assert transcript["height"] >= 120, transcript
 
 
 async def test_console_works_without_a_coaching_server(site: Site, new_page: Any,
