@@ -157,7 +157,7 @@
   var state = {
     token: load('token'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
     ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null,
-    lastTyping: 0, lastRead: null, csatFor: null, identity: null, retry: null, ping: null
+    lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null
   };
   var nodes = {}; // message id -> {li, tick}
 
@@ -199,9 +199,10 @@
     var text = h('textarea', {rows: '3', required: true, maxlength: String(MAX_TEXT), 'aria-label': T.msg, placeholder: T.msg});
     return h('form', {'class': 'stack leave', hidden: true, on: {submit: function (e) {
       e.preventDefault();
-      queueFrame({type: 'leave_message', id: uid('lm'), name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
+      var id = uid('lm');
+      queueFrame({type: 'leave_message', id: id, name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
       ui.leave.hidden = true; ui.compose.hidden = false;
-      system(T.left);
+      state.leftId = id; state.left = true; // thanked below the message once it is stored
     }}}, [h('p', {'class': 'intro'}, [T.offline]), name, email, text, h('button', {'class': 'btn', type: 'submit'}, [T.leave])]);
   }
 
@@ -254,7 +255,11 @@
       var n = nodes[ev.id];
       if (!n || !mine) n = bubble(ev.id, mine, ev.from.name || T.agent, ev.text);
       n.seq = ev.seq;
-      if (mine) { if (n.state !== 'read') setTick(n, 'sent'); dropOutbox(ev.id); }
+      if (mine) {
+        if (n.state !== 'read') setTick(n, 'sent');
+        dropOutbox(ev.id);
+        if (ev.id === state.leftId) { state.leftId = null; system(T.left); }
+      }
       else {
         ui.typing.textContent = '';
         if (!state.opened || document.hidden) { if (!state.history) { state.unread++; badge(); } } else markRead();
@@ -270,9 +275,10 @@
       ui.notice.textContent = '';
     } else if (ev.type === 'closed') {
       system(T.closed);
-      state.conv = null; state.status = 'closed'; state.csatFor = c;
+      state.conv = null; state.status = 'closed'; state.csatFor = c; state.left = false;
       ui.typing.textContent = ''; ui.notice.textContent = '';
       ui.compose.hidden = true; ui.csat.hidden = false; ui.end.hidden = true;
+      scroll(); // the form takes room: keep the last lines in view above it
     }
   }
 
@@ -290,6 +296,8 @@
   }
 
   function showQueue(f) {
+    // A message left for the next agent is not a place in a line to wait in.
+    if (state.left && !f.agents_online) { ui.notice.textContent = ''; return; }
     var w = f.estimated_wait_s;
     ui.notice.textContent = w == null ? t('queueN', {n: f.position})
       : t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import hmac
@@ -214,6 +215,14 @@ async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any
     await form.get_by_label("Message").fill("Please call me back about order 1182.")
     await form.get_by_role("button", name="Send message").click()
     await page.locator(f"{W} .sys").filter(has_text="get back to you").wait_for(timeout=10_000)
+    # Thanked below the message it refers to, and not put in a line to wait.
+    log = page.locator(f"{W} .log li")
+    texts = [t.strip() for t in await log.all_inner_texts()]
+    mine = next(i for i, t in enumerate(texts) if "order 1182" in t)
+    thanks = next(i for i, t in enumerate(texts) if "get back to you" in t)
+    assert mine < thanks, texts
+    await asyncio.sleep(1.0)  # queue updates come within the debounce
+    assert "in line" not in (await page.locator(f"{W} .notice").inner_text()), texts
     agent = await site.agent_client(name)
     assignment = await agent.expect("assignment", timeout=10)
     [msg] = [e for e in assignment["events"] if e["type"] == "message"]
@@ -229,9 +238,16 @@ async def test_rating_is_offered_when_the_chat_closes(site: Site, new_page: Any,
     await open_widget(page)
     await write(page, "thanks, that is all")
     conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    for i in range(12):  # enough to fill the panel
+        await agent.say(f"Here is step {i} of what we did for you today.", conversation=conv)
+    await wait_bubble(page, "Here is step 11 of what we did for you today.", mine=False)
     await agent.send(type="close", conversation=conv)
     csat = page.locator(f"{W} form.csat")
     await csat.wait_for(state="visible", timeout=10_000)
+    # The form takes room; the end of the chat stays in view above it.
+    end = page.locator(f"{W} .log li").last
+    await expect(end).to_contain_text("ended")
+    await expect(end).to_be_in_viewport()
     await csat.get_by_label("4 of 5").check()
     await csat.get_by_label("Comment (optional)").fill("Quick and kind")
     await csat.get_by_role("button", name="Send rating").click()
