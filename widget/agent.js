@@ -192,15 +192,24 @@
     S.convs.forEach(function (c) {
       var last = c.events.filter(function (e) { return e.type === 'message'; }).slice(-1)[0];
       var label = c.visitor.name + (c.unread ? ', ' + c.unread + ' unread' : '') + (c.status === 'closed' ? ', closed' : '');
-      items.push(h('li', {}, [h('button', {'class': 'item', type: 'button', 'aria-current': S.current === c.id ? 'true' : 'false',
+      items.push(h('li', {'class': c.status === 'closed' ? 'closed' : ''}, [h('button', {'class': 'item', type: 'button', 'aria-current': S.current === c.id ? 'true' : 'false',
         'aria-label': label, 'data-conv': c.id, on: {click: function () { select(c.id); }}}, [
         h('span', {'class': 'who'}, [c.visitor.name, h('span', {'class': 'preview', text: last ? last.text : ''})]),
         c.waitingSince ? h('span', {'class': 'wait', 'data-since': String(c.waitingSince),
           text: TL.duration((Date.now() - c.waitingSince) / 1000)}) : null,
         c.status === 'closed' ? h('span', {'class': 'tag', text: 'closed'}) : null,
-        c.unread ? h('span', {'class': 'unread', text: String(c.unread)}) : null])]));
+        c.unread ? h('span', {'class': 'unread', text: String(c.unread)}) : null]),
+        c.status === 'closed' ? h('button', {'class': 'remove', type: 'button', title: 'Remove from the list',
+          'aria-label': 'Remove the closed chat with ' + c.visitor.name,
+          on: {click: function () { removeChat(c.id); }}}, ['×']) : null]));
     });
     $('chats').replaceChildren.apply($('chats'), items);
+  }
+
+  function removeChat(id) {
+    S.convs.delete(id);
+    if (S.current === id) select(S.convs.size ? S.convs.keys().next().value : null);
+    renderChats();
   }
 
   setInterval(function () {

@@ -203,6 +203,13 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await console.get_by_role("button", name="Close chat").click()
     await shop2.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
     await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
+    # A closed chat can be taken off the list.
+    remove = console.get_by_role("button", name=re.compile("^Remove the closed chat with"))
+    await expect(remove).to_have_count(1)
+    await remove.click()
+    await expect(remove).to_have_count(0)
+    await expect(console.locator("#chats .item")).to_have_count(0)
+    await expect(console.locator("#empty")).to_be_visible()
 
 
 async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: Any,
