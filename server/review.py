@@ -172,6 +172,13 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
     return out
 
 
+async def _name(request: Request, uid: str | None) -> str | None:
+    """The display name of an account id (the id for an unknown account), None for None."""
+    if not uid:
+        return None
+    return (await _relay(request).names.agent(uid)).name
+
+
 async def list_flagged(request: Request) -> JSONResponse:
     await _supervisor(request)
     q = request.query_params
@@ -179,6 +186,8 @@ async def list_flagged(request: Request) -> JSONResponse:
     per_page = _int(q.get("per_page"), "per_page", 20, 1, MAX_PAGE)
     items = await _filtered(request)
     chunk = items[(page - 1) * per_page : page * per_page]
+    for item in chunk:
+        item["agent_name"] = await _name(request, item["agent"])
     return JSONResponse({"items": chunk, "page": page, "per_page": per_page, "total": len(items)})
 
 
@@ -205,8 +214,10 @@ async def _transcript(request: Request, conv: str) -> dict[str, Any]:
         if r.get("kind") == "nudge"
     ]
     timeline.sort(key=lambda t: t.get("ts") or 0)
+    summary = _summary(st, flags)
     return {
-        **_summary(st, flags),
+        **summary,
+        "agent_name": await _name(request, summary["agent"]),
         "events": events,
         "flags": flags,
         "cues": [r for r in log if r.get("kind") == "cue"],
@@ -442,7 +453,9 @@ async def scorecards(request: Request) -> JSONResponse:
             series.append({"day": day, **_card(counters)})
         if not total and wanted is None:
             continue
-        out.append({"agent": agent, **_card(total), "days": series})
+        out.append(
+            {"agent": agent, "name": await _name(request, agent), **_card(total), "days": series}
+        )
     return JSONResponse({"from": days[0], "to": days[-1], "agents": out})
 
 
@@ -468,6 +481,7 @@ async def live(request: Request) -> JSONResponse:
                 "conversation": conv,
                 "status": st.get("status"),
                 "agent": st.get("agent") or None,
+                "agent_name": await _name(request, st.get("agent")),
                 "visitor": visitor_of(st),
                 "lang": st.get("lang", ""),
                 "started_at": int(st.get("created") or 0),

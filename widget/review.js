@@ -23,6 +23,10 @@
   function dt(ms) { return ms ? new Date(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms).toLocaleString() : ''; }
   function tag(text, sev) { return h('span', {'class': 'tag' + (sev ? ' sev-' + sev : ''), text: text}); }
   function humanize(s) { return String(s || '').replace(/_/g, ' '); }
+  /** A person's display name, with the account id as a tooltip where the name differs. */
+  function person(name, id) {
+    return h('td', Object.assign({text: name || id || ''}, id && name && name !== id ? {title: id} : {}));
+  }
   function items(data) { return Array.isArray(data) ? data : (data && (data.items || data.agents)) || []; }
 
   function unavailable(err) {
@@ -91,7 +95,7 @@
           click: function () { location.hash = '#/conversation/' + encodeURIComponent(c.conversation); },
           keydown: function (e) { if (e.key === 'Enter') location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
           h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
-          h('td', {text: c.agent || ''}), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
+          person(c.agent_name, c.agent), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
           h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
           h('td', {}, [String(f.count || 0), ' ', f.worst ? tag(f.worst, f.worst) : null]),
           h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
@@ -190,7 +194,7 @@
     page().replaceChildren(
       h('p', {}, [h('a', {href: '#/conversations', text: '← Conversations'})]),
       h('h1', {text: 'Conversation ' + id}),
-      h('p', {}, ['Agent: ' + (t.agent || '—') + ' · Visitor: ' + visitor + ' · ' + (t.lang || '') +
+      h('p', {}, ['Agent: ' + (t.agent_name || t.agent || '—') + ' · Visitor: ' + visitor + ' · ' + (t.lang || '') +
         (t.site ? ' · site ' + t.site : '') + (t.csat != null ? ' · CSAT ' + t.csat : ''), ' ',
         coached ? exportButtons('/api/review/conversations/' + encodeURIComponent(id) + '/export', id) : null]),
       h('div', {'class': 'transcript-view'}, [log, side]));
@@ -291,7 +295,7 @@
       if (location.hash.indexOf('#/live') !== 0) return;
       TL.api('/api/review/live').then(function (data) {
         body.replaceChildren.apply(body, items(data).map(function (c) {
-          var agent = c.agent && (c.agent.name || c.agent), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
+          var agent = c.agent_name || (c.agent && (c.agent.name || c.agent)), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
           var coach = c.last_coach || {}, cue = c.last_cue || (coach.kind === 'cue' ? coach : null);
           var flag = c.last_flag || (coach.kind === 'flag' ? coach : null);
           return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}), h('td', {text: agent || '—'}),

@@ -325,3 +325,20 @@ async def test_serbian_cyrillic_draft_gets_cyrillic_suggestions(
         coach = await ag.expect("coach", conversation=conv)
         [flag] = [f for f in coach["flags"] if f["category"] == category]
         assert any("\u0400" <= ch <= "\u04ff" for ch in flag["suggestions"][0])
+
+
+async def test_review_names_people_by_their_display_names(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.say("I don't know.", conversation=conv)
+        await ag.expect("coach_checked")
+        async with await supervisor_http(srv, redis_db) as sup:
+            [live] = (await sup.get("/api/review/live")).json()["items"]
+            assert (live["agent"], live["agent_name"]) == ("ana", "Ana")
+            [item] = (await sup.get("/api/review/conversations")).json()["items"]
+            assert (item["agent"], item["agent_name"]) == ("ana", "Ana")
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            assert (t["agent"], t["agent_name"]) == ("ana", "Ana")
+            cards = (await sup.get("/api/review/scorecards")).json()["agents"]
+            assert {(c["agent"], c["name"]) for c in cards} >= {("ana", "Ana")}

@@ -25,13 +25,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
 XSS = "<img src=x onerror=alert(1)>"
 CONV = "c_review0001"
 
-LIST = {"items": [{"conversation": CONV, "agent": "agent1", "lang": "en", "site": "demo",
-                   "started_at": "2026-11-20T10:00:00Z", "closed_at": "2026-11-20T10:09:00Z",
+LIST = {"items": [{"conversation": CONV, "agent": "agent1", "agent_name": "Jelena",
+                   "lang": "en", "site": "demo", "started_at": "2026-11-20T10:00:00Z",
+                   "closed_at": "2026-11-20T10:09:00Z",
                    "csat": 2, "flags": {"count": 2, "worst": "warning",
                                         "categories": ["dont_know", "not_my_job"]}}],
         "page": 1, "per_page": 50, "total": 1}
 TRANSCRIPT = {
-    "conversation": CONV, "agent": "agent1", "visitor": {"id": "v_1", "name": "Ana"},
+    "conversation": CONV, "agent": "agent1", "agent_name": "Jelena",
+    "visitor": {"id": "v_1", "name": "Ana"},
     "lang": "en", "site": "demo", "csat": 2,
     "events": [
         {"type": "message", "conversation": CONV, "seq": "1-0", "ts": 1763632800000, "id": "m1",
@@ -266,6 +268,18 @@ async def test_conversation_filters_reach_the_review_api(site: Site, new_page: A
     last = api.queries("/api/review/conversations")[-1]
     assert last["category"] == ["not_my_job"] and last["severity"] == ["warning"]
     assert last["lang"] == ["sr"] and last["flag_ignored"] == ["true"]
+
+
+async def test_list_and_transcript_name_the_agent_not_the_account(site: Site,
+                                                                   new_page: Any) -> None:
+    page, _ = await review_page(site, new_page)
+    row = page.locator(f"tbody tr[data-conv='{CONV}']")
+    agent = row.locator("td").nth(1)
+    await expect(agent).to_have_text("Jelena", timeout=10_000)
+    await expect(agent).to_have_attribute("title", "agent1")
+    await row.click()
+    await expect(page.locator(".page > p").nth(1)).to_contain_text("Agent: Jelena",
+                                                                   timeout=10_000)
 
 
 async def test_transcript_highlights_flags_and_marks_a_false_alarm(site: Site, new_page: Any,
