@@ -28,7 +28,8 @@
       name: 'Name', email: 'Email', msg: 'Message', leave: 'Send message',
       left: 'Thank you! We will get back to you by email.', reconn: 'Reconnecting…',
       sent: 'Delivered', read: 'Read', sending: 'Sending', you: 'You', star: '{n} of 5',
-      end: 'End chat', err: 'Something went wrong. Please try again.'},
+      end: 'End chat', err: 'Something went wrong. Please try again.',
+      long: 'A message can be up to 4,000 characters.'},
     'sr-Latn': {title: 'Pišite nam', open: 'Otvori ćaskanje', close: 'Zatvori ćaskanje',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
@@ -39,7 +40,8 @@
       offline: 'Trenutno niko nije na vezi. Ostavite poruku i javićemo vam se.', name: 'Ime',
       email: 'Imejl', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javićemo vam se imejlom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
-      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.'},
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.',
+      long: 'Poruka može imati najviše 4.000 znakova.'},
     'sr-Cyrl': {title: 'Пишите нам', open: 'Отвори ћаскање', close: 'Затвори ћаскање',
       ph: 'Напишите поруку…', send: 'Пошаљи', log: 'Поруке', unread: 'Непрочитаних порука: {n}',
       typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
@@ -50,7 +52,8 @@
       offline: 'Тренутно нико није на вези. Оставите поруку и јавићемо вам се.', name: 'Име',
       email: 'Имејл', msg: 'Порука', leave: 'Пошаљи поруку', left: 'Хвала! Јавићемо вам се имејлом.',
       reconn: 'Поновно повезивање…', sent: 'Испоручено', read: 'Прочитано', sending: 'Шаље се',
-      you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.'},
+      you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.',
+      long: 'Порука може имати највише 4.000 знакова.'},
     hr: {title: 'Pišite nam', open: 'Otvori razgovor', close: 'Zatvori razgovor',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
@@ -61,7 +64,8 @@
       offline: 'Trenutačno nitko nije dostupan. Ostavite poruku i javit ćemo vam se.', name: 'Ime',
       email: 'E-pošta', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javit ćemo vam se e-poštom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
-      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.'},
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.',
+      long: 'Poruka može imati najviše 4.000 znakova.'},
     sl: {title: 'Pišite nam', open: 'Odpri klepet', close: 'Zapri klepet', ph: 'Napišite sporočilo …',
       send: 'Pošlji', log: 'Sporočila', unread: 'Neprebrana sporočila: {n}', typing: '{name} piše …',
       agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.', queueN: 'V vrsti ste {n}.',
@@ -72,7 +76,8 @@
       email: 'E-pošta', msg: 'Sporočilo', leave: 'Pošlji sporočilo',
       left: 'Hvala! Oglasili se vam bomo po e-pošti.', reconn: 'Ponovno povezovanje …',
       sent: 'Dostavljeno', read: 'Prebrano', sending: 'Pošiljanje', you: 'Vi', star: '{n} od 5',
-      end: 'Končaj pogovor', err: 'Nekaj je šlo narobe. Poskusite znova.'}
+      end: 'Končaj pogovor', err: 'Nekaj je šlo narobe. Poskusite znova.',
+      long: 'Sporočilo ima lahko največ 4.000 znakov.'}
   };
 
   /** The UI language: data-lang, else the browser's; plain "sr" is Cyrillic (CLDR default). */
@@ -423,6 +428,9 @@
   function onInput() {
     ui.text.style.height = 'auto';
     ui.text.style.height = ui.text.scrollHeight + 'px';
+    // The box stops at the limit (a paste is cut there): say so rather than cut silently.
+    if (ui.text.value.length >= MAX_TEXT) ui.notice.textContent = T.long;
+    else if (ui.notice.textContent === T.long) ui.notice.textContent = '';
     var now = Date.now();
     if (state.conv && now - state.lastTyping > TYPING_MS && ui.text.value) {
       state.lastTyping = now;

@@ -230,6 +230,22 @@ async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any
     await agent.close()
 
 
+async def test_a_paste_over_the_limit_is_cut_with_a_notice(site: Site, new_page: Any,
+                                                           agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(["en", "sl"]))
+    page = await new_page()
+    await open_shop(page, site.base, lang="sl")
+    await open_widget(page)
+    box = page.locator(f"{W} .compose textarea")
+    await box.fill("a" * 4500)
+    assert len(await box.input_value()) == 4000
+    await expect(page.locator(f"{W} .notice")).to_have_text(
+        "Sporočilo ima lahko največ 4.000 znakov.")
+    await box.fill("short")
+    await expect(page.locator(f"{W} .notice")).to_have_text("")
+    await agent.close()
+
+
 async def test_rating_is_offered_when_the_chat_closes(site: Site, new_page: Any,
                                                       agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name())
