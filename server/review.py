@@ -82,7 +82,15 @@ async def _flags(request: Request, conv: str) -> list[dict[str, Any]]:
     return flags
 
 
+def _open(flag: dict[str, Any]) -> bool:
+    """Whether a flag is still worth a supervisor's look: the agent did not apply its
+    suggestion and no supervisor has marked it."""
+    return flag.get("outcome") != "applied" and not (flag.get("review") or {}).get("status")
+
+
 def _summary(st: dict[str, str], flags: list[dict[str, Any]]) -> dict[str, Any]:
+    """One conversation for the list. ``flags.total`` counts every flag (as the transcript
+    lists them), ``count`` those the agent did not apply, ``open`` those still to review."""
     fired = [f for f in flags if f.get("outcome") != "applied"]
     worst = max((f["severity"] for f in fired), key=lambda s: SEVERITY_RANK[s], default=None)
     return {
@@ -96,7 +104,9 @@ def _summary(st: dict[str, str], flags: list[dict[str, Any]]) -> dict[str, Any]:
         "closed_at": int(st["closed_at"]) if st.get("closed_at") else None,
         "csat": int(st["csat"]) if st.get("csat") else None,
         "flags": {
+            "total": len(flags),
             "count": len(fired),
+            "open": sum(1 for f in flags if _open(f)),
             "worst": worst,
             "categories": sorted({f["category"] for f in fired}),
             "ignored": sum(1 for f in fired if f.get("outcome") == "ignored"),

@@ -97,7 +97,8 @@
           h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
           person(c.agent_name, c.agent), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
           h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
-          h('td', {}, [String(f.count || 0), ' ', f.worst ? tag(f.worst, f.worst) : null]),
+          h('td', {'class': 'flags'}, [flagCount(f.total != null ? f.total : f.count, f.open != null ? f.open : f.count),
+            ' ', f.worst ? tag(f.worst, f.worst) : null]),
           h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
       });
       page().append(table(['Conversation', 'Agent', 'Lang', 'Site', 'Started', 'CSAT', 'Flags', 'Categories'], rows));
@@ -118,6 +119,15 @@
       }, failed);
     });
   }
+
+  /** "4 flags, 2 to review": all of a conversation's flags (as its transcript lists them)
+   * and those neither applied by the agent nor marked by a supervisor. */
+  function flagCount(total, open) {
+    if (!total) return 'none';
+    return total + (total === 1 ? ' flag' : ' flags') + ', ' + (open || 0) + ' to review';
+  }
+
+  function isOpen(f) { return f.outcome !== 'applied' && !(f.review && (f.review.status || f.review)); }
 
   function table(heads, rows) {
     return h('table', {'class': 'grid'}, [h('thead', {}, [h('tr', {}, heads.map(function (t) { return h('th', {scope: 'col', text: t}); }))]),
@@ -183,8 +193,13 @@
       else if (ev.type === 'transferred') log.append(h('li', {'class': 'sys', text: 'Transferred' +
         (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? ' · note: ' + ev.note : '')}));
     });
-    var side = h('section', {'aria-label': 'Flags'}, [h('h2', {text: 'Flags (' + flags.length + ')'}),
-      h('ul', {'class': 'flag-list'}, flags.map(flagItem))]);
+    var heading = h('h2');
+    function count() {
+      heading.textContent = 'Flags (' + flags.length + (flags.length ? ', ' + flags.filter(isOpen).length + ' to review' : '') + ')';
+    }
+    count();
+    var side = h('section', {'aria-label': 'Flags'}, [heading,
+      h('ul', {'class': 'flag-list'}, flags.map(function (f) { return flagItem(f, count); }))]);
     if (!coached) side.append(h('p', {'class': 'note', text: 'Coaching data is not available on this server.'}));
     // Scripts offered to the agent carry their texts in `scripts`; nudges have a `message`.
     (t.scripts || []).concat(t.nudges || []).forEach(function (a) {
@@ -200,7 +215,7 @@
       h('div', {'class': 'transcript-view'}, [log, side]));
   }
 
-  function flagItem(f) {
+  function flagItem(f, changed) {
     var review = f.review && (f.review.status || f.review);
     var li = h('li', {'class': 'sev-' + f.severity + (review === 'false_alarm' ? ' false-alarm' : ''), 'data-flag': f.id}, [
       h('p', {}, [tag(humanize(f.category), f.severity), ' ', h('q', {text: f.text})]),
@@ -214,6 +229,8 @@
         .then(function () {
           li.querySelector('.review-status').textContent = 'Review: ' + humanize(status);
           li.classList.toggle('false-alarm', status === 'false_alarm');
+          f.review = {status: status};
+          changed();
         }, function (err) { toast('Could not save: ' + err.message); });
     }
     li.append(h('div', {'class': 'options'}, [

@@ -342,3 +342,25 @@ async def test_review_names_people_by_their_display_names(redis_db: str) -> None
             assert (t["agent"], t["agent_name"]) == ("ana", "Ana")
             cards = (await sup.get("/api/review/scorecards")).json()["agents"]
             assert {(c["agent"], c["name"]) for c in cards} >= {("ana", "Ana")}
+
+
+async def test_review_list_counts_every_flag_and_those_left_to_review(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+        shown = await ag.expect("coach", conversation=conv)
+        suggestion = shown["flags"][0]["suggestions"][0]
+        ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "applied"
+        ack = await ag.say("Calm down.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] != "applied"
+        async with await supervisor_http(srv, redis_db) as sup:
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            [item] = (await sup.get("/api/review/conversations")).json()["items"]
+            assert item["flags"]["total"] == len(t["flags"]) == 2
+            assert item["flags"]["count"] == item["flags"]["open"] == 1
+            [ignored] = [f for f in t["flags"] if f["outcome"] != "applied"]
+            await sup.post(f"/api/review/flags/{ignored['id']}", json={"status": "reviewed"})
+            [item] = (await sup.get("/api/review/conversations")).json()["items"]
+            assert (item["flags"]["total"], item["flags"]["open"]) == (2, 0)

@@ -28,7 +28,7 @@ CONV = "c_review0001"
 LIST = {"items": [{"conversation": CONV, "agent": "agent1", "agent_name": "Jelena",
                    "lang": "en", "site": "demo", "started_at": "2026-11-20T10:00:00Z",
                    "closed_at": "2026-11-20T10:09:00Z",
-                   "csat": 2, "flags": {"count": 2, "worst": "warning",
+                   "csat": 2, "flags": {"total": 4, "count": 2, "open": 2, "worst": "warning",
                                         "categories": ["dont_know", "not_my_job"]}}],
         "page": 1, "per_page": 50, "total": 1}
 TRANSCRIPT = {
@@ -282,6 +282,13 @@ async def test_list_and_transcript_name_the_agent_not_the_account(site: Site,
                                                                    timeout=10_000)
 
 
+async def test_list_counts_all_flags_and_those_left_to_review(site: Site,
+                                                               new_page: Any) -> None:
+    page, _ = await review_page(site, new_page)
+    flags = page.locator(f"tbody tr[data-conv='{CONV}'] td.flags")
+    await expect(flags).to_have_text("4 flags, 2 to review warning", timeout=10_000)
+
+
 async def test_transcript_highlights_flags_and_marks_a_false_alarm(site: Site, new_page: Any,
                                                                    out_dir: Path) -> None:
     page, api = await review_page(site, new_page, f"#/conversation/{CONV}")
@@ -294,6 +301,7 @@ async def test_transcript_highlights_flags_and_marks_a_false_alarm(site: Site, n
     await expect(flag.locator(".outcome")).to_have_text("ignored")
     await flag.get_by_role("button", name="False alarm").click()
     await expect(flag.locator(".review-status")).to_have_text("Review: false alarm")
+    await expect(page.get_by_role("heading", name="Flags")).to_have_text("Flags (2, 1 to review)")
     posted = [r for r in api.requests if r[0] == "POST"]
     assert posted == [("POST", "/api/review/flags/f1", {"status": "false_alarm", "note": ""})]
     await page.screenshot(path=out_dir / "review-transcript.png", full_page=True)
