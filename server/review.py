@@ -27,6 +27,7 @@ MAX_PAGE = 100
 MAX_SCAN = 5000
 MAX_DAYS = 366
 MAX_EXPORT = 1000
+WAIT_SCAN = 50  # events read back per live conversation to find the unanswered messages
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
 
@@ -469,6 +470,19 @@ async def scorecards(request: Request) -> JSONResponse:
     return JSONResponse({"from": days[0], "to": days[-1], "agents": out})
 
 
+def waiting_since(newest_first: list[dict[str, Any]]) -> int | None:
+    """When the visitor's oldest message not yet answered was sent (ms), from events newest
+    first; None when someone other than the visitor wrote last or nobody wrote."""
+    since = None
+    for e in newest_first:
+        if e.get("type") != "message":
+            continue
+        if (e.get("from") or {}).get("role") != "visitor":
+            break
+        since = int(e.get("ts") or 0)
+    return since
+
+
 async def live(request: Request) -> JSONResponse:
     await _supervisor(request)
     relay = _relay(request)
@@ -480,12 +494,19 @@ async def live(request: Request) -> JSONResponse:
         pipe.lindex(conv_key(conv, "coachlog"), -1)
         pipe.zscore(f"{G}coach-wait", conv)
     res = await pipe.execute()
+    open_ = [
+        (conv, *res[3 * i : 3 * i + 3])
+        for i, conv in enumerate(ids)
+        if res[3 * i] and res[3 * i].get("status") != "closed"
+    ]
+    pipe = relay.redis.pipeline(transaction=False)
+    for conv, *_ in open_:
+        pipe.xrevrange(conv_key(conv, "events"), "+", "-", count=WAIT_SCAN)
+    events = await pipe.execute()
     items = []
-    for i, conv in enumerate(ids):
-        st, last, wait_due = res[3 * i], res[3 * i + 1], res[3 * i + 2]
-        if not st or st.get("status") == "closed":
-            continue
+    for (conv, st, last, wait_due), recent in zip(open_, events, strict=True):
         last_rec = json.loads(last) if last else None
+        since = waiting_since([decode_event(seq, fields["e"]) for seq, fields in recent])
         items.append(
             {
                 "conversation": conv,
@@ -498,6 +519,7 @@ async def live(request: Request) -> JSONResponse:
                 "waiting": wait_due is not None,
                 "last_coach": last_rec,
                 "age_s": (now - int(st.get("created") or now)) // 1000,
+                "waiting_s": None if since is None else max(0, now - since) // 1000,
             }
         )
     return JSONResponse({"items": items})

@@ -316,7 +316,7 @@
           var coach = c.last_coach || {}, cue = c.last_cue || (coach.kind === 'cue' ? coach : null);
           var flag = c.last_flag || (coach.kind === 'flag' ? coach : null);
           return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}), h('td', {text: agent || '—'}),
-            h('td', {text: vis || ''}), h('td', {text: TL.duration(c.waiting_s != null ? c.waiting_s : c.age_s || 0)}),
+            h('td', {text: vis || ''}), h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
             h('td', {text: cue ? (cue.text || humanize(cue.category)) : ''}),
             h('td', {text: flag ? humanize(flag.category) + ': ' + (flag.text || '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c.conversation, panel); }}}, ['Watch'])])]);

@@ -364,3 +364,22 @@ async def test_review_list_counts_every_flag_and_those_left_to_review(redis_db: 
             await sup.post(f"/api/review/flags/{ignored['id']}", json={"status": "reviewed"})
             [item] = (await sup.get("/api/review/conversations")).json()["items"]
             assert (item["flags"]["total"], item["flags"]["open"]) == (2, 0)
+
+
+async def test_live_waiting_counts_from_the_unanswered_message_not_the_start(
+    redis_db: str,
+) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert row["waiting_s"] is not None
+            await ag.say("Hi, I'm Ana. Let me check.", conversation=conv)
+            await vi.expect("message")
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert row["waiting_s"] is None
+            await asyncio.sleep(1.1)
+            await vi.say("Any news?")
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert row["waiting_s"] is not None and row["waiting_s"] < row["age_s"]

@@ -71,7 +71,9 @@ RULE_QUALITY = [{"rule": "en.dismissive.calm_down", "fires": 40, "false_alarms":
 LIVE = {"items": [{"conversation": CONV, "agent": {"id": "agent1", "name": "Jelena"},
                    "visitor": {"id": "v_1", "name": "Ana"}, "waiting_s": 95,
                    "last_cue": {"category": "frustration", "text": "this is a disgrace"},
-                   "last_flag": {"category": "blame", "text": "you should have"}}]}
+                   "last_flag": {"category": "blame", "text": "you should have"}},
+                  {"conversation": "c_review0002", "agent": "agent1", "agent_name": "Jelena",
+                   "visitor": {"id": "v_2", "name": "Ivo"}, "age_s": 600, "waiting_s": None}]}
 
 
 async def login(page: Any, site: Site, name: str = "supervisor", hash_: str = "") -> None:
@@ -327,6 +329,15 @@ async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: An
     await expect(rows).to_have_count(2, timeout=10_000)
     await expect(rows.first).to_contain_text("en.dismissive.calm_down")
     await expect(rows.first).to_contain_text("30%")
+
+
+async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
+                                                               new_page: Any) -> None:
+    page, _ = await review_page(site, new_page, "#/live")
+    await expect(page.locator(f"tr[data-conv='{CONV}'] td.waiting")).to_have_text(
+        "1 min", timeout=10_000)
+    await expect(page.locator("tr[data-conv='c_review0002'] td")).to_contain_text(
+        ["c_review0002", "Jelena", "Ivo", "answered"])
 
 
 async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> None:
