@@ -129,14 +129,22 @@ async def review_page(site: Site, new_page: Any, hash_: str = "") -> tuple[Any, 
 # ------------------------------------------------------------------ real server
 
 
-async def test_transcript_shows_visitor_markup_as_text(site: Site, new_page: Any,
-                                                       agent_name: Any) -> None:
+
+async def start_chat(
+    site: Site, new_page: Any, agent_name: Any, first: str
+) -> tuple[Any, Any, str]:
+    """An agent online and a visitor on the shop who wrote ``first``; returns both and the chat."""
     agent = await site.agent_client(await agent_name())
     shop = await new_page()
     await open_shop(shop, site.base)
     await open_widget(shop)
-    await write(shop, XSS)
+    await write(shop, first)
     conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    return agent, shop, str(conv)
+
+async def test_transcript_shows_visitor_markup_as_text(site: Site, new_page: Any,
+                                                       agent_name: Any) -> None:
+    agent, shop, conv = await start_chat(site, new_page, agent_name, XSS)
     await agent.say("Sorry, I cannot show pictures here.", conversation=conv)
     page = await new_page()
     await login(page, site)
@@ -162,12 +170,7 @@ async def test_agents_cannot_use_the_review_pages(site: Site, new_page: Any,
 
 async def test_supervisor_finds_the_flagged_transcript_and_marks_a_false_alarm(
         site: Site, new_page: Any, agent_name: Any) -> None:
-    agent = await site.agent_client(await agent_name())
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    agent, shop, conv = await start_chat(site, new_page, agent_name, "Where is my order?")
     await agent.say("I don't know, that's not my job.", conversation=conv)
     page = await new_page()
     await login(page, site, hash_="#/conversations?has_flags=true")
@@ -181,12 +184,7 @@ async def test_supervisor_finds_the_flagged_transcript_and_marks_a_false_alarm(
 
 async def test_watch_shows_the_conversation_so_far_once_then_live(
         site: Site, new_page: Any, agent_name: Any) -> None:
-    agent = await site.agent_client(await agent_name())
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    agent, shop, conv = await start_chat(site, new_page, agent_name, "Where is my order?")
     await agent.say("Let me check that for you.", conversation=conv)
     page = await new_page(width=1280, height=900)
     await login(page, site, hash_="#/live")
@@ -210,12 +208,7 @@ async def test_watch_shows_the_conversation_so_far_once_then_live(
 
 async def test_transcript_lists_the_scripts_offered_with_their_text(
         site: Site, new_page: Any, agent_name: Any) -> None:
-    agent = await site.agent_client(await agent_name())
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Hello?")
-    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    agent, shop, conv = await start_chat(site, new_page, agent_name, "Hello?")
     await write(shop, "I have called three times already about this!")
     script = await agent.expect("script", timeout=10)
     assert script["category"] == "repeat_contact" and script["scripts"]
@@ -231,12 +224,7 @@ async def test_transcript_lists_the_scripts_offered_with_their_text(
 
 async def test_applied_suggestion_is_listed_but_not_underlined_in_the_sent_text(
         site: Site, new_page: Any, agent_name: Any) -> None:
-    agent = await site.agent_client(await agent_name())
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    agent, shop, conv = await start_chat(site, new_page, agent_name, "Where is my order?")
     await agent.send(type="draft", conversation=conv, draft_id=1,
                      text="I don't know, that's not my job.")
     shown = await agent.expect("coach", conversation=conv, timeout=10)
