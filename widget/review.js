@@ -22,7 +22,8 @@
   function label(text, control) { return h('label', {}, [text, control]); }
   function dt(ms) { return ms ? new Date(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms).toLocaleString() : ''; }
   function tag(text, sev) { return h('span', {'class': 'tag' + (sev ? ' sev-' + sev : ''), text: text}); }
-  function humanize(s) { return String(s || '').replace(/_/g, ' '); }
+  var WORDS = {dont_know: "don't know"};
+  function humanize(s) { return WORDS[s] || String(s || '').replace(/_/g, ' '); }
   /** A person's display name, with the account id as a tooltip where the name differs. */
   function person(name, id) {
     return h('td', Object.assign({text: name || id || ''}, id && name && name !== id ? {title: id} : {}));
@@ -337,7 +338,11 @@
     }
     var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
       : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
-      : f.type === 'typing' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
+      : f.type === 'assigned' ? (f.agent ? f.agent.name + ' joined' : null)
+      : f.type === 'transferred' ? 'Transferred' + (f.agent ? ' to ' + f.agent.name : f.team ? ' to team ' + f.team : '')
+      : f.type === 'closed' ? 'Closed' + (f.by ? ' by ' + f.by.name : '')
+      // Receipts and typing say nothing a watcher needs.
+      : f.type === 'typing' || f.type === 'read' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
     if (line && (f.type !== 'coach' || (f.flags || []).length)) w.log.append(h('li', {'class': 'sys', text: line}));
   }
 

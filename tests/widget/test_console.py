@@ -200,12 +200,20 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await chat.wait_for(timeout=10_000)
     await chat.click()
     await expect(console.locator("#transcript .msg .text")).to_have_text(["second question"])
+    # A long last line, as the chat's preview, must not push its × out of the list.
+    await console.locator("#draft").fill("Thanks for asking; your parcel left our warehouse "
+                                         "this morning and arrives tomorrow before noon.")
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop2, "arrives tomorrow before noon.", mine=False)
     await console.get_by_role("button", name="Close chat").click()
     await shop2.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
     await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
     # A closed chat can be taken off the list.
     remove = console.get_by_role("button", name=re.compile("^Remove the closed chat with"))
     await expect(remove).to_have_count(1)
+    button, sidebar = await remove.bounding_box(), await console.locator("nav.side").bounding_box()
+    assert button is not None and sidebar is not None
+    assert button["x"] + button["width"] <= sidebar["x"] + sidebar["width"], (button, sidebar)
     await remove.click()
     await expect(remove).to_have_count(0)
     await expect(console.locator("#chats .item")).to_have_count(0)

@@ -198,6 +198,9 @@ async def test_watch_shows_the_conversation_so_far_once_then_live(
     said = [t for t in await lines.all_inner_texts() if ": " in t]
     assert [t.split(": ", 1)[1] for t in said] == [
         "Where is my order?", "Let me check that for you.", "Thanks, it is order 4411."]
+    # Events are told in words; receipts are not told at all.
+    bare = [t for t in await lines.all_inner_texts() if t.strip() in ("read", "assigned")]
+    assert bare == []
     # Watching it again starts over with the whole conversation, each line once.
     await row.get_by_role("button", name="Watch").click()
     await expect(lines.filter(has_text="order 4411")).to_have_count(1, timeout=10_000)
