@@ -310,7 +310,7 @@ async def test_scorecards_are_drawn_as_svg(site: Site, new_page: Any, out_dir: P
     await expect(charts).to_have_count(4)
     assert await charts.first.locator("path").count() == 3  # one line per category
     label = await charts.first.get_attribute("aria-label")
-    assert label is not None and "dont know 1" in label
+    assert label is not None and "don't know 1" in label
     await card.screenshot(path=out_dir / "review-scorecard.png")
 
 
