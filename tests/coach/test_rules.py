@@ -134,3 +134,23 @@ def test_customer_corpus_cues_by_category(rules_coach: Coach) -> None:
     print(f"\ncustomer corpus: {cued}/{len(posts)} posts cued; by category: {dict(by_category)}")
     assert set(by_category) <= set(CUSTOMER_CATEGORIES)
     assert by_category["frustration"] > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "spliced"),
+    [
+        ("Calm down, the company won't agree to that.",
+         "Calm down, our company is committed to making this right, so let me check the "
+         "options with my supervisor."),
+        ("Please send me your card number and CVV.",
+         "Please use the secure payment link I'm sending you - never share card details, "
+         "PINs or passwords in chat."),
+        ("Sorry, I don't know.", "Sorry, let me find out for you."),
+    ],
+)
+def test_the_first_suggestion_spliced_in_leaves_a_whole_sentence(
+    coach: Coach, text: str, spliced: str
+) -> None:
+    # The agent's one click: the last flag's first suggestion replaces its words.
+    flag = coach.check(text, "en", "agent")[-1]
+    assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
