@@ -98,8 +98,22 @@ redis.call('PUBLISH', ARGV[3], '{"seq":"' .. id .. '",' .. string.sub(ARGV[2], 2
 return {'ok', id}
 """
 
+# Taking a conversation out of the queue, and freeing its agent's seat.
+_SEATS = """
+local function unqueue(P, c)
+  redis.call('ZREM', P .. 'queue', c)
+  redis.call('HDEL', P .. 'qlang', c)
+  redis.call('HDEL', P .. 'qteam', c)
+  redis.call('HDEL', P .. 'qleft', c)
+end
+local function free_seat(P, c, agent, now)
+  redis.call('SREM', P .. 'aconvs:' .. agent, c)
+  redis.call('HSET', P .. 'agent:' .. agent, 'idle_since', now)
+end
+"""
+
 # Routing scripts: every key under the {tl} prefix (ARGV[1]).
-_AGENTS = """
+_AGENTS = _SEATS + """
 local P = ARGV[1]
 local function load_agents(only)
   local ids = only ~= '' and {only} or redis.call('SMEMBERS', P .. 'online')
@@ -120,10 +134,7 @@ local function fits(a, lang, team)
      and (team == '' or string.find(a.teams, ',' .. team .. ',', 1, true) ~= nil)
 end
 local function take(c, a, now)
-  redis.call('ZREM', P .. 'queue', c)
-  redis.call('HDEL', P .. 'qlang', c)
-  redis.call('HDEL', P .. 'qteam', c)
-  redis.call('HDEL', P .. 'qleft', c)
+  unqueue(P, c)
   redis.call('HSET', P .. 'assign', c, a.id)
   redis.call('SADD', P .. 'aconvs:' .. a.id, c)
   redis.call('ZADD', P .. 'ahist:' .. a.id, now, c)
@@ -234,37 +245,27 @@ return n
 """
 
 # ARGV: prefix, conversation. Returns the agent it was assigned to, or false.
-RELEASE = """
+RELEASE = _SEATS + """
 local P = ARGV[1]
 local c = ARGV[2]
-redis.call('ZREM', P .. 'queue', c)
-redis.call('HDEL', P .. 'qlang', c)
-redis.call('HDEL', P .. 'qteam', c)
-redis.call('HDEL', P .. 'qleft', c)
+unqueue(P, c)
 local cur = redis.call('HGET', P .. 'assign', c)
 if cur then
   redis.call('HDEL', P .. 'assign', c)
-  redis.call('SREM', P .. 'aconvs:' .. cur, c)
-  redis.call('HSET', P .. 'agent:' .. cur, 'idle_since', ARGV[3])
+  free_seat(P, c, cur, ARGV[3])
 end
 return cur
 """
 
 # A supervisor takes a conversation over, whoever had it and whatever their capacity.
 # ARGV: prefix, conversation, supervisor, now. Returns the agent it was assigned to, or false.
-TAKE_OVER = """
+TAKE_OVER = _SEATS + """
 local P = ARGV[1]
 local c = ARGV[2]
 local s = ARGV[3]
-redis.call('ZREM', P .. 'queue', c)
-redis.call('HDEL', P .. 'qlang', c)
-redis.call('HDEL', P .. 'qteam', c)
-redis.call('HDEL', P .. 'qleft', c)
+unqueue(P, c)
 local cur = redis.call('HGET', P .. 'assign', c)
-if cur and cur ~= s then
-  redis.call('SREM', P .. 'aconvs:' .. cur, c)
-  redis.call('HSET', P .. 'agent:' .. cur, 'idle_since', ARGV[4])
-end
+if cur and cur ~= s then free_seat(P, c, cur, ARGV[4]) end
 redis.call('HSET', P .. 'assign', c, s)
 redis.call('SADD', P .. 'aconvs:' .. s, c)
 redis.call('ZADD', P .. 'ahist:' .. s, ARGV[4], c)
