@@ -332,7 +332,7 @@ async def list_conversations(request: Request) -> JSONResponse:
             if (
                 role == "agent"
                 and st.get("agent") != uid
-                and not await relay.redis.zscore(f"{G}ahist:{uid}", st["id"])
+                and not await relay.store.assigned_since(uid, st["id"])
             ):
                 continue
             if (

@@ -1161,7 +1161,7 @@ class Session:
 
     async def _had(self, conv: str) -> bool:
         """Whether this agent was ever assigned ``conv``."""
-        return await self.relay.redis.zscore(f"{{tl}}:ahist:{self.uid}", conv) is not None
+        return await self.relay.store.assigned_since(self.uid, conv) is not None
 
     async def _on_ping(self, frame: p.Ping) -> None:
         self.send(p.Pong(ref=frame.id))

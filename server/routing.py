@@ -139,7 +139,7 @@ class Router:
         if event is None or event["type"] != "transferred" or event.get("agent") is not None:
             return None
         at = int(event.get("ts", 0))
-        since = await self.store.r.zscore(f"{{tl}}:ahist:{agent}", conv)
+        since = await self.store.assigned_since(agent, conv)
         if since is None or since >= at:
             return None  # given to this agent from the queue afterwards
         return str(event.get("team") or ""), at

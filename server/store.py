@@ -498,6 +498,10 @@ class Store:
                 return event
         return None
 
+    async def assigned_since(self, agent: str, conv: str) -> float | None:
+        """When ``conv`` was last given to ``agent`` (ms), or None if it never was."""
+        return await self.r.zscore(f"{G}ahist:{agent}", conv)
+
     async def unannounced(self, older_than_ms: int) -> list[tuple[str, str]]:
         """(conversation, agent) pairs the routing keys assigned more than
         ``older_than_ms`` ago whose conversation does not name that agent."""
