@@ -20,7 +20,7 @@ from server import false_alarms
 from server.api import _caller, _json, _relay
 from server.coaching import FLAGGED, RULE_FIRES, conv_key, score_key
 from server.errors import ApiError
-from server.store import G, decode_event, visitor_of
+from server.store import G, decode_event, now_ms, visitor_of
 
 # Limits
 MAX_PAGE = 100
@@ -120,7 +120,7 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
     """Conversations matching the query filters, most severe and most flagged first."""
     relay = _relay(request)
     q = request.query_params
-    now = int(datetime.now(UTC).timestamp() * 1000)
+    now = now_ms()
     start = _date_ms(q.get("from"), "from", 0)
     end = _date_ms(q.get("to"), "to", now) + (86_400_000 if q.get("to") else 1)
     has_flags = _bool(q.get("has_flags"), "has_flags")
@@ -376,7 +376,7 @@ async def review_flag(request: Request) -> JSONResponse:
                 break
     if not conv:
         raise ApiError(404, "not_found", f"no flag {flag_id}")
-    now = int(datetime.now(UTC).timestamp() * 1000)
+    now = now_ms()
     review = {"status": body.status, "note": body.note, "by": uid, "ts": now}
     try:
         flag = await false_alarms.mark(relay.redis, conv, flag_id, review, now)
@@ -390,7 +390,7 @@ async def review_flag(request: Request) -> JSONResponse:
 async def rule_quality(request: Request) -> JSONResponse:
     await _supervisor(request)
     relay = _relay(request)
-    now = int(datetime.now(UTC).timestamp() * 1000)
+    now = now_ms()
     await false_alarms.settle(relay.redis, int(relay.settings.repair_after_s * 1000), now)
     fires = await relay.redis.hgetall(RULE_FIRES)
     false = await relay.redis.hgetall(false_alarms.COUNTS)
@@ -486,7 +486,7 @@ def waiting_since(newest_first: list[dict[str, Any]]) -> int | None:
 async def live(request: Request) -> JSONResponse:
     await _supervisor(request)
     relay = _relay(request)
-    now = int(datetime.now(UTC).timestamp() * 1000)
+    now = now_ms()
     ids = cast(list[str], await relay.redis.zrevrange(f"{G}convs", 0, MAX_SCAN - 1))
     pipe = relay.redis.pipeline(transaction=False)
     for conv in ids:
