@@ -113,7 +113,6 @@ class Rule:
     role: Role
     severity: Severity
     message: str
-    suggestions: tuple[str, ...]
     #: The suggestions as scripts whose slots the caller fills.
     scripts: tuple[slots.Script, ...]
     patterns: tuple[Pattern, ...]
@@ -124,6 +123,11 @@ class Rule:
     line: int | None
     flag_examples: tuple[str, ...]
     pass_examples: tuple[str, ...]
+
+    @property
+    def suggestions(self) -> tuple[str, ...]:
+        """The suggestions as written in the rule file."""
+        return tuple(s.template for s in self.scripts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +598,6 @@ class Coach:
                             role=spec.role or rule_file.role,
                             severity=spec.severity,
                             message=spec.message,
-                            suggestions=tuple(spec.suggestions),
                             scripts=tuple(slots.Script(s) for s in spec.suggestions),
                             patterns=patterns,
                             regexes=regexes,
@@ -757,8 +760,6 @@ class Coach:
                         for start, end in pattern.matches_at_anchor(view, i):
                             out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         for rule, pattern in pack.unanchored[role]:
-            if pattern.gate is not None and not pattern.may_shout(text):
-                continue
             for start, end in pattern.find(view):
                 out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         regex_rules = pack.regex_rules[role]

@@ -303,7 +303,7 @@ class Pattern:
         """All matches starting in ``[lo, hi)``."""
         hi = len(view) if hi is None else min(hi, len(view))
         if self.anchor is not None and self.flag_anchor is not None:
-            if self.gate is not None and not self.may_shout(view.text):
+            if not self.may_shout(view.text):
                 return  # not enough capitals together: nothing is shouted
             for i in view.positions_with(self.flag_anchor):
                 if i >= hi + self.pre_max:
