@@ -189,10 +189,10 @@
         log.append(h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [
           h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
           h('span', {'class': 'text'}, marked(ev.text, spans))]));
-      } else if (ev.type === 'closed') log.append(h('li', {'class': 'sys', text: 'Closed by ' + ev.by.name}));
-      else if (ev.type === 'assigned' && ev.agent) log.append(h('li', {'class': 'sys', text: ev.agent.name + ' joined'}));
-      else if (ev.type === 'transferred') log.append(h('li', {'class': 'sys', text: 'Transferred' +
-        (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? ' · note: ' + ev.note : '')}));
+      } else {
+        var said = eventText(ev);
+        if (said) log.append(h('li', {'class': 'sys', text: said + (ev.type === 'transferred' && ev.note ? ' · note: ' + ev.note : '')}));
+      }
     });
     var heading = h('h2');
     function count() {
@@ -330,6 +330,15 @@
     S.liveTimer = setInterval(refresh, LIVE_REFRESH_MS);
   }
 
+  /** A conversation event other than a message, in words; null for one that says nothing
+   * to a reader (receipts, typing). */
+  function eventText(ev) {
+    if (ev.type === 'closed') return 'Closed' + (ev.by ? ' by ' + ev.by.name : '');
+    if (ev.type === 'assigned') return ev.agent ? ev.agent.name + ' joined' : null;
+    if (ev.type === 'transferred') return 'Transferred' + (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '');
+    return null;
+  }
+
   /** One event or frame of the watched conversation as a line, each seq once and in order. */
   function watchLine(w, f) {
     if (f.seq) {
@@ -338,9 +347,7 @@
     }
     var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
       : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
-      : f.type === 'assigned' ? (f.agent ? f.agent.name + ' joined' : null)
-      : f.type === 'transferred' ? 'Transferred' + (f.agent ? ' to ' + f.agent.name : f.team ? ' to team ' + f.team : '')
-      : f.type === 'closed' ? 'Closed' + (f.by ? ' by ' + f.by.name : '')
+      : f.type === 'assigned' || f.type === 'transferred' || f.type === 'closed' ? eventText(f)
       // Receipts and typing say nothing a watcher needs.
       : f.type === 'typing' || f.type === 'read' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
     if (line && (f.type !== 'coach' || (f.flags || []).length)) w.log.append(h('li', {'class': 'sys', text: line}));
