@@ -26,6 +26,19 @@ from tests.server.support import (
 )
 
 
+async def answered_by_marko_not_jelena(
+    first: Client, second: Client, vi: Client, conv: str
+) -> None:
+    """After a hand-over from Jelena (``first``) to Marko (``second``): Marko's reply
+    reaches the visitor, Jelena's is refused; then everyone leaves."""
+    reply = await second.say("Hi, I have your refund here.", conversation=conv)
+    assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
+    await first.send(type="message", id="old", text="still here?", conversation=conv)
+    assert (await first.expect("error"))["code"] == "not_in_conversation"
+    for c in (first, second, vi):
+        await c.close()
+
+
 @pytest.mark.parametrize(
     ("position", "avg", "online", "expected"),
     [
@@ -147,12 +160,7 @@ async def test_transfer_to_agent_with_note(redis_db: str) -> None:
         told = await vi.expect("transferred")
         assert told["agent"] == {"id": "marko", "name": "Marko"}
         assert "note" not in told and "from_agent" not in told
-        reply = await second.say("Hi, I have your refund here.", conversation=conv)
-        assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
-        await first.send(type="message", id="old", text="still here?", conversation=conv)
-        assert (await first.expect("error"))["code"] == "not_in_conversation"
-        for c in (first, second, vi):
-            await c.close()
+        await answered_by_marko_not_jelena(first, second, vi, conv)
 
 
 async def test_a_supervisor_who_takes_over_answers_from_the_console_and_keeps_the_chat(
@@ -380,12 +388,7 @@ async def test_a_transfer_a_dead_process_never_announced_is_announced_as_a_trans
         assert got["reason"] == "transfer"
         assert got["from_agent"] == {"id": "jelena", "name": "Jelena"}
         assert await vi.quiet("transferred", "assigned", within=1.5) == []  # announced once
-        reply = await second.say("Hi, I have your refund here.", conversation=conv)
-        assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
-        await first.send(type="message", id="old", text="still here?", conversation=conv)
-        assert (await first.expect("error"))["code"] == "not_in_conversation"
-        for c in (first, second, vi):
-            await c.close()
+        await answered_by_marko_not_jelena(first, second, vi, conv)
 
 
 async def test_a_second_notice_for_a_chat_the_agent_has_repeats_no_message(
