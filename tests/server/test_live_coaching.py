@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.support import agent, make_account, running, session_token, visitor
+from tests.server.support import (
+    Client,
+    agent,
+    make_account,
+    running,
+    session_token,
+    visitor,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,16 +120,21 @@ async def test_draft_for_someone_elses_chat_is_an_error(redis_db: str) -> None:
         assert (await vi.expect("error"))["code"] == "unknown_type"
 
 
+async def apply_a_suggestion(ag: Client, conv: str) -> dict[str, Any]:
+    """The agent drafts "I don't know.", sends the coach's first suggestion instead,
+    and gets the ``coach_checked`` frame of that message."""
+    await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+    shown = await ag.expect("coach", conversation=conv)
+    suggestion = shown["flags"][0]["suggestions"][0]
+    ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
+    return await ag.expect("coach_checked", ref=ack["ref"])
+
+
 async def test_sent_message_records_what_the_agent_did(redis_db: str) -> None:
     async with running(redis_db, coach=True) as srv:
         await wait_ready(srv.base)
         ag, vi, conv = await chat(srv, redis_db)
-        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
-        shown = await ag.expect("coach", conversation=conv)
-        suggestion = shown["flags"][0]["suggestions"][0]
-        ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
-        checked = await ag.expect("coach_checked", ref=ack["ref"])
-        assert checked["outcome"] == "applied"
+        assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
         await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
         await ag.expect("coach", conversation=conv, draft_id=2)
         ack = await ag.say("Calm down.", conversation=conv)
@@ -348,11 +360,7 @@ async def test_review_list_counts_every_flag_and_those_left_to_review(redis_db: 
     async with running(redis_db, coach=True) as srv:
         await wait_ready(srv.base)
         ag, vi, conv = await chat(srv, redis_db)
-        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
-        shown = await ag.expect("coach", conversation=conv)
-        suggestion = shown["flags"][0]["suggestions"][0]
-        ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
-        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "applied"
+        assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
         ack = await ag.say("Calm down.", conversation=conv)
         assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] != "applied"
         async with await supervisor_http(srv, redis_db) as sup:
