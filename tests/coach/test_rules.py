@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections import Counter
 from pathlib import Path
@@ -99,6 +100,55 @@ def test_seed_phrasings_are_flagged_with_suggestions(rules_coach, lang, text, ca
     flags = rules_coach.check(text, lang, "agent")
     assert {f.category for f in flags} >= categories
     assert all(f.suggestions and f.message for f in flags)
+
+
+def _scripts() -> list[tuple[str, str]]:
+    """Every suggestion and script of every pack, with the file it is in."""
+    out = []
+    for path in sorted(DEFAULT_RULES_DIR.glob("*/*.yaml")):
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=RuleLoader)  # noqa: S506
+        where = f"{path.parent.name}/{path.name}"
+        for rule in data.get("rules") or []:
+            out += [(where, s) for s in rule.get("suggestions") or []]
+        for nudge in (data.get("nudges") or {}).values():
+            out += [(where, s) for s in nudge.get("suggestions") or []]
+    return out
+
+
+SCRIPTS = _scripts()
+QUOTED_SLOT = re.compile(r"[«»„“”\"']\s*\{\w+\}|\{\w+\}\s*[«»„“”\"']")
+SLASH_FORM = re.compile(r"\w/\w{1,3}\b")  # pomagal/a, zaboravio/la
+
+
+@pytest.mark.parametrize("where, text", SCRIPTS, ids=[f"{w}-{i}" for i, (w, _) in enumerate(SCRIPTS)])
+def test_scripts_speak_plainly_to_the_customer(where: str, text: str) -> None:
+    # A topic reads as part of the sentence ("zadevo glede vašega naročila"), not as
+    # a quotation; and the agent's own words do not depend on the agent's gender.
+    assert not QUOTED_SLOT.search(text), f"{where}: a slot in quotation marks: {text}"
+    assert not SLASH_FORM.search(text), f"{where}: a slash form: {text}"
+
+
+@pytest.mark.parametrize(
+    ("lang", "category", "customer_text", "script"),
+    [
+        ("sl", "repeat_contact", "Še vedno čakam na svoje naročilo.",
+         "Zadevo glede vašega naročila zdaj prevzemam jaz in vas obvestim, takoj ko bo urejena."),
+        ("sl", "escalation_request", "Želim govoriti z vodjo glede vračila.",
+         "Preden vas povežem, naj pregledam zadevo glede vračila denarja, da bo imel vodja"),
+    ],
+)
+def test_a_known_topic_is_part_of_the_sentence(
+    rules_coach: Coach, lang: str, category: str, customer_text: str, script: str
+) -> None:
+    topic = rules_coach.conversation_topic(customer_text, lang)
+    assert topic is not None
+    scripts = [
+        s
+        for f in rules_coach.check(customer_text, lang, "customer", slots=topic)
+        if f.category == category
+        for s in f.suggestions
+    ]
+    assert any(script in s for s in scripts), scripts
 
 
 def _corpus(name: str) -> list[str]:
