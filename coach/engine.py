@@ -7,7 +7,7 @@ import hashlib
 import re
 import string
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -218,14 +218,19 @@ class _LanguagePack:
         }
         self.unanchored: dict[str, list[tuple[Rule, Pattern]]] = {"agent": [], "customer": []}
         #: Every key that begins an anchor, single or paired.
-        self.anchored: dict[str, frozenset[AnchorKey]] = {
+        self.anchored: dict[str, frozenset[int]] = {
             "agent": frozenset(),
             "customer": frozenset(),
         }
+        #: The words a check of the role looks for in a text: anchors, the
+        #: second words of pairs and every other word a pattern requires.
+        self.relevant: dict[str, frozenset[int]] = {"agent": frozenset(), "customer": frozenset()}
+        #: For the first word of a two-word anchor, the words that may follow.
+        self.pair_seconds: dict[str, dict[int, frozenset[int]]] = {"agent": {}, "customer": {}}
         self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
         #: One search for the strings one of which any of the role's regexes
         #: needs; None when some regex needs none.
-        self.regex_gate: dict[str, re.Pattern[str] | None] = {"agent": None, "customer": None}
+        self.regex_gate: dict[str, Callable[[str], bool] | None] = {"agent": None, "customer": None}
         # Conversation data (rules/<lang>/conversation.yaml).
         self.nudges: dict[str, NudgeSpec] = {}
         self.phrases: dict[str, tuple[tuple[Pattern, ...], tuple[FilteredRegex, ...]]] = {}
@@ -307,11 +312,51 @@ class _LanguagePack:
         """Index what :meth:`add` gathered; called once all rules are in."""
         self._spacy = _spacy(self.nlp, self.vocab_limit)  # the rules' words are in
         for role in self.anchored:
-            self.anchored[role] = frozenset([*self.index[role], *self.pair_firsts[role]])
+            self.anchored[role] = frozenset(
+                k for k in [*self.index[role], *self.pair_firsts[role]] if isinstance(k, int)
+            )
+            seconds: dict[int, set[int]] = {}
+            for pair in self.pair_index[role]:
+                if isinstance(pair, tuple):
+                    seconds.setdefault(pair[0], set()).add(pair[1])
+            self.pair_seconds[role] = {k: frozenset(v) for k, v in seconds.items()}
+            required = {
+                word
+                for entries in [*self.index[role].values(), *self.pair_index[role].values()]
+                for _, pattern in entries
+                for words in pattern.required
+                for word in words
+            }
+            self.relevant[role] = self.anchored[role].union(required, *seconds.values())
             regexes = [rx for rule in self.regex_rules[role] for rx in rule.regexes]
             if regexes and all(rx.literals for rx in regexes):
                 needed = sorted({lit for rx in regexes if rx.literals for lit in rx.literals[0]})
-                self.regex_gate[role] = re.compile("|".join(map(re.escape, needed)))
+                self.regex_gate[role] = _gate(needed)
+
+
+#: Up to this many strings, a gate looks for each with ``in``; past it, one regex.
+_GATE_STRINGS = 8
+
+
+def _gate(needed: list[str]) -> Callable[[str], bool]:
+    """Whether a text contains one of ``needed`` (lowercase strings). Strings
+    with no letters ("!!!", "?!") are looked for in the text as it is, with
+    no lowercased copy; a few strings are quicker with ``in`` than with a
+    regex, which tries every position of the text."""
+    fold: Callable[[str], str] = str.lower if any(s.lower() != s.upper() for s in needed) else str
+    if len(needed) > _GATE_STRINGS:
+        search = re.compile("|".join(map(re.escape, needed))).search
+        return lambda text: search(fold(text)) is not None
+    strings = tuple(needed)
+
+    def contains(text: str) -> bool:
+        text = fold(text)
+        for s in strings:  # noqa: SIM110 - a plain loop beats any() over a generator
+            if s in text:
+                return True
+        return False
+
+    return contains
 
 
 class _Compiler:
@@ -733,30 +778,32 @@ class Coach:
     ) -> list[_Candidate]:
         out: list[_Candidate] = []
         keys = view.keys
-        # Most words anchor nothing: find the few that do (a set operation
-        # in C), and skip the rest when none does.
-        anchored = pack.anchored[role].intersection(keys)
+        # Most words matter to no pattern: find the few that do (one set
+        # operation in C), and skip the rest when none anchors anything.
+        present = pack.relevant[role].intersection(keys)
+        anchored = pack.anchored[role].intersection(present) if present else present
         if anchored:
             index = pack.index[role]
             pairs = pack.pair_index[role]
-            firsts = pack.pair_firsts[role]
+            seconds = pack.pair_seconds[role]
             last = len(keys) - 1
-            present = set(keys)
-            for i in [i for i, key in enumerate(keys) if key in anchored]:
-                key = keys[i]
-                entries = index.get(key)
-                if key in firsts and i < last:
-                    paired = pairs.get((key, keys[i + 1]))
-                    if paired:
-                        entries = entries + paired if entries else paired
-                if not entries:
+            for key in anchored:
+                # Patterns whose other required words are all in the text.
+                entries = [e for e in index.get(key, ()) if e[1].possible_in(present)]
+                follow = seconds.get(key)
+                if follow is not None and present.isdisjoint(follow):
+                    follow = None
+                if not entries and follow is None:
                     continue
-                for rule, pattern in entries:
-                    # The other words the pattern needs must be in the text.
-                    for words in pattern.required:
-                        if present.isdisjoint(words):
-                            break
-                    else:
+                i = -1
+                for _ in range(keys.count(key)):
+                    i = keys.index(key, i + 1)
+                    todo = entries
+                    if follow is not None and i < last:
+                        paired = pairs.get((key, keys[i + 1]))
+                        if paired:
+                            todo = entries + [e for e in paired if e[1].possible_in(present)]
+                    for rule, pattern in todo:
                         for start, end in pattern.matches_at_anchor(view, i):
                             out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         for rule, pattern in pack.unanchored[role]:
@@ -764,9 +811,9 @@ class Coach:
                 out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         regex_rules = pack.regex_rules[role]
         if regex_rules:
-            lowered = text.lower()
             gate = pack.regex_gate[role]
-            if gate is None or gate.search(lowered):
+            if gate is None or gate(text):
+                lowered = text.lower()
                 for rule in regex_rules:
                     for rx in rule.regexes:
                         for m in rx.finditer(text, lowered):
@@ -779,7 +826,7 @@ class Coach:
                 if (c.rule.id, c.start, c.end) not in seen:
                     seen.add((c.rule.id, c.start, c.end))
                     unique.append(c)
-            out = unique
+            out = sorted(unique, key=lambda c: (c.start, c.end))
         return out
 
     @staticmethod
@@ -956,6 +1003,7 @@ def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
 
 _LAST_WORD = re.compile(r"(\w+)$")
 _FIRST_WORD = re.compile(r"\w+")
+_PUNCT = ",.!?;:"
 
 
 def _fit(suggestion: str, text: str, start: int, end: int) -> str:
@@ -970,15 +1018,18 @@ def _fit(suggestion: str, text: str, start: int, end: int) -> str:
         suggestion = suggestion[first_word.end() :].lstrip()
         if not suggestion:
             return suggestion
+    # "…. Molim vas," + ".": the text's own punctuation stays, the suggestion's goes.
+    after = text[end : end + 1]
+    if after and after in _PUNCT and suggestion[-1] in _PUNCT:
+        suggestion = suggestion[:-1].rstrip()
+        if not suggestion:
+            return suggestion
     at_sentence_start = not before or before[-1] in _SENTENCE_END or before[-1] in "\n:"
     first = suggestion[0]
     if at_sentence_start:
         suggestion = first.upper() + suggestion[1:]
     elif first.isupper() and not _keeps_capital(suggestion):
         suggestion = first.lower() + suggestion[1:]
-    after = text[end : end + 1]
-    if after and after in _SENTENCE_END and suggestion[-1] in _SENTENCE_END:
-        suggestion = suggestion[:-1]
     return suggestion
 
 

@@ -13,6 +13,7 @@ import functools
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,17 @@ def _other_capitals(text: str) -> bool:
         for ch in {m.group() for m in _UNKNOWN_LETTER.finditer(text)}
     )
 
-#: Every byte but the ASCII capitals, deleted to count those.
-_NOT_ASCII_CAPITAL = bytes(b for b in range(256) if not 65 <= b <= 90)
+
+#: The case shape of UTF-8 text: an ASCII capital becomes "A", an ASCII small
+#: letter "a", and any other character "A" (its first byte; the bytes that
+#: continue a character go, as do digits, spaces and punctuation). A run of
+#: capitals with no small letter between them shows as a run of "A" at least
+#: as long, so a shape with no such run rules a shout out.
+_SHAPE_TABLE = bytes(
+    ord("A") if 65 <= b <= 90 or b >= 0xC0 else ord("a") if 97 <= b <= 122 else b
+    for b in range(256)
+)
+_SHAPE_DELETE = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b >= 0xC0))
 
 #: An anchor: one word's hash, or two adjacent words' hashes.
 AnchorKey = int | tuple[int, int]
@@ -207,7 +217,7 @@ class Pattern:
     #: With an ``IS_UPPER`` anchor: what a text needs before the tokens are
     #: looked at (as many capitals together as tokens in a row).
     gate: re.Pattern[str] | None = None
-    #: How many capitals the gate needs in all.
+    #: How many capitals the gate needs together.
     capitals: int = 0
 
     @property
@@ -221,14 +231,15 @@ class Pattern:
         gate = self.gate
         if gate is None:
             return True
+        # One pass in C over the bytes first; exact for ASCII text.
+        shape = text.encode().translate(_SHAPE_TABLE, _SHAPE_DELETE)
+        if b"A" * self.capitals not in shape:
+            return False
         if text.isascii():
-            # Fewer capitals in all than the run needs: no regex search.
-            if len(text.encode().translate(None, _NOT_ASCII_CAPITAL)) < self.capitals:
-                return False
-            return gate.search(text) is not None
+            return True
         return gate.search(text) is not None or _other_capitals(text)
 
-    def possible_in(self, present: set[int]) -> bool:
+    def possible_in(self, present: AbstractSet[int]) -> bool:
         for words in self.required:  # noqa: SIM110 - a plain loop beats all() over a generator
             if present.isdisjoint(words):
                 return False

@@ -9,6 +9,7 @@ import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coach.engine import _gate
 from coach.matcher import TokenTest, _capitals, _flag, _flag_anchored, _other_capitals
 from coach.prefilter import required_literals
 
@@ -95,3 +96,23 @@ def test_the_capitals_gate_never_hides_a_shout(parts: list[tuple[str, str]]) -> 
             # What the engine asks before it looks at the tokens.
             shout = _flag_anchored([TokenTest(flags=(("IS_UPPER", True),))] * run)
             assert shout.may_shout(text), (run, [t.text for t in doc])
+
+
+# ---------------------------------------------------------------- regex gate
+
+_GATE_STRINGS = st.lists(
+    st.sampled_from(["!!!", "?!", "!?", "ne znam", "don't", "100", "Ž", "šta"]),
+    min_size=1,
+    max_size=12,
+    unique=True,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(needed=_GATE_STRINGS, text=st.text(alphabet="!?. aeDNOTnotzmšŠŽž'01", max_size=40))
+def test_the_regex_gate_passes_every_text_with_one_of_its_strings(
+    needed: list[str], text: str
+) -> None:
+    lowered = [s.lower() for s in needed]
+    gate = _gate(lowered)
+    assert gate(text) == any(s in text.lower() for s in lowered)
