@@ -124,6 +124,9 @@ def test_suggestion_fits_the_sentence(small: Coach) -> None:
          "Sorry, let me find out for you."),
         ("Hi! I don't know.", "I don't know", "let me find out for you",
          "Hi! Let me find out for you."),
+        # The text's own punctuation stays; the suggestion's goes.
+        ("Smirite se i.", "Smirite se i", "razumem vas. Molim vas,", "Razumem vas. Molim vas."),
+        ("Calm down, sir.", "Calm down", "I understand.", "I understand, sir."),
     ],
 )
 def test_a_suggestion_spliced_in_reads_as_one_sentence(
@@ -132,6 +135,77 @@ def test_a_suggestion_spliced_in_reads_as_one_sentence(
     start = text.index(span)
     end = start + len(span)
     assert text[:start] + _fit(suggestion, text, start, end) + text[end:] == spliced
+
+
+CALM_DOWN = [
+    ("en", "Calm down, I'll check it.",
+     ["I understand how frustrating this is, and I'll check it.",
+      "I can see why you're upset, so I'll check it."]),
+    ("en", "Please calm down and tell me the order number.",
+     ["I understand how frustrating this is, so please tell me the order number.",
+      "I can see why you're upset. Please tell me the order number."]),
+    ("en", "Okay, calm down and please give me a minute.",
+     ["Okay, I understand how frustrating this is, so please give me a minute.",
+      "Okay, I can see why you're upset. Please give me a minute."]),
+    ("en", "You need to calm down so I can help you.",
+     ["I understand how frustrating this is, and I can help you.",
+      "I can see why you're upset, so I can help you."]),
+    ("en", "Please stay calm while I check.",
+     ["Thank you for bearing with me while I check.",
+      "I understand how frustrating this is, so please bear with me while I check."]),
+    ("en", "Calm down, please.",
+     ["I understand how frustrating this is.",
+      "I can see why you're upset, and I'm going to help."]),
+    ("en", "Please calm down, sir.",
+     ["I understand how frustrating this is, sir.",
+      "I can see why you're upset, and I'm going to help, sir."]),
+    ("sr", "Smirite se, proverićemo.",
+     ["Razumem koliko vas je ovo uznemirilo, pa proverićemo.",
+      "Potpuno razumem zašto ste nezadovoljni, pa proverićemo."]),
+    ("sr", "Смирите се, проверићемо.",
+     ["Разумем колико вас је ово узнемирило, па проверићемо.",
+      "Потпуно разумем зашто сте незадовољни, па проверићемо."]),
+    ("sr", "Smirite se malo, pa ćemo razgovarati.",
+     ["Razumem koliko vas je ovo uznemirilo, pa ćemo razgovarati.",
+      "Potpuno razumem zašto ste nezadovoljni, pa ćemo razgovarati."]),
+    ("sr", "Molim vas, smirite se i recite mi broj porudžbine.",
+     ["Razumem koliko vas je ovo uznemirilo. Molim vas, recite mi broj porudžbine.",
+      "Potpuno razumem zašto ste nezadovoljni. Molim vas, recite mi broj porudžbine."]),
+    ("sr", "Смирите се и реците ми број поруџбине.",
+     ["Разумем колико вас је ово узнемирило. Молим вас, реците ми број поруџбине.",
+      "Потпуно разумем зашто сте незадовољни. Молим вас, реците ми број поруџбине."]),
+    ("sr", "Smirite se molim vas, proveriću.",
+     ["Razumem koliko vas je ovo uznemirilo, pa proveriću.",
+      "Potpuno razumem zašto ste nezadovoljni, pa proveriću."]),
+    ("hr", "Smirite se, provjerit ćemo.",
+     ["Razumijem koliko vas ovo frustrira, pa provjerit ćemo.",
+      "Potpuno razumijem zašto ste uzrujani, pa provjerit ćemo."]),
+    ("hr", "Molim vas, smirite se i recite mi broj narudžbe.",
+     ["Razumijem koliko vas ovo frustrira. Molim vas, recite mi broj narudžbe.",
+      "Potpuno razumijem zašto ste uzrujani. Molim vas, recite mi broj narudžbe."]),
+    ("sl", "Pomirite se, preverili bomo.",
+     ["Razumem vašo jezo in preverili bomo.",
+      "Žal mi je za nevšečnosti in preverili bomo."]),
+    ("sl", "Pomirite se, prosim, takoj preverim.",
+     ["Razumem vašo jezo in takoj preverim.",
+      "Žal mi je za nevšečnosti in takoj preverim."]),
+    ("sl", "Prosim, pomirite se in mi povejte številko naročila.",
+     ["Razumem, da ste razburjeni, zato mi povejte številko naročila.",
+      "Razumem vašo jezo, zato mi povejte številko naročila."]),
+    ("sl", "Umirite se, gospa.",
+     ["Razumem, kako neprijetno je to, gospa.",
+      "Razumem vašo jezo in to takoj poskusim popraviti, gospa."]),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "spliced"), CALM_DOWN)
+def test_calm_down_suggestions_splice_into_whole_sentences(
+    coach: Coach, lang: str, text: str, spliced: list[str]
+) -> None:
+    # Each suggestion replaces the flagged words, the comma or "and" after them
+    # included where the sentence goes on, so no comma splice or broken join is left.
+    [flag] = [f for f in coach.check(text, lang, "agent") if f.category == "dismissive"]
+    assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
 
 
 def test_serbian_rule_matches_both_scripts_and_answers_in_kind(small: Coach) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -120,10 +120,12 @@ QUOTED_SLOT = re.compile(r"[«»„“”\"']\s*\{\w+\}|\{\w+\}\s*[«»„“”
 SLASH_FORM = re.compile(r"\w/\w{1,3}\b")  # pomagal/a, zaboravio/la
 
 
-@pytest.mark.parametrize("where, text", SCRIPTS, ids=[f"{w}-{i}" for i, (w, _) in enumerate(SCRIPTS)])
+@pytest.mark.parametrize(
+    "where, text", SCRIPTS, ids=[f"{w}-{i}" for i, (w, _) in enumerate(SCRIPTS)]
+)
 def test_scripts_speak_plainly_to_the_customer(where: str, text: str) -> None:
-    # A topic reads as part of the sentence ("zadevo glede vašega naročila"), not as
-    # a quotation; and the agent's own words do not depend on the agent's gender.
+    # A topic reads as part of the sentence ("zadevo glede vašega naročila"), not
+    # as a quotation; and the agent's own words do not depend on their gender.
     assert not QUOTED_SLOT.search(text), f"{where}: a slot in quotation marks: {text}"
     assert not SLASH_FORM.search(text), f"{where}: a slash form: {text}"
 
