@@ -316,7 +316,16 @@ class Pattern:
         if self.anchor is not None and self.flag_anchor is not None:
             if not self.may_shout(view.text):
                 return  # not enough capitals together: nothing is shouted
-            for i in view.positions_with(self.flag_anchor):
+            positions = view.positions_with(self.flag_anchor)
+            run = self.capitals // 2
+            if run > 1 and self.flag_anchor == "IS_UPPER":
+                # The anchor starts a run of upper-case tokens: only where
+                # the next ones are upper case too.
+                upper = set(positions)
+                positions = [
+                    i for i in positions if all(i + j in upper for j in range(1, run))
+                ]
+            for i in positions:
                 if i >= hi + self.pre_max:
                     break
                 if i >= lo:
