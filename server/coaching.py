@@ -19,8 +19,11 @@ Redis keys (hash tags as in server/store.py):
 - ``{conv:<id>}:flags``       hash flag id -> JSON flag record
 - ``{conv:<id>}:coachlog``    list of JSON records: cues, scripts, nudges, whispers, overrides
 - ``{tl}:coach-wait``         zset conversation -> when to look at its wait (ms)
-- ``{tl}:rule-fires``         hash rule -> times it fired (false alarms: server/false_alarms.py)
-- ``{tl}:score:<agent>:<day>`` hash of counters for scorecards
+- ``{tl}:rule-fires``         hash rule -> flags it raised on sent messages, whatever the
+  agent did with them (false alarms: server/false_alarms.py)
+- ``{tl}:rule-fires:<day>``   the same for one day (UTC), for a period's report
+- ``{tl}:score:<agent>:<day>`` hash of counters for scorecards: ``messages``, and per flag
+  raised ``flags:<category>`` and ``outcome:<applied|ignored|not_seen|overridden>``
 - ``{tl}:flagged``            zset conversation -> time of its last flag (ms)
 """
 
@@ -83,6 +86,16 @@ def day_of(ts_ms: int) -> str:
 
 def score_key(agent: str, day: str) -> str:
     return f"{G}score:{agent}:{day}"
+
+
+def rule_fires_key(day: str) -> str:
+    return f"{RULE_FIRES}:{day}"
+
+
+def scored_outcome(record: dict[str, Any]) -> str:
+    """What a scorecard counts a flag as: its outcome, or ``overridden`` when the agent
+    sent the message the coach had refused."""
+    return "overridden" if record.get("override") else str(record["outcome"])
 
 
 @dataclass
@@ -233,18 +246,17 @@ class Coaching:
         agent_id = agent.get("id", "")
         day = day_of(ts)
         pipe = self.redis.pipeline(transaction=False)
-        for rec in records:
-            pipe.hset(conv_key(conv, "flags"), rec["id"], json.dumps(rec, ensure_ascii=False))
-            if rec["outcome"] != "applied":
-                pipe.hincrby(RULE_FIRES, rec["rule"], 1)
-        if records:
-            pipe.zadd(FLAGGED, {conv: ts})
         sk = score_key(agent_id, day)
         pipe.hincrby(sk, "messages", 1)
+        # Every flag raised counts, applied or not, as the review's lists count them.
         for rec in records:
-            if rec["outcome"] != "applied":
-                pipe.hincrby(sk, "flags:" + rec["category"], 1)
-            pipe.hincrby(sk, "outcome:" + rec["outcome"], 1)
+            pipe.hset(conv_key(conv, "flags"), rec["id"], json.dumps(rec, ensure_ascii=False))
+            pipe.hincrby(RULE_FIRES, rec["rule"], 1)
+            pipe.hincrby(rule_fires_key(day), rec["rule"], 1)
+            pipe.hincrby(sk, "flags:" + rec["category"], 1)
+            pipe.hincrby(sk, "outcome:" + scored_outcome(rec), 1)
+        if records:
+            pipe.zadd(FLAGGED, {conv: ts})
         if override:
             pipe.rpush(
                 conv_key(conv, "coachlog"),

@@ -20,6 +20,8 @@ transaction changes both. Instead:
 Redis keys:
 
 - ``{tl}:rule-false``        hash rule -> false alarms
+- ``{tl}:rule-false:<day>``  the same for the flags raised on one day (UTC), moved by the
+  same script (a flag keeps its day, so its marks move one day's count)
 - ``{tl}:rule-false-refs``   hash "<conversation>/<flag>" -> "<version> <status>" counted
 - ``{tl}:rule-false-check``  zset "<conversation>/<flag>" -> when it was last marked (ms)
 """
@@ -32,6 +34,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from server.coaching import day_of
 from server.store import G, conv_key
 
 log = logging.getLogger("tactline.review")
@@ -63,9 +66,11 @@ redis.call('ZADD', KEYS[1], at, ARGV[1])
 return at
 """
 
-# KEYS: counts, refs, check. ARGV: ref, rule, version, status, and a time: the
-# check entry goes if it is no newer ('' keeps it). The count changes first: a
-# failed write leaves the entry as it was. Returns 1 if the count took the review.
+# KEYS: counts, refs, check, and the counts of the flag's day if it has one. ARGV:
+# ref, rule, version, status, and a time: the check entry goes if it is no newer
+# ('' keeps it). The count changes first: a failed write leaves the entry as it
+# was. Returns 1 if the count took the review. A day's count never goes below 0: a
+# false alarm counted before days were counted was never in it.
 COUNT = """
 local held = redis.call('HGET', KEYS[2], ARGV[1]) or '0 '
 local sep = string.find(held, ' ', 1, true)
@@ -73,8 +78,16 @@ local version, was = tonumber(string.sub(held, 1, sep - 1)), string.sub(held, se
 local took = 0
 if tonumber(ARGV[3]) > version then
   local before, after = was == 'false_alarm', ARGV[4] == 'false_alarm'
-  if after and not before then redis.call('HINCRBY', KEYS[1], ARGV[2], 1) end
-  if before and not after then redis.call('HINCRBY', KEYS[1], ARGV[2], -1) end
+  if after and not before then
+    redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+    if KEYS[4] then redis.call('HINCRBY', KEYS[4], ARGV[2], 1) end
+  end
+  if before and not after then
+    redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
+    if KEYS[4] and tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0') > 0 then
+      redis.call('HINCRBY', KEYS[4], ARGV[2], -1)
+    end
+  end
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
   took = 1
 end
@@ -94,12 +107,30 @@ def ref_of(conv: str, flag_id: str) -> str:
     return f"{conv}/{flag_id}"
 
 
+def day_key(day: str) -> str:
+    """The false alarms per rule among the flags raised on ``day`` (YYYY-MM-DD, UTC)."""
+    return f"{COUNTS}:{day}"
+
+
+def _day_of(flag: dict[str, Any]) -> str:
+    """The day the flag was raised on, '' for a flag stored without its time."""
+    ts = flag.get("ts")
+    return day_of(int(ts)) if isinstance(ts, int | float) and ts > 0 else ""
+
+
 async def _count(
-    redis: Redis, ref: str, rule: str, version: int, status: str, settled_before: str = ""
+    redis: Redis,
+    ref: str,
+    flag: dict[str, Any],
+    version: int,
+    status: str,
+    settled_before: str = "",
 ) -> bool:
     script = redis.register_script(COUNT)
+    day = _day_of(flag)
+    keys = [COUNTS, REFS, CHECK] + ([day_key(day)] if day else [])
     took = await script(
-        keys=[COUNTS, REFS, CHECK], args=[ref, rule, version, status, settled_before]
+        keys=keys, args=[ref, str(flag.get("rule", "")), version, status, settled_before]
     )
     return bool(took)
 
@@ -130,7 +161,7 @@ async def mark(
         noted = int(await note(keys=[CHECK], args=[ref, now]))
         if await set_review(keys=[key], args=[flag_id, raw, written]):
             status = str(review["status"])
-            await _count(redis, ref, str(flag["rule"]), version, status, str(noted))
+            await _count(redis, ref, flag, version, status, str(noted))
             return cast(dict[str, Any], flag)
     raise FlagBusy(flag_id)
 
@@ -152,7 +183,7 @@ async def settle(redis: Redis, older_than_ms: int, now: int) -> int:
         # review has nothing to count: version 0 only clears the check entry.
         version = int(review.get("version", 0))
         status = str(review.get("status", "")) if version else ""
-        if await _count(redis, ref, str(flag.get("rule", "")), version, status, str(cutoff)):
+        if await _count(redis, ref, flag, version, status, str(cutoff)):
             repaired += 1
     if repaired:
         log.warning("counted %d flag reviews a process left uncounted", repaired)

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from server import false_alarms
 from server.api import _caller, _json, _relay
-from server.coaching import FLAGGED, RULE_FIRES, conv_key, score_key
+from server.coaching import FLAGGED, RULE_FIRES, conv_key, rule_fires_key, score_key
 from server.errors import ApiError
 from server.store import G, decode_event, now_ms, visitor_of
 
@@ -388,31 +388,57 @@ async def review_flag(request: Request) -> JSONResponse:
 
 
 async def rule_quality(request: Request) -> JSONResponse:
+    """Every rule that raised a flag, all time or in the period ``from``–``to``: the flags
+    it raised (whatever the agent did with them), those marked false alarms, and their
+    rate; the most annoying first (highest rate, then most false alarms, then most fires)."""
     await _supervisor(request)
     relay = _relay(request)
     now = now_ms()
     await false_alarms.settle(relay.redis, int(relay.settings.repair_after_s * 1000), now)
-    fires = await relay.redis.hgetall(RULE_FIRES)
-    false = await relay.redis.hgetall(false_alarms.COUNTS)
-    rows = []
-    for rule in sorted(set(fires) | set(false)):
-        n, fa = int(fires.get(rule, 0)), int(false.get(rule, 0))
-        rows.append(
-            {"rule": rule, "fires": n, "false_alarms": fa, "rate": round(fa / n, 4) if n else 0.0}
-        )
-    rows.sort(key=lambda r: (-float(r["rate"]), -int(r["false_alarms"]), str(r["rule"])))
-    return JSONResponse(rows)
+    q = request.query_params
+    fires: dict[str, int] = {}
+    false: dict[str, int] = {}
+    if q.get("from") or q.get("to"):
+        days = _day_range(request)
+        pipe = relay.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(rule_fires_key(day))
+            pipe.hgetall(false_alarms.day_key(day))
+        counts = await pipe.execute()
+        for i in range(len(days)):
+            _add(fires, counts[2 * i])
+            _add(false, counts[2 * i + 1])
+    else:
+        _add(fires, await relay.redis.hgetall(RULE_FIRES))
+        _add(false, await relay.redis.hgetall(false_alarms.COUNTS))
+    rows: list[tuple[str, int, int]] = []
+    for rule in set(fires) | set(false):
+        fa = max(0, false.get(rule, 0))
+        # A false alarm on a flag raised before applied flags counted as fires has no
+        # fire to its name; a rule fired at least as often as it misfired.
+        n = max(fires.get(rule, 0), fa)
+        if n:
+            rows.append((rule, n, fa))
+    rows.sort(key=lambda r: (-r[2] / r[1], -r[2], -r[1], r[0]))
+    return JSONResponse(
+        [
+            {"rule": rule, "fires": n, "false_alarms": fa, "rate": round(fa / n, 4)}
+            for rule, n, fa in rows
+        ]
+    )
+
+
+def _add(total: dict[str, int], counts: dict[Any, Any]) -> None:
+    for key, value in counts.items():
+        total[str(key)] = total.get(str(key), 0) + int(value)
 
 
 def _day_range(request: Request) -> list[str]:
+    """The days (UTC) from ``from`` to ``to``; the last 30 days up to ``to`` (or today)
+    when ``from`` is not given."""
     q = request.query_params
-    today = datetime.now(UTC).date()
-    start = (
-        date.fromtimestamp(_date_ms(q.get("from"), "from", 0) / 1000)
-        if q.get("from")
-        else today - timedelta(days=29)
-    )
-    end = date.fromtimestamp(_date_ms(q.get("to"), "to", 0) / 1000) if q.get("to") else today
+    end = _day(q.get("to"), "to") or datetime.now(UTC).date()
+    start = _day(q.get("from"), "from") or end - timedelta(days=29)
     if end < start:
         raise ApiError(400, "invalid_request", "to is before from")
     if (end - start).days >= MAX_DAYS:
@@ -420,22 +446,43 @@ def _day_range(request: Request) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def _day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: a date like 2026-11-23") from None
+
+
+#: What an agent did with a flag, as a scorecard counts it (server.coaching.scored_outcome).
+OUTCOMES = ("applied", "ignored", "overridden", "not_seen")
+
+
 def _card(counters: dict[str, int]) -> dict[str, Any]:
+    """One scorecard from its counters. Flags are every flag raised on the agent's sent
+    messages, applied or not, as the conversation list and the transcript count them;
+    each has one outcome, so the outcome shares add up to 1."""
     msgs = counters.get("messages", 0)
-    applied = counters.get("outcome:applied", 0)
-    ignored = counters.get("outcome:ignored", 0)
+    outcomes = {o: counters.get("outcome:" + o, 0) for o in OUTCOMES}
+    raised = sum(outcomes.values())
     per100 = {
         k.split(":", 1)[1]: round(v * 100 / msgs, 2) if msgs else 0.0
         for k, v in counters.items()
         if k.startswith("flags:")
     }
+    shares = {o: round(n / raised, 4) for o, n in outcomes.items()} if raised else None
     fr, frn = counters.get("first_response_ms", 0), counters.get("first_responses", 0)
     hd, hdn = counters.get("handling_ms", 0), counters.get("handled", 0)
     cs, csn = counters.get("csat_sum", 0), counters.get("csat_count", 0)
     return {
         "messages": msgs,
+        "flags_raised": raised,
+        "flags_per_100_total": round(raised * 100 / msgs, 2) if msgs else 0.0,
         "flags_per_100": per100,
-        "applied_share": round(applied / (applied + ignored), 4) if applied + ignored else None,
+        "outcomes": outcomes,
+        "outcome_shares": shares,
+        "applied_share": shares["applied"] if shares else None,
         "first_response_s": round(fr / frn / 1000, 1) if frn else None,
         "handling_s": round(hd / hdn / 1000, 1) if hdn else None,
         "csat": round(cs / csn, 2) if csn else None,
@@ -619,7 +666,10 @@ def openapi_paths() -> dict[str, Any]:
             ok(obj),
         ),
         "/api/review/rule-quality": get(
-            "ruleQuality", "Fires and false alarms per rule", [], ok({"type": "array"})
+            "ruleQuality",
+            "Fires and false alarms per rule, all time or in a period",
+            [q("from", date_s), q("to", date_s)],
+            ok({"type": "array"}),
         ),
         "/api/review/live": get("liveConversations", "Active conversations", [], ok(obj)),
         "/api/rules/reload": {

@@ -13,7 +13,7 @@ import httpx
 from redis.asyncio import Redis
 
 from server import redisconn
-from server.coaching import FLAGGED, RULE_FIRES
+from server.coaching import FLAGGED, RULE_FIRES, day_of, rule_fires_key
 from server.false_alarms import CHECK, REFS, ref_of
 from server.privacy import delete_conversation
 from server.store import G, conv_key
@@ -25,12 +25,15 @@ COUNTS = G + "rule-false"
 REPAIR_AFTER_S = 0.5
 
 
-async def add_flags(redis: Redis, n: int, rule: str = RULE) -> list[tuple[str, str]]:
-    """``n`` flags as the coach stores them, one per conversation."""
+async def add_flags(
+    redis: Redis, n: int, rule: str = RULE, ts: int | None = None
+) -> list[tuple[str, str]]:
+    """``n`` flags as the coach stores them, one per conversation; raised at ``ts`` (ms)
+    and counted for its day, or stored without a time as flags once were."""
     out = []
     for i in range(n):
         conv, flag_id = f"c_{rule.replace('.', '_')}_{i}", f"f_{i:012x}"
-        record = {
+        record: dict[str, Any] = {
             "id": flag_id,
             "conversation": conv,
             "rule": rule,
@@ -40,6 +43,9 @@ async def add_flags(redis: Redis, n: int, rule: str = RULE) -> list[tuple[str, s
             "outcome": "ignored",
             "review": None,
         }
+        if ts is not None:
+            record["ts"] = ts
+            await redis.hincrby(rule_fires_key(day_of(ts)), rule, 1)
         await redis.hset(conv_key(conv, "flags"), flag_id, json.dumps(record))
         await redis.zadd(FLAGGED, {conv: i})
         await redis.hincrby(RULE_FIRES, rule, 1)
@@ -68,8 +74,10 @@ async def mark(sup: httpx.AsyncClient, flag: tuple[str, str], status: str) -> ht
     )
 
 
-async def false_alarms(sup: httpx.AsyncClient, rule: str = RULE) -> int:
-    rows = (await sup.get("/api/review/rule-quality")).json()
+async def false_alarms(sup: httpx.AsyncClient, rule: str = RULE, day: str = "") -> int:
+    """The rule's false alarms in the report, all time or among the flags of ``day``."""
+    params = {"from": day, "to": day} if day else {}
+    rows = (await sup.get("/api/review/rule-quality", params=params)).json()
     return sum(int(r["false_alarms"]) for r in rows if r["rule"] == rule)
 
 
@@ -195,3 +203,42 @@ async def test_a_false_alarm_stored_before_reviews_had_versions_is_uncounted_onc
         for status in ("reviewed", "reviewed", "false_alarm", "reviewed"):
             assert (await mark(sup, flag, status)).status_code == 200
         assert await false_alarms(sup) == 0
+
+
+async def test_a_false_alarm_counts_in_the_period_of_the_day_its_flag_fired(
+    redis_db: str,
+) -> None:
+    raised = 1_772_452_800_000  # 2026-03-02 12:00 UTC
+    day, next_day = "2026-03-02", "2026-03-03"
+    async with review_server(redis_db) as (redis, sup, _):
+        plain, failing = await add_flags(redis, 2, ts=raised)
+        for status in ("false_alarm", "reviewed", "false_alarm"):
+            assert (await mark(sup, plain, status)).status_code == 200
+        assert await false_alarms(sup, day=day) == 1
+        rows = (await sup.get("/api/review/rule-quality", params={"from": day})).json()
+        assert rows == [{"rule": RULE, "fires": 2, "false_alarms": 1, "rate": 0.5}]
+        # Marked the day after, still counted on the day the flag fired.
+        assert await false_alarms(sup, day=next_day) == 0
+        # A mark left uncounted is counted for its day too when the report repairs it.
+        async with count_fails(redis):
+            assert (await mark(sup, failing, "false_alarm")).status_code == 500
+        await asyncio.sleep(REPAIR_AFTER_S + 0.2)
+        assert await false_alarms(sup, day=day) == 2
+        assert await false_alarms(sup) == 2
+
+
+async def test_unmarking_a_false_alarm_counted_before_days_were_leaves_its_day_at_zero(
+    redis_db: str,
+) -> None:
+    async with review_server(redis_db) as (redis, sup, _):
+        [flag] = await add_flags(redis, 1, ts=1_772_452_800_000)
+        conv, flag_id = flag
+        record = json.loads(await redis.hget(conv_key(conv, "flags"), flag_id) or "{}")
+        record["review"] = {"status": "false_alarm", "note": "", "by": "sanja", "ts": 1}
+        await redis.hset(conv_key(conv, "flags"), flag_id, json.dumps(record))
+        await redis.hincrby(COUNTS, RULE, 1)  # counted all time when it was marked
+        assert (await mark(sup, flag, "reviewed")).status_code == 200
+        assert await false_alarms(sup) == 0
+        assert await false_alarms(sup, day="2026-03-02") == 0
+        assert (await mark(sup, flag, "false_alarm")).status_code == 200
+        assert await false_alarms(sup, day="2026-03-02") == 1

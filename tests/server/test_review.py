@@ -1,12 +1,21 @@
-"""Supervisor review helpers without a server."""
+"""Supervisor review: its helpers without a server, then the review API on a real
+server with the real coach and Redis."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from server.review import waiting_since
+from tests.server.support import running
+from tests.server.test_live_coaching import (
+    apply_a_suggestion,
+    chat,
+    supervisor_http,
+    wait_ready,
+)
 
 
 def msg(role: str, ts: int) -> dict[str, Any]:
@@ -28,3 +37,97 @@ def test_waiting_since_is_the_oldest_unanswered_visitor_message(
     newest_first: list[dict[str, Any]], since: int | None
 ) -> None:
     assert waiting_since(newest_first) == since
+
+
+# ------------------------------------------------------------------ the review API, served
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+async def test_rule_quality_lists_every_rule_that_fired_before_any_false_alarm(
+    redis_db: str,
+) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"  # dont_know
+        for text in ("That's not my job.", "That's not my job, sorry."):
+            ack = await ag.say(text, conversation=conv)
+            assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "not_seen"
+        async with await supervisor_http(srv, redis_db) as sup:
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            fired: dict[str, int] = {}
+            for f in t["flags"]:
+                fired[f["rule"]] = fired.get(f["rule"], 0) + 1
+            [not_my_job] = [r for r in fired if ".not_my_job." in r]
+            [dont_know] = [r for r in fired if ".dont_know." in r]
+            expected = [
+                {"rule": not_my_job, "fires": 2, "false_alarms": 0, "rate": 0.0},
+                {"rule": dont_know, "fires": 1, "false_alarms": 0, "rate": 0.0},
+            ]
+            for params in ({}, {"from": today(), "to": today()}):
+                rows = (await sup.get("/api/review/rule-quality", params=params)).json()
+                assert rows == expected, params
+            yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+            gone = await sup.get("/api/review/rule-quality", params={"to": yesterday})
+            assert gone.json() == []
+            # A false alarm puts its rule first, in the period of the day it fired.
+            [flag] = [f for f in t["flags"] if f["rule"] == dont_know]
+            r = await sup.post(f"/api/review/flags/{flag['id']}", json={"status": "false_alarm"})
+            assert r.status_code == 200
+            for params in ({}, {"from": today()}):
+                rows = (await sup.get("/api/review/rule-quality", params=params)).json()
+                assert [(r["rule"], r["false_alarms"], r["rate"]) for r in rows] == [
+                    (dont_know, 1, 1.0),
+                    (not_my_job, 0, 0.0),
+                ], params
+            bad = await sup.get("/api/review/rule-quality", params={"from": "yesterday"})
+            assert bad.status_code == 400
+        await vi.close()
+        await ag.close()
+
+
+async def test_scorecard_counts_the_flags_the_conversation_list_counts(redis_db: str) -> None:
+    # Applied, ignored, not seen and overridden: every flag raised counts once, in the
+    # scorecard as in the list and the transcript.
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
+        await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
+        await ag.expect("coach", conversation=conv, draft_id=2)
+        ack = await ag.say("Calm down.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "ignored"
+        ack = await ag.say("That's not my job.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "not_seen"
+        ask = "Please send me your full card number and the CVV."
+        await ag.send(type="message", id="s1", conversation=conv, text=ask)
+        await ag.expect("error", ref="s1")
+        await ag.send(type="message", id="s1", conversation=conv, text=ask, override=True)
+        await ag.expect("coach_checked", ref="s1")
+        async with await supervisor_http(srv, redis_db) as sup:
+            listed = (await sup.get("/api/review/conversations", params={"agent": "ana"})).json()
+            total = sum(c["flags"]["total"] for c in listed["items"])
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            outcomes = dict.fromkeys(("applied", "ignored", "overridden", "not_seen"), 0)
+            for f in t["flags"]:
+                outcomes["overridden" if f["override"] else f["outcome"]] += 1
+            assert total == len(t["flags"]) and all(outcomes.values())
+            cards = (await sup.get("/api/review/scorecards", params={"agent": "ana"})).json()
+            [card] = cards["agents"]
+            assert card["messages"] == 4
+            assert card["flags_raised"] == total
+            assert card["outcomes"] == outcomes
+            assert card["flags_per_100_total"] == round(total * 100 / 4, 2)
+            assert sum(card["flags_per_100"].values()) == pytest.approx(total * 100 / 4)
+            shares = card["outcome_shares"]
+            assert (
+                shares["applied"] == card["applied_share"] == round(outcomes["applied"] / total, 4)
+            )
+            assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
+            [today_card] = [d for d in card["days"] if d["day"] == today()]
+            assert today_card["flags_raised"] == total
+        await vi.close()
+        await ag.close()
