@@ -75,7 +75,7 @@
       location.hash = '#/conversations?' + q.toString();
     }}}, [
       label('From', input('from', 'date')), label('To', input('to', 'date')),
-      label('Agent', input('agent', 'text', {size: 10})), label('Category', select('category', CATEGORIES)),
+      label('Agent', agentSelect(params)), label('Category', select('category', CATEGORIES)),
       label('Severity', select('severity', ['info', 'warning', 'alert'])),
       label('Language', select('lang', ['en', 'sr', 'hr', 'sl'])), label('Site', input('site', 'text', {size: 8})),
       label('CSAT', select('csat', ['1', '2', '3', '4', '5'])),
@@ -83,6 +83,32 @@
       label('Suggestion ignored', input('flag_ignored', 'checkbox')),
       h('button', {type: 'submit'}, ['Apply'])]);
     return form;
+  }
+
+  /** The Agent filter: display names, filled from /api/agents, with the account id as the
+   * value the review API filters by (and as the tooltip). Supervisors are listed apart: they
+   * are a chat's agent only after taking it over. An id that names no account any more stays
+   * selectable as itself. */
+  function agentSelect(params) {
+    var current = params.get('agent') || '';
+    function option(value, text, title) {
+      return h('option', {value: value, text: text, title: title, selected: value === current});
+    }
+    var sel = h('select', {name: 'agent'}, [option('', 'any')].concat(current ? [option(current, current)] : []));
+    TL.api('/api/agents').then(function (data) {
+      var people = items(data).slice().sort(function (x, y) { return x.name.localeCompare(y.name) || x.id.localeCompare(y.id); });
+      var count = {};
+      people.forEach(function (p) { count[p.name] = (count[p.name] || 0) + 1; });
+      function entry(p) { return option(p.id, count[p.name] > 1 ? p.name + ' (' + p.id + ')' : p.name, p.id); }
+      var kids = [option('', 'any')].concat(people.filter(function (p) { return p.role !== 'supervisor'; }).map(entry));
+      var sups = people.filter(function (p) { return p.role === 'supervisor'; });
+      if (sups.length) kids.push(h('optgroup', {label: 'Supervisors'}, sups.map(entry)));
+      if (current && !people.some(function (p) { return p.id === current; })) kids.push(option(current, current));
+      var picked = sel.value;  // what was chosen while the list loaded
+      sel.replaceChildren.apply(sel, kids);
+      sel.value = picked;
+    }, function (err) { toast('Could not load the agents: ' + err.message); });
+    return sel;
   }
 
   function conversations(params) {
@@ -102,7 +128,10 @@
             ' ', f.worst ? tag(f.worst, f.worst) : null]),
           h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
       });
-      page().append(table(['Conversation', 'Agent', 'Lang', 'Site', 'Started', 'CSAT', 'Flags', 'Categories'], rows));
+      page().append(table(['Conversation', 'Agent', 'Lang', 'Site', 'Started', 'CSAT', {text: 'Flags', title:
+        "Every flag the coach raised on the agents' messages in the conversation, applied or not (as its transcript " +
+        'lists them and the scorecards count them), and those still to review: neither applied nor marked'},
+        {text: 'Categories', title: 'The categories of the flags whose suggestion was not applied'}], rows));
       var total = data.total || 0, per = data.per_page || rows.length, at = data.page || 1;
       if (total > per) page().append(pager(params, at, Math.ceil(total / per)));
     }, function (err) {
@@ -130,8 +159,10 @@
 
   function isOpen(f) { return f.outcome !== 'applied' && !(f.review && (f.review.status || f.review)); }
 
+  /** A table; a heading is its text, or {text, title} where the title says what it counts. */
   function table(heads, rows) {
-    return h('table', {'class': 'grid'}, [h('thead', {}, [h('tr', {}, heads.map(function (t) { return h('th', {scope: 'col', text: t}); }))]),
+    return h('table', {'class': 'grid'}, [h('thead', {}, [h('tr', {}, heads.map(function (t) {
+      return h('th', {scope: 'col', text: t.text || t, title: t.title}); }))]),
       h('tbody', {}, rows.length ? rows : [h('tr', {}, [h('td', {colspan: String(heads.length), 'class': 'note', text: 'Nothing found.'})])])]);
   }
 
@@ -243,16 +274,8 @@
   // ---------------------------------------------------------------- scorecards
   function scorecards(params) {
     var q = params.toString();
-    var form = h('form', {'class': 'filters', on: {submit: function (e) {
-      e.preventDefault();
-      var n = new URLSearchParams();
-      new FormData(form).forEach(function (v, k) { if (v) n.set(k, v); });
-      location.hash = '#/scorecards?' + n;
-    }}}, [label('From', h('input', {type: 'date', name: 'from', value: params.get('from') || ''})),
-      label('To', h('input', {type: 'date', name: 'to', value: params.get('to') || ''})),
-      label('Agent', h('input', {name: 'agent', size: 10, value: params.get('agent') || ''})),
-      h('button', {type: 'submit'}, ['Apply'])]);
-    page().replaceChildren(h('h1', {text: 'Scorecards'}), form);
+    page().replaceChildren(h('h1', {text: 'Scorecards'}),
+      periodForm('#/scorecards', params, [label('Agent', agentSelect(params))]));
     TL.api('/api/review/scorecards' + (q ? '?' + q : '')).then(function (data) {
       var cards = items(data).map(scorecard);
       page().append(cards.length ? h('div', {'class': 'cards'}, cards) : h('p', {'class': 'note', text: 'No data for this period.'}));
@@ -261,6 +284,15 @@
 
   function pct(v) { return v == null ? '—' : Math.round(v * 100) + '%'; }
   function num(v, unit) { return v == null ? '—' : (Math.round(v * 10) / 10) + (unit || ''); }
+
+  // What a scorecard counts, said where it is shown (a heading's or figure's tooltip).
+  var FLAGS_COUNTED = "every flag the coach raised on the agent's sent messages, whatever the agent did with it " +
+    '(applied, ignored, overridden or not seen): the flags the conversation list and the transcripts count';
+  var OUTCOME_WORDS = [
+    ['applied', 'applied', 'The agent took the suggestion: the flagged phrase was in the draft, not in what was sent'],
+    ['ignored', 'ignored', 'The agent saw the flag while typing and sent the phrase anyway'],
+    ['overridden', 'overridden', 'The coach refused the message (a request for card data) and the agent sent it anyway'],
+    ['not_seen', 'not seen', 'The message was sent before the flag appeared']];
 
   function scorecard(a) {
     var days = a.days || [], labels = days.map(function (d) { return d.date || d.day || ''; });
@@ -273,29 +305,65 @@
     function series(name, key, scale) {
       return [{name: name, values: days.map(function (d) { return d[key] == null ? null : d[key] * (scale || 1); })}];
     }
-    var total = 0;
-    Object.keys(a.flags_per_100 || {}).forEach(function (k) { total += a.flags_per_100[k]; });
+    var raised = a.flags_raised || 0, outcomes = a.outcomes || {}, shares = a.outcome_shares || {};
+    var did = h('p', {'class': 'outcomes', title: 'Each flag raised has one outcome; the shares add up to 100%'},
+      [raised ? 'What the agent did with the ' + raised + (raised === 1 ? ' flag' : ' flags') + ' raised: ' : 'No flags raised.']);
+    if (raised) {
+      OUTCOME_WORDS.forEach(function (o, i) {
+        did.append(h('span', {'class': 'outcome', 'data-outcome': o[0], title: o[2]},
+          [o[1] + ' ' + pct(shares[o[0]] || 0) + ' (' + (outcomes[o[0]] || 0) + ')']), i < OUTCOME_WORDS.length - 1 ? ' · ' : '');
+      });
+    }
     return h('article', {'class': 'scorecard', 'data-agent': a.agent}, [
-      h('h2', {text: a.name || a.agent}),
+      h('h2', {text: a.name || a.agent, title: a.name && a.name !== a.agent ? a.agent : null}),
       h('div', {'class': 'figures'}, [
-        figure(String(a.messages || 0), 'messages'), figure(num(total), 'flags per 100 messages'),
-        figure(pct(a.applied_share), 'suggestions applied'), figure(num(a.first_response_s, ' s'), 'first response'),
-        figure(a.handling_s == null ? '—' : num(a.handling_s / 60, ' min'), 'handling time'), figure(num(a.csat), 'CSAT (1–5)')]),
-      h('h3', {text: 'Flags per 100 messages, by category'}),
+        figure(String(a.messages || 0), 'messages sent', 'Messages the agent sent in the period'),
+        figure(num(a.flags_per_100_total), 'flags per 100 messages', 'Per 100 messages sent, ' + FLAGS_COUNTED),
+        figure(pct(a.applied_share), 'suggestions applied', 'Of the flags raised, the share whose suggestion the agent applied'),
+        figure(num(a.first_response_s, ' s'), 'first response', "Average time from the chat starting to the agent's first message"),
+        figure(a.handling_s == null ? '—' : num(a.handling_s / 60, ' min'), 'handling time', 'Average time from the chat starting to its close'),
+        figure(num(a.csat), 'CSAT (1–5)', 'Average rating visitors gave after the chat')]),
+      did,
+      h('h3', {text: 'Flags per 100 messages, by category', title: 'Per 100 messages sent each day, ' + FLAGS_COUNTED}),
       TLCharts.line(labels, flagSeries, {title: 'Flags per 100 messages'}), TLCharts.legend(flagSeries),
-      h('h3', {text: 'Suggestions applied'}), TLCharts.line(labels, series('applied', 'applied_share', 100), {title: 'Suggestions applied', unit: '%', height: 120}),
+      h('h3', {text: 'Suggestions applied', title: 'Each day, the share of the flags raised whose suggestion the agent applied'}),
+      TLCharts.line(labels, series('applied', 'applied_share', 100), {title: 'Suggestions applied', unit: '%', height: 120}),
       h('h3', {text: 'First response time'}), TLCharts.line(labels, series('first response', 'first_response_s'), {title: 'First response time', unit: ' s', height: 120}),
       h('h3', {text: 'CSAT'}), TLCharts.line(labels, series('CSAT', 'csat'), {title: 'CSAT', height: 120})]);
   }
 
-  function figure(value, caption) { return h('div', {}, [h('b', {text: value}), h('span', {text: caption})]); }
+  function figure(value, caption, title) {
+    return h('div', {title: title}, [h('b', {text: value}), h('span', {text: caption})]);
+  }
 
   // ---------------------------------------------------------------- rule quality
-  function rules() {
-    page().replaceChildren(h('h1', {text: 'Rule quality'}),
-      h('p', {'class': 'note', text: 'Rules whose flags supervisors most often mark as false alarms come first.'}));
-    TL.api('/api/review/rule-quality').then(function (data) {
-      page().append(table(['Rule', 'Fires', 'False alarms', 'Rate'], items(data).map(function (r) {
+  var RULE_HEADS = [{text: 'Rule', title: 'The rule id: language, category, rule'},
+    {text: 'Fires', title: "Flags the rule raised on agents' sent messages, whatever the agent did with " +
+      'them (applied, ignored, overridden or not seen): the flags the transcripts list'},
+    {text: 'False alarms', title: 'Of those flags, the ones a supervisor marked False alarm'},
+    {text: 'Rate', title: 'False alarms ÷ fires'}];
+
+  /** A From/To form that puts its dates in the address of `route` (#/scorecards, #/rules). */
+  function periodForm(route, params, extra) {
+    var form = h('form', {'class': 'filters', 'aria-label': 'Period', on: {submit: function (e) {
+      e.preventDefault();
+      var n = new URLSearchParams();
+      new FormData(form).forEach(function (v, k) { if (v) n.set(k, v); });
+      location.hash = route + (n.toString() ? '?' + n : '');
+    }}}, [label('From', h('input', {type: 'date', name: 'from', value: params.get('from') || ''})),
+      label('To', h('input', {type: 'date', name: 'to', value: params.get('to') || ''}))]
+      .concat(extra || [], [h('button', {type: 'submit'}, ['Apply'])]));
+    return form;
+  }
+
+  function rules(params) {
+    var q = params.toString(), period = params.get('from') || params.get('to');
+    page().replaceChildren(h('h1', {text: 'Rule quality'}), periodForm('#/rules', params),
+      h('p', {'class': 'note', text: 'Every rule that raised a flag ' + (period ? 'in the period' : 'so far (all time)') +
+        ', the most annoying first: the highest share of false alarms, then the most false alarms, then the most flags. ' +
+        'Fires counts every flag the rule raised on a sent message, applied or not.'}));
+    TL.api('/api/review/rule-quality' + (q ? '?' + q : '')).then(function (data) {
+      page().append(table(RULE_HEADS, items(data).map(function (r) {
         return h('tr', {'data-rule': r.rule}, [h('td', {}, [h('code', {text: r.rule})]), h('td', {text: String(r.fires)}),
           h('td', {text: String(r.false_alarms)}), h('td', {text: pct(r.rate)})]);
       })));
@@ -423,7 +491,7 @@
     if (path.indexOf('/live') !== 0) clearInterval(S.liveTimer);
     if (path.indexOf('/conversation/') === 0) transcript(decodeURIComponent(path.slice('/conversation/'.length)));
     else if (path === '/scorecards') scorecards(params);
-    else if (path === '/rules') rules();
+    else if (path === '/rules') rules(params);
     else if (path === '/live') live();
     else conversations(params);
   }

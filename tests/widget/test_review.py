@@ -59,15 +59,19 @@ TRANSCRIPT = {
 }
 DAYS = ["2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"]
 SCORECARDS = {"items": [{
-    "agent": "agent1", "name": "Jelena", "messages": 412,
-    "flags_per_100": {"dont_know": 3.1, "not_my_job": 1.2, "blame": 0.5},
-    "applied_share": 0.62, "first_response_s": 38, "handling_s": 420, "csat": 4.3,
+    "agent": "agent1", "name": "Jelena", "messages": 400, "flags_raised": 20,
+    "flags_per_100_total": 5.0,
+    "flags_per_100": {"dont_know": 3.25, "not_my_job": 1.25, "blame": 0.5},
+    "outcomes": {"applied": 12, "ignored": 5, "overridden": 1, "not_seen": 2},
+    "outcome_shares": {"applied": 0.6, "ignored": 0.25, "overridden": 0.05, "not_seen": 0.1},
+    "applied_share": 0.6, "first_response_s": 38, "handling_s": 420, "csat": 4.3,
     "days": [{"date": d, "messages": 80 + i, "flags_per_100": {
         "dont_know": 5 - i, "not_my_job": 2 - i * 0.3, "blame": 0.5 + (i % 2) * 0.4},
         "applied_share": 0.4 + i * 0.06, "first_response_s": 60 - i * 6, "handling_s": 400,
         "csat": 3.8 + i * 0.12} for i, d in enumerate(DAYS)]}]}
 RULE_QUALITY = [{"rule": "en.dismissive.calm_down", "fires": 40, "false_alarms": 12, "rate": 0.3},
-                {"rule": "en.dont_know.i_dont_know", "fires": 120, "false_alarms": 6, "rate": 0.05}]
+                {"rule": "en.dont_know.i_dont_know", "fires": 120, "false_alarms": 6, "rate": 0.05},
+                {"rule": "en.blame.you_should_have", "fires": 9, "false_alarms": 0, "rate": 0.0}]
 LIVE = {"items": [{"conversation": CONV, "agent": {"id": "agent1", "name": "Jelena"},
                    "visitor": {"id": "v_1", "name": "Ana"}, "waiting_s": 95,
                    "last_cue": {"category": "frustration", "text": "this is a disgrace"},
@@ -263,6 +267,48 @@ async def test_conversation_filters_reach_the_review_api(site: Site, new_page: A
     assert last["lang"] == ["sr"] and last["flag_ignored"] == ["true"]
 
 
+async def test_agent_filter_picks_agents_by_name_and_filters_by_id(site: Site,
+                                                                   new_page: Any) -> None:
+    # The names come from the server's /api/agents (the demo's agent1 is Jelena).
+    page, api = await review_page(site, new_page)
+    agent = page.get_by_label("Agent")
+    await expect(agent.locator("option", has_text="Jelena")).to_have_count(1, timeout=10_000)
+    await agent.select_option(label="Jelena")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(re.compile("agent=agent1"), timeout=5_000)
+    await expect(page.locator("tbody tr[data-conv]")).to_have_count(1, timeout=10_000)
+    assert api.queries("/api/review/conversations")[-1]["agent"] == ["agent1"]
+    # The filter kept in the address shows as the name again.
+    await page.reload()
+    selected = page.get_by_label("Agent").locator("option:checked")
+    await expect(selected).to_have_text("Jelena", timeout=10_000)
+    await page.goto(site.base + "/review#/scorecards")
+    await page.get_by_label("Agent").select_option(label="Marko")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.locator(".scorecard")).to_have_count(1, timeout=10_000)
+    assert api.queries("/api/review/scorecards")[-1]["agent"] == ["agent2"]
+
+
+async def test_agent_filter_tells_agents_with_one_name_apart(site: Site, new_page: Any) -> None:
+    agents = {"items": [
+        {"id": "marko.p", "name": "Marko", "role": "agent"},
+        {"id": "agent1", "name": "Jelena", "role": "agent"},
+        {"id": "marko.k", "name": "Marko", "role": "agent"},
+        {"id": "boss", "name": "Ana", "role": "supervisor"}]}
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/agents", lambda route: route.fulfill(json=agents))
+    await login(page, site, hash_="#/conversations?agent=gone.account")
+    options = page.get_by_label("Agent").locator("option")
+    await expect(options).to_have_text(
+        ["any", "Jelena", "Marko (marko.k)", "Marko (marko.p)", "Ana", "gone.account"],
+        timeout=10_000)
+    assert await page.get_by_label("Agent").input_value() == "gone.account"
+    group = page.get_by_label("Agent").locator("optgroup")
+    assert await group.get_attribute("label") == "Supervisors"
+    await expect(group.locator("option")).to_have_text(["Ana"])
+
+
 async def test_list_and_transcript_name_the_agent_not_the_account(site: Site,
                                                                    new_page: Any) -> None:
     page, _ = await review_page(site, new_page)
@@ -305,7 +351,7 @@ async def test_scorecards_are_drawn_as_svg(site: Site, new_page: Any, out_dir: P
     page, _ = await review_page(site, new_page, "#/scorecards")
     card = page.locator(".scorecard[data-agent='agent1']")
     await expect(card.locator("h2")).to_have_text("Jelena", timeout=10_000)
-    await expect(card.locator(".figures")).to_contain_text("62%")
+    await expect(card.locator(".figures")).to_contain_text("60%")
     charts = card.locator("svg.chart")
     await expect(charts).to_have_count(4)
     assert await charts.first.locator("path").count() == 3  # one line per category
@@ -314,12 +360,40 @@ async def test_scorecards_are_drawn_as_svg(site: Site, new_page: Any, out_dir: P
     await card.screenshot(path=out_dir / "review-scorecard.png")
 
 
+async def test_scorecard_says_what_its_flag_figures_count(site: Site, new_page: Any) -> None:
+    page, _ = await review_page(site, new_page, "#/scorecards")
+    card = page.locator(".scorecard[data-agent='agent1']")
+    per100 = card.locator(".figures > div").filter(has_text="flags per 100 messages")
+    await expect(per100).to_contain_text("5", timeout=10_000)
+    title = await per100.get_attribute("title")
+    assert title and "applied, ignored, overridden or not seen" in title
+    assert "conversation list" in title
+    did = card.locator(".outcomes")
+    await expect(did).to_contain_text("What the agent did with the 20 flags raised")
+    await expect(did.locator(".outcome")).to_have_text(
+        ["applied 60% (12)", "ignored 25% (5)", "overridden 5% (1)", "not seen 10% (2)"])
+    for outcome in await did.locator(".outcome").all():
+        assert await outcome.get_attribute("title")
+
+
 async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: Any) -> None:
-    page, _ = await review_page(site, new_page, "#/rules")
+    page, api = await review_page(site, new_page, "#/rules")
     rows = page.locator("tbody tr[data-rule]")
-    await expect(rows).to_have_count(2, timeout=10_000)
+    await expect(rows).to_have_count(3, timeout=10_000)
     await expect(rows.first).to_contain_text("en.dismissive.calm_down")
     await expect(rows.first).to_contain_text("30%")
+    await expect(rows.last.locator("td")).to_have_text(
+        ["en.blame.you_should_have", "9", "0", "0%"])
+    fires = page.get_by_role("columnheader", name="Fires")
+    assert "whatever the agent did" in (await fires.get_attribute("title") or "")
+    # A period goes to the API and stays in the address.
+    await page.get_by_label("From").fill("2026-11-01")
+    await page.get_by_label("To").fill("2026-11-30")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(re.compile(r"#/rules\?from=2026-11-01&to=2026-11-30"))
+    await expect(page.locator(".note")).to_contain_text("in the period", timeout=10_000)
+    assert api.queries("/api/review/rule-quality")[-1] == {
+        "from": ["2026-11-01"], "to": ["2026-11-30"]}
 
 
 async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
