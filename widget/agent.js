@@ -510,28 +510,63 @@
     if (p.li) p.li.remove();
     delete c.pending[f.ref];
     if (S.current !== c.id) select(c.id);
-    var text = p.text, flag = (f.flags || [])[0];
-    var options = (f.suggestions || []).map(function (s) {
-      return h('button', {type: 'button', 'class': 'use', on: {click: function () {
-        if (flag) {
-          var a = TL.utf16(text, flag.start), b = TL.utf16(text, flag.end);
-          $('draft').value = text.slice(0, a) + s + text.slice(b);
-        } else $('draft').value = s;
-        $('refusal').hidden = true; onDraftInput(); $('draft').focus();
-      }}}, ['Use: ' + s]);
+    var text = p.text;
+    // Each suggestion as the sentence it becomes; a click puts it in place of the
+    // sentence that asked, which no splice of the flagged words alone could mend.
+    var options = refusalSuggestions(text, f).map(function (x) {
+      return h('button', {type: 'button', 'class': 'use',
+        'aria-label': x.old ? 'Replace “' + x.old + '” with “' + x.sentence + '”' : 'Use “' + x.sentence + '”',
+        on: {click: function () {
+          $('draft').value = x.old ? text.slice(0, x.a) + x.sentence + text.slice(x.b) : x.sentence;
+          $('refusal').hidden = true; onDraftInput(); $('draft').focus();
+        }}}, [x.sentence]);
     });
     var box = $('refusal');
-    box.replaceChildren(
+    box.replaceChildren.apply(box, [
       h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}),
       h('p', {text: f.message}),
       h('p', {}, ['Your message: ', h('q', {text: text})]),
-      h('div', {'class': 'options'}, options.concat([
+      options.length ? h('p', {'class': 'suggested-label', text: 'Say it another way:'}) : null,
+      options.length ? h('div', {'class': 'suggested', role: 'group', 'aria-label': 'Suggestions'}, options) : null,
+      h('div', {'class': 'options'}, [
         h('button', {type: 'button', 'class': 'edit', on: {click: function () {
           $('draft').value = text; box.hidden = true; onDraftInput(); $('draft').focus(); }}}, ['Edit message']),
         h('button', {type: 'button', 'class': 'override', on: {click: function () {
-          box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway'])])));
+          box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway'])])
+    ].filter(Boolean));
     box.hidden = false;
     box.querySelector('button').focus();
+  }
+
+  /** The suggestions of a refusal as sentences, each with the sentence of the text it
+   * replaces ({sentence, old, a, b}); without flags, the frame's own suggestions. */
+  function refusalSuggestions(text, f) {
+    var out = [], seen = {};
+    function add(s, around) {
+      s = s.trim();
+      if (!s) return;
+      var sentence = s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?…]$/.test(s) ? '' : '.');
+      if (seen[sentence]) return;
+      seen[sentence] = true;
+      out.push(around ? {sentence: sentence, old: text.slice(around[0], around[1]), a: around[0], b: around[1]}
+        : {sentence: sentence, old: ''});
+    }
+    (f.flags || []).forEach(function (fl) {
+      var around = sentenceAround(text, TL.utf16(text, fl.start), TL.utf16(text, fl.end));
+      (fl.suggestions || []).forEach(function (s) { add(s, around); });
+    });
+    if (!out.length) (f.suggestions || []).forEach(function (s) { add(s, null); });
+    return out;
+  }
+
+  /** [start, end) of the sentence holding text[a:b], its closing marks included. */
+  function sentenceAround(text, a, b) {
+    var start = 0, m, stop = /[.!?…]+\s+|\n+/g;
+    while ((m = stop.exec(text)) && m.index < a) start = Math.min(a, m.index + m[0].length);
+    var end = text.slice(b).search(/[.!?…]|\n/);
+    end = end < 0 ? text.length : b + end;
+    while (end < text.length && /[.!?…]/.test(text.charAt(end))) end++;
+    return [start, end];
   }
 
   // ---------------------------------------------------------------- transfer and close

@@ -359,17 +359,39 @@ async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: A
     await page.locator("#draft").press("Enter")
     await expect(page.locator("#transcript .msg.mine")).to_have_count(1)
     ref = fake.of_type("message")[-1]["id"]
+    # As the server sends it: the suggestions fitted to the words they replace.
     fake.send(type="error", code="sensitive_data", ref=ref,
               message="Never ask for card details in chat.",
               flags=[{"rule": "en.sensitive.card", "category": "sensitive_data_request",
-                      "severity": "alert", "start": 15, "end": 39,
-                      "text": "your card number and CVV", "message": "Never ask for card details.",
-                      "suggestions": ["the secure payment link"]}],
-              suggestions=["Please use the secure payment link."])
+                      "severity": "alert", "start": 7, "end": 39,
+                      "text": "send me your card number and CVV",
+                      "message": "Never ask for card details.",
+                      "suggestions": ["use the secure payment link I'm sending you",
+                                      "I'll send you a secure form for that"]}],
+              suggestions=["use the secure payment link I'm sending you",
+                           "I'll send you a secure form for that"])
     refusal = page.locator("#refusal")
     await expect(refusal).to_be_visible(timeout=5_000)
     await expect(refusal).to_contain_text("Never ask for card details in chat.")
     await expect(page.locator("#transcript .msg.mine")).to_have_count(0)
+    # Each suggestion reads as the sentence it becomes, not as "Use: use the…".
+    suggested = refusal.locator(".use")
+    await expect(suggested).to_have_text(["Use the secure payment link I'm sending you.",
+                                          "I'll send you a secure form for that."])
+    await expect(refusal).not_to_contain_text("Use:")
+    # A click puts it in place of the sentence that asked, for the agent to check.
+    await refusal.get_by_role(
+        "button", name="Replace “Please send me your card number and CVV.” with "
+                       "“I'll send you a secure form for that.”").click()
+    await expect(page.locator("#draft")).to_have_value("I'll send you a secure form for that.")
+    await expect(refusal).to_be_hidden()
+    # Sent as it was, on purpose: the same message id, marked as an override.
+    await page.locator("#draft").fill(text)
+    await page.locator("#draft").press("Enter")
+    ref = fake.of_type("message")[-1]["id"]
+    fake.send(type="error", code="sensitive_data", ref=ref, message="Never ask for card details in chat.",
+              flags=[], suggestions=["please use the secure payment link"])
+    await expect(suggested).to_have_text(["Please use the secure payment link."], timeout=5_000)
     await refusal.get_by_role("button", name="Send anyway").click()
     resent = fake.of_type("message")[-1]
     assert resent["id"] == ref and resent["override"] is True and resent["text"] == text
@@ -432,6 +454,34 @@ async def test_many_cards_leave_the_conversation_and_reply_box_in_view(site: Sit
     assert draft is not None and transcript is not None
     assert draft["y"] + draft["height"] <= 768, draft
     assert transcript["height"] >= 120, transcript
+
+
+async def test_a_refused_request_for_card_data_offers_whole_sentences(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "I'd like to pay for order 1182.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    asked = "Thanks! Please send me your card number and CVV."
+    await console.locator("#draft").fill(asked)
+    await console.locator("#draft").press("Enter")
+    refusal = console.locator("#refusal")
+    await expect(refusal).to_be_visible(timeout=10_000)
+    suggested = refusal.locator(".use")
+    first = ("Use the secure payment link I'm sending you - never share card details, "
+             "PINs or passwords in chat.")
+    await expect(suggested.first).to_have_text(first)
+    for label in await suggested.all_inner_texts():
+        assert label[0].isupper() and not label.lower().startswith("use: "), label
+    await suggested.first.click()
+    await expect(console.locator("#draft")).to_have_value("Thanks! " + first)
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop, "Use the secure payment link", mine=False)
+    assert "CVV." not in " ".join(await shop.locator(f"{W} .log .m .text").all_inner_texts())
 
 
 async def test_console_works_without_a_coaching_server(site: Site, new_page: Any,
