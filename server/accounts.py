@@ -9,6 +9,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -108,6 +109,19 @@ def _from_hash(h: dict[str, str]) -> Account:
 async def get_account(r: Redis, name: str) -> Account | None:
     h = cast(dict[str, str], await r.hgetall(_key(name)))
     return _from_hash(h) if h else None
+
+
+async def display_names(r: Redis, names: Iterable[str]) -> dict[str, str]:
+    """The display names of accounts as they are now, in one round trip; an account that
+    does not exist (any more) is named by its id."""
+    wanted = sorted({n for n in names if n})
+    if not wanted:
+        return {}
+    pipe = r.pipeline(transaction=False)
+    for name in wanted:
+        pipe.hget(_key(name), "display_name")
+    found = await pipe.execute()
+    return {name: str(got) if got else name for name, got in zip(wanted, found, strict=True)}
 
 
 async def list_accounts(r: Redis) -> list[Account]:

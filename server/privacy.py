@@ -42,9 +42,9 @@ async def delete_conversation(redis: Redis, conv: str) -> None:
     flag_refs = [false_alarms.ref_of(conv, f) for f in flag_ids]
     await redis.delete(*(conv_key(conv, part) for part in CONVERSATION_PARTS))
     pipe = redis.pipeline(transaction=False)
-    for index in ("convs", "flagged", "coach-wait", "queue"):
+    for index in ("convs", "flagged", "coach-wait", "queue", "left"):
         pipe.zrem(G + index, conv)
-    for table in ("qlang", "qteam", "qleft", "assign"):
+    for table in ("qlang", "qteam", "assign"):
         pipe.hdel(G + table, conv)
     if agent:
         pipe.zrem(f"{G}ahist:{agent}", conv)

@@ -299,6 +299,8 @@ class ReadEvent(Event):
 class AssignedEvent(Event):
     type: Literal["assigned"] = "assigned"
     agent: AgentRef
+    #: The conversation began as a message left for the next agent, who took it.
+    left_message: bool = False
 
 
 class TransferredEvent(Event):
@@ -358,6 +360,7 @@ class QueueUpdate(ServerFrame):
     conversation: str
     position: int
     estimated_wait_s: int | None
+    #: Online agents who speak the conversation's language.
     agents_online: int
 
 

@@ -42,8 +42,8 @@ from server.masking import mask_cards
 from server.metrics import Metrics
 from server.privacy import deleted_key
 from server.ratelimit import BucketsByKey, TokenBucket
-from server.routing import Names, Router
-from server.store import Store, live_channel, now_ms, user_channel, visitor_of
+from server.routing import Names, Router, requeued
+from server.store import Store, Waiting, live_channel, now_ms, user_channel, visitor_of
 from server.tokens import verify
 
 log = logging.getLogger("tactline.relay")
@@ -584,7 +584,7 @@ class Session:
             if not st or not may_see(st):
                 continue
             views.append(await self._view(conv, st, resume.get(conv)))
-        online = await self.relay.store.online_count()
+        online = await self._agents_online()
         self.send(
             p.Welcome(
                 role=self.role,
@@ -927,6 +927,8 @@ class Session:
             contact=contact,
         )
         state = [("preview", frame.text[:80])] if self.role == "visitor" else []
+        if contact is not None:
+            state.append(("left_message", "1"))
         outcome, seq = await self._store(
             conv, event, dedup=f"{self.role}:{self.uid}:{frame.id}", state=state
         )
@@ -951,10 +953,12 @@ class Session:
             elif self.role == "visitor":
                 self.spawn(self._coach_customer(conv, seq, text))
         if created:
-            await self.relay.store.enqueue([(conv, self.lang, "")], front=False)
-            if contact is not None:
-                await self.relay.redis.hset("{tl}:qleft", conv, "1")
-            await self.relay.router.route()
+            left = contact is not None
+            await self.relay.store.enqueue([Waiting(conv, self.lang, left=left)], front=False)
+            if not left:
+                await self.relay.router.route()
+        elif contact is not None and outcome == "ok":
+            await self.relay.store.leave(conv)  # no longer waiting to chat, if it was
 
     async def _conv_lang(self, conv: str) -> str:
         """A conversation's language, read once per connection."""
@@ -1135,8 +1139,14 @@ class Session:
         self.open_conv = conv
         await self._join_live(conv)
 
+    async def _agents_online(self) -> int:
+        """Agents who may receive chats now; for a visitor, those who speak their language."""
+        if self.role == "visitor":
+            return await self.relay.store.online_for(self.lang)
+        return await self.relay.store.online_count()
+
     async def _on_leave_message(self, frame: p.LeaveMessage) -> None:
-        if await self.relay.store.online_count() > 0:
+        if await self._agents_online() > 0:
             raise ProtocolError(
                 ErrorCode.AGENTS_ONLINE, "agents are online: send a message", frame.id
             )
@@ -1279,7 +1289,7 @@ class Session:
                     ("handoff_from", previous),
                 ],
             )
-            await self.relay.store.enqueue([(conv, st.get("lang", "en"), team)], front=True)
+            await self.relay.store.enqueue([requeued(conv, st, team)], front=True)
             if previous:
                 await router.revoke(previous, conv)
             await router.route()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from server import false_alarms
+from server.accounts import display_names
 from server.api import _caller, _json, _relay
 from server.coaching import FLAGGED, RULE_FIRES, conv_key, rule_fires_key, score_key
 from server.errors import ApiError
@@ -183,11 +185,10 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
     return out
 
 
-async def _name(request: Request, uid: str | None) -> str | None:
-    """The display name of an account id (the id for an unknown account), None for None."""
-    if not uid:
-        return None
-    return (await _relay(request).names.agent(uid)).name
+async def _names(request: Request, uids: Iterable[str | None]) -> dict[str, str]:
+    """Display names of account ids as they are now (a renamed agent shows the new name at
+    once, in every process): an id's name is ``names.get(id)``, None for no agent."""
+    return await display_names(_relay(request).redis, (u for u in uids if u))
 
 
 async def list_flagged(request: Request) -> JSONResponse:
@@ -197,8 +198,9 @@ async def list_flagged(request: Request) -> JSONResponse:
     per_page = _int(q.get("per_page"), "per_page", 20, 1, MAX_PAGE)
     items = await _filtered(request)
     chunk = items[(page - 1) * per_page : page * per_page]
+    names = await _names(request, (item["agent"] for item in chunk))
     for item in chunk:
-        item["agent_name"] = await _name(request, item["agent"])
+        item["agent_name"] = names.get(item["agent"] or "")
     return JSONResponse({"items": chunk, "page": page, "per_page": per_page, "total": len(items)})
 
 
@@ -226,9 +228,10 @@ async def _transcript(request: Request, conv: str) -> dict[str, Any]:
     ]
     timeline.sort(key=lambda t: t.get("ts") or 0)
     summary = _summary(st, flags)
+    names = await _names(request, [summary["agent"]])
     return {
         **summary,
-        "agent_name": await _name(request, summary["agent"]),
+        "agent_name": names.get(summary["agent"] or ""),
         "events": events,
         "flags": flags,
         "cues": [r for r in log if r.get("kind") == "cue"],
@@ -496,6 +499,7 @@ async def scorecards(request: Request) -> JSONResponse:
     days = _day_range(request)
     wanted = request.query_params.get("agent")
     agents = [wanted] if wanted else sorted(cast(set[str], await relay.redis.smembers(f"{G}users")))
+    names = await _names(request, agents)
     out = []
     for agent in agents:
         pipe = relay.redis.pipeline(transaction=False)
@@ -512,7 +516,7 @@ async def scorecards(request: Request) -> JSONResponse:
         if not total and wanted is None:
             continue
         out.append(
-            {"agent": agent, "name": await _name(request, agent), **_card(total), "days": series}
+            {"agent": agent, "name": names.get(agent, agent), **_card(total), "days": series}
         )
     return JSONResponse({"from": days[0], "to": days[-1], "agents": out})
 
@@ -550,6 +554,7 @@ async def live(request: Request) -> JSONResponse:
     for conv, *_ in open_:
         pipe.xrevrange(conv_key(conv, "events"), "+", "-", count=WAIT_SCAN)
     events = await pipe.execute()
+    names = await _names(request, (st.get("agent") for _, st, *_ in open_))
     items = []
     for (conv, st, last, wait_due), recent in zip(open_, events, strict=True):
         last_rec = json.loads(last) if last else None
@@ -559,7 +564,7 @@ async def live(request: Request) -> JSONResponse:
                 "conversation": conv,
                 "status": st.get("status"),
                 "agent": st.get("agent") or None,
-                "agent_name": await _name(request, st.get("agent")),
+                "agent_name": names.get(st.get("agent") or ""),
                 "visitor": visitor_of(st),
                 "lang": st.get("lang", ""),
                 "started_at": int(st.get("created") or 0),

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from server import protocol as p
 from server.accounts import get_account
-from server.store import QUEUE_CHANNEL, Store, now_ms, user_channel
+from server.store import QUEUE_CHANNEL, Store, Waiting, now_ms, user_channel
 
 log = logging.getLogger("tactline.routing")
+
+# Timings
+NAME_TTL_S = 5.0  # how long a display name is kept before it is read again
 
 
 def estimate_wait_s(position: int, avg_handle_s: float, agents_online: int) -> int | None:
@@ -28,20 +32,31 @@ def estimate_wait_s(position: int, avg_handle_s: float, agents_online: int) -> i
     return math.ceil(position * avg_handle_s / agents_online)
 
 
-class Names:
-    """Display names of accounts, cached for the life of the process."""
+def requeued(conv: str, state: dict[str, str], team: str = "") -> Waiting:
+    """A conversation going back to the queue, as what it began as: a chat or a left message."""
+    return Waiting(conv, state.get("lang", "en"), team, state.get("left_message") == "1")
 
-    def __init__(self, redis: Redis) -> None:
+
+class Names:
+    """Display names of accounts, each kept for ``ttl_s`` seconds: a renamed account
+    is named anew within that time in every process, with nothing to tell them."""
+
+    def __init__(
+        self, redis: Redis, ttl_s: float = NAME_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.r = redis
-        self._cache: dict[str, str] = {}
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}  # id -> name, until when
 
     async def agent(self, uid: str) -> p.AgentRef:
-        name = self._cache.get(uid)
-        if name is None:
+        now = self.clock()
+        kept = self._cache.get(uid)
+        if kept is None or kept[1] <= now:
             acc = await get_account(self.r, uid)
-            name = acc.display_name if acc else uid
-            self._cache[uid] = name
-        return p.AgentRef(id=uid, name=name)
+            kept = (acc.display_name if acc else uid, now + self.ttl_s)
+            self._cache[uid] = kept
+        return p.AgentRef(id=uid, name=kept[0])
 
 
 class Router:
@@ -64,7 +79,14 @@ class Router:
             st = await self.store.state(conv)
             why = reason or st.get("next_reason") or "new"
             ref = await self.names.agent(agent)
-            event = p.dump(p.AssignedEvent(conversation=conv, ts=now_ms(), agent=ref))
+            event = p.dump(
+                p.AssignedEvent(
+                    conversation=conv,
+                    ts=now_ms(),
+                    agent=ref,
+                    left_message=st.get("left_message") == "1",
+                )
+            )
             event.pop("seq")
             outcome, _ = await self.store.append(
                 conv,
@@ -120,7 +142,7 @@ class Router:
                 team, at = handoff
                 if at > cutoff:
                     continue  # just handed on: left to the process doing it, or the next run
-                to_queue.append((conv, st.get("lang", "en"), team))
+                to_queue.append(requeued(conv, st, team))
                 await self.revoke(agent, conv)
             else:
                 from_queue.append((conv, agent))
@@ -215,14 +237,19 @@ class Router:
                     ("handoff_from", ""),
                 ],
             )
-            items.append((conv, st.get("lang", "en"), ""))
+            items.append(requeued(conv, st))
             await self.revoke(agent, conv)
         if items:
             await self.store.enqueue(items, front=True)
         await self.route()
 
     async def snapshot(self) -> tuple[p.QueueSnapshot, dict[str, p.QueueUpdate]]:
-        """The queue as agents see it, and each queued conversation's position for its visitor."""
+        """The queue as agents see it, and each visitor's place in line.
+
+        A visitor's place and estimate count only the visitors waiting to chat
+        and the online agents who speak their language; a message left for the
+        next agent is not a place in line, and its visitor is sent none.
+        """
         r = self.store.r
         queue = await self.store.queue()
         now = now_ms()
@@ -230,7 +257,6 @@ class Router:
         for conv, _ in queue:
             pipe.hmget(f"{{conv:{conv}}}:state", "lang", "created", "preview")
             pipe.hget("{tl}:qteam", conv)
-            pipe.hexists("{tl}:qleft", conv)
         rows = await pipe.execute() if queue else []
         active = sorted(cast(set[str], await r.smembers("{tl}:active")))
         pipe = r.pipeline(transaction=False)
@@ -238,29 +264,31 @@ class Router:
             pipe.hgetall(f"{{tl}}:agent:{a}")
             pipe.scard(f"{{tl}}:aconvs:{a}")
         agent_rows = await pipe.execute() if active else []
-        online = await self.store.online_count()
+        online = await self.store.online_by_lang((row[0] or "en") for row in rows[::2])
         avg = await self.store.avg_handle_s(self.avg_default)
         entries: list[p.QueueEntry] = []
         updates: dict[str, p.QueueUpdate] = {}
-        for i, (conv, _) in enumerate(queue):
-            (lang, created, preview), team, left = rows[3 * i : 3 * i + 3]
+        for i, (conv, left) in enumerate(queue):
+            (lang, created, preview), team = rows[2 * i : 2 * i + 2]
+            lang = lang or "en"
             entries.append(
                 p.QueueEntry(
                     conversation=conv,
-                    lang=lang or "en",
+                    lang=lang,
                     position=i + 1,
                     waiting_s=max(0, (now - int(created or now)) // 1000),
                     team=team or None,
-                    left_message=bool(left),
+                    left_message=left,
                     preview=preview or "",
                 )
             )
-            updates[conv] = p.QueueUpdate(
-                conversation=conv,
-                position=i + 1,
-                estimated_wait_s=estimate_wait_s(i + 1, avg, online),
-                agents_online=online,
-            )
+            if not left:  # the live chats come first: i + 1 is the place in line
+                updates[conv] = p.QueueUpdate(
+                    conversation=conv,
+                    position=i + 1,
+                    estimated_wait_s=estimate_wait_s(i + 1, avg, online[lang]),
+                    agents_online=online[lang],
+                )
         agents = []
         for j, a in enumerate(active):
             h, open_n = agent_rows[2 * j], agent_rows[2 * j + 1]

@@ -8,12 +8,15 @@ one hash slot and Redis Cluster works.
 - ``{conv:<id>}:state``   hash: status, site, visitor, visitor_name, lang, agent, …
 - ``{conv:<id>}:dedup``   hash: "<sender>:<client id>" -> seq
 - ``{conv:<id>}:live``    pub/sub channel: events with their ``seq``
-- ``{tl}:queue``          zset conversation -> priority (lower first)
-- ``{tl}:qlang`` / ``{tl}:qteam`` / ``{tl}:qleft``  hashes conversation -> queue attributes
+- ``{tl}:queue``          zset conversation -> priority (lower first): visitors waiting to chat
+- ``{tl}:left``           zset conversation -> priority: messages left for the next agent,
+  who takes one with ``accept`` (routing never hands them out)
+- ``{tl}:qlang`` / ``{tl}:qteam``  hashes conversation -> queue attributes
 - ``{tl}:assign``         hash conversation -> agent
 - ``{tl}:agent:<id>``     hash: status, capacity, langs, teams, idle_since, name
 - ``{tl}:aconvs:<id>``    set of the agent's open conversations (a supervisor's: taken over)
 - ``{tl}:online``         set of agents that may receive conversations now
+- ``{tl}:online:<lang>``  the same, of those who speak ``<lang>``
 - ``{tl}:active``         set of agents that are online/away or hold conversations
 - ``{tl}:presence``       zset "<agent> <connection>" -> expiry (ms)
 - ``{tl}:grace``          zset agent -> end of the grace period (ms)
@@ -28,8 +31,8 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -71,6 +74,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Waiting(NamedTuple):
+    """A conversation to put in the queue."""
+
+    conv: str
+    lang: str
+    team: str = ""
+    #: A message left for the next agent: it waits for an ``accept``, routing leaves it be.
+    left: bool = False
+
+
 # ------------------------------------------------------------------ Lua scripts
 
 # KEYS: events, dedup, state. ARGV: dedup field ('' none), event JSON (no seq),
@@ -102,9 +115,9 @@ return {'ok', id}
 _SEATS = """
 local function unqueue(P, c)
   redis.call('ZREM', P .. 'queue', c)
+  redis.call('ZREM', P .. 'left', c)
   redis.call('HDEL', P .. 'qlang', c)
   redis.call('HDEL', P .. 'qteam', c)
-  redis.call('HDEL', P .. 'qleft', c)
 end
 local function free_seat(P, c, agent, now)
   redis.call('SREM', P .. 'aconvs:' .. agent, c)
@@ -144,6 +157,7 @@ local function take(c, a, now)
 end
 """
 
+# Only live chats: messages left for the next agent are not in 'queue'.
 # ARGV: prefix, now, only-agent ('' for all). Returns {conv, agent, ...}.
 ASSIGN = (
     _AGENTS
@@ -173,7 +187,8 @@ return out
 """
 )
 
-# ARGV: prefix, now, agent, conversation ('' = oldest that fits). Returns {'ok', conv} or {err}.
+# ARGV: prefix, now, agent, conversation ('' = the oldest live chat that fits, else the
+# oldest left message that fits). Returns {'ok', conv} or {err}.
 ACCEPT = (
     _AGENTS
     + """
@@ -183,16 +198,21 @@ local a = agents[1]
 if a == nil or a.open >= a.cap then return {'no_capacity'} end
 local c = ARGV[4]
 if c ~= '' then
-  if redis.call('ZSCORE', P .. 'queue', c) == false then return {'not_queued'} end
+  if redis.call('ZSCORE', P .. 'queue', c) == false
+     and redis.call('ZSCORE', P .. 'left', c) == false then
+    return {'not_queued'}
+  end
   take(c, a, now)
   return {'ok', c}
 end
-for _, q in ipairs(redis.call('ZRANGE', P .. 'queue', 0, 999)) do
-  local lang = redis.call('HGET', P .. 'qlang', q) or ''
-  local team = redis.call('HGET', P .. 'qteam', q) or ''
-  if fits(a, lang, team) then
-    take(q, a, now)
-    return {'ok', q}
+for _, list in ipairs({'queue', 'left'}) do
+  for _, q in ipairs(redis.call('ZRANGE', P .. list, 0, 999)) do
+    local lang = redis.call('HGET', P .. 'qlang', q) or ''
+    local team = redis.call('HGET', P .. 'qteam', q) or ''
+    if fits(a, lang, team) then
+      take(q, a, now)
+      return {'ok', q}
+    end
   end
 end
 return {'queue_empty'}
@@ -216,15 +236,18 @@ return {'ok', cur}
 """
 )
 
-# Put conversations at the front of the queue (requeue / team transfer) or the back (new).
-# ARGV: prefix, now, front ('1'|'0'), then triples conv, lang, team.
+# Put conversations at the front of the queue (requeue / team transfer) or the back (new):
+# of 'queue' for a live chat, of 'left' for a message left for the next agent.
+# ARGV: prefix, now, front ('1'|'0'), then quadruples conv, lang, team, left ('1'|'0').
 ENQUEUE = """
 local P = ARGV[1]
 local now = tonumber(ARGV[2])
 local front = ARGV[3] == '1'
 local n = 0
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   local c = ARGV[i]
+  local list, other = 'queue', 'left'
+  if ARGV[i + 3] == '1' then list, other = 'left', 'queue' end
   local cur = redis.call('HGET', P .. 'assign', c)
   if cur then
     redis.call('SREM', P .. 'aconvs:' .. cur, c)
@@ -232,16 +255,29 @@ for i = 4, #ARGV, 3 do
   end
   local score = now
   if front then
-    local first = redis.call('ZRANGE', P .. 'queue', 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', P .. list, 0, 0, 'WITHSCORES')
     score = 0
     if first[2] then score = math.min(tonumber(first[2]) - 1, 0) end
   end
-  redis.call('ZADD', P .. 'queue', score, c)
+  redis.call('ZREM', P .. other, c)
+  redis.call('ZADD', P .. list, score, c)
   redis.call('HSET', P .. 'qlang', c, ARGV[i + 1])
   if ARGV[i + 2] ~= '' then redis.call('HSET', P .. 'qteam', c, ARGV[i + 2]) end
   n = n + 1
 end
 return n
+"""
+
+# A visitor waiting in the queue leaves a message instead: from 'queue' to 'left', keeping
+# its place among the left messages by when it was queued. ARGV: prefix, conversation.
+# Returns 1, or 0 if it was not waiting (an agent took it meanwhile).
+LEAVE = """
+local P = ARGV[1]
+local score = redis.call('ZSCORE', P .. 'queue', ARGV[2])
+if not score then return 0 end
+redis.call('ZREM', P .. 'queue', ARGV[2])
+redis.call('ZADD', P .. 'left', score, ARGV[2])
+return 1
 """
 
 # ARGV: prefix, conversation. Returns the agent it was assigned to, or false.
@@ -272,9 +308,21 @@ redis.call('ZADD', P .. 'ahist:' .. s, ARGV[4], c)
 return cur
 """
 
+# Whether an agent may receive conversations now: in 'online', and in 'online:<lang>' for
+# each language of ``langs`` (',en,sr,'), so that who speaks a language is counted at once.
+_ONLINE = """
+local function set_online(P, a, langs, on)
+  local cmd = on and 'SADD' or 'SREM'
+  redis.call(cmd, P .. 'online', a)
+  for lang in string.gmatch(langs or '', '[^,]+') do
+    redis.call(cmd, P .. 'online:' .. lang, a)
+  end
+end
+"""
+
 # Presence and grace periods. ARGV: prefix, now, grace ms.
 # Returns {agent, conv, agent, conv, …} for conversations whose agent's grace ran out.
-SWEEP = """
+SWEEP = _ONLINE + """
 local P = ARGV[1]
 local now = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
@@ -285,12 +333,12 @@ for _, m in ipairs(redis.call('ZRANGE', P .. 'presence', 0, -1)) do
 end
 local out = {}
 for _, a in ipairs(redis.call('SMEMBERS', P .. 'active')) do
-  local status = redis.call('HGET', P .. 'agent:' .. a, 'status')
+  local h = redis.call('HMGET', P .. 'agent:' .. a, 'status', 'langs')
   if present[a] then
     redis.call('ZREM', P .. 'grace', a)
-    if status == 'online' then redis.call('SADD', P .. 'online', a) end
+    if h[1] == 'online' then set_online(P, a, h[2], true) end
   else
-    redis.call('SREM', P .. 'online', a)
+    set_online(P, a, h[2], false)
     local deadline = redis.call('ZSCORE', P .. 'grace', a)
     if not deadline then
       redis.call('ZADD', P .. 'grace', now + grace, a)
@@ -311,20 +359,19 @@ return out
 # An agent's status and the sets that follow from it, in one step.
 # KEYS: agent hash. ARGV: prefix, agent, status, capacity, name, langs, teams, now.
 # Returns the agent's open conversations.
-SET_STATUS = """
+SET_STATUS = _ONLINE + """
 local P = ARGV[1]
 local a = ARGV[2]
+set_online(P, a, redis.call('HGET', KEYS[1], 'langs'), false)  -- its languages may change
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'capacity', ARGV[4], 'name', ARGV[5],
            'langs', ARGV[6], 'teams', ARGV[7])
 redis.call('HSETNX', KEYS[1], 'idle_since', ARGV[8])
 if ARGV[3] == 'online' then
-  redis.call('SADD', P .. 'online', a)
+  set_online(P, a, ARGV[6], true)
   redis.call('SADD', P .. 'active', a)
 elseif ARGV[3] == 'away' then
-  redis.call('SREM', P .. 'online', a)
   redis.call('SADD', P .. 'active', a)
 else
-  redis.call('SREM', P .. 'online', a)
   redis.call('SREM', P .. 'active', a)
 end
 return redis.call('SMEMBERS', P .. 'aconvs:' .. a)
@@ -432,6 +479,7 @@ class Store:
         self._accept = redis.register_script(ACCEPT)
         self._transfer = redis.register_script(TRANSFER_TO_AGENT)
         self._enqueue = redis.register_script(ENQUEUE)
+        self._leave = redis.register_script(LEAVE)
         self._release = redis.register_script(RELEASE)
         self._take_over = redis.register_script(TAKE_OVER)
         self._sweep = redis.register_script(SWEEP)
@@ -575,12 +623,20 @@ class Store:
 
     # -------------------------------------------------------------- routing
 
-    async def enqueue(self, items: Sequence[tuple[str, str, str]], *, front: bool) -> None:
+    async def enqueue(self, items: Sequence[Waiting], *, front: bool) -> None:
         args: list[Any] = [G, now_ms(), "1" if front else "0"]
-        for conv, lang, team in items:
-            args += [conv, lang, team]
+        for conv, lang, team, left in items:
+            args += [conv, lang, team, "1" if left else "0"]
         await self._enqueue(keys=[f"{G}queue"], args=args)
         await self.r.publish(QUEUE_CHANNEL, "1")
+
+    async def leave(self, conv: str) -> bool:
+        """Turn a visitor's wait in the queue into a message left for the next agent;
+        False if no longer waiting."""
+        moved = bool(await self._leave(keys=[f"{G}queue"], args=[G, conv]))
+        if moved:
+            await self.r.publish(QUEUE_CHANNEL, "1")
+        return moved
 
     async def assign(self, only_agent: str = "") -> list[tuple[str, str]]:
         res = await self._assign(keys=[f"{G}queue"], args=[G, now_ms(), only_agent])
@@ -655,11 +711,27 @@ class Store:
     async def online_count(self) -> int:
         return int(await self.r.scard(f"{G}online"))
 
-    async def queue(self) -> list[tuple[str, float]]:
-        rows = cast(
-            list[tuple[str, float]], await self.r.zrange(f"{G}queue", 0, -1, withscores=True)
-        )
-        return [(str(c), float(s)) for c, s in rows]
+    async def online_for(self, lang: str) -> int:
+        """How many agents who may receive chats now speak ``lang``."""
+        return int(await self.batch.command("SCARD", f"{G}online:{lang}"))
+
+    async def online_by_lang(self, langs: Iterable[str]) -> dict[str, int]:
+        """:meth:`online_for` each of ``langs``, in one round trip."""
+        wanted = sorted(set(langs))
+        pipe = self.r.pipeline(transaction=False)
+        for lang in wanted:
+            pipe.scard(f"{G}online:{lang}")
+        counts = await pipe.execute() if wanted else []
+        return dict(zip(wanted, map(int, counts), strict=True))
+
+    async def queue(self) -> list[tuple[str, bool]]:
+        """What waits for an agent, in order: (conversation, left message?), the
+        visitors waiting to chat first, then the messages left for the next agent."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(f"{G}queue", 0, -1)
+        pipe.zrange(f"{G}left", 0, -1)
+        live, left = cast(list[list[str]], await pipe.execute())
+        return [(str(c), False) for c in live] + [(str(c), True) for c in left]
 
     async def queue_length(self) -> int:
         return int(await self.r.zcard(f"{G}queue"))

@@ -20,8 +20,9 @@
     en: {title: 'Chat with us', open: 'Open chat', close: 'Close chat', ph: 'Write a message…',
       send: 'Send', log: 'Messages', unread: '{n} unread messages', typing: '{name} is typing…',
       agent: 'Support', queue: 'You are number {n} in line. Estimated wait: {w}.',
-      queueN: 'You are number {n} in line.', min: '{n} min', lt1: 'under a minute',
-      with: 'You are now chatting with {name}', closed: 'The chat has ended.',
+      min: '{n} min', lt1: 'under a minute',
+      with: 'You are now chatting with {name}', picked: '{name} has picked up your message.',
+      closed: 'The chat has ended.',
       rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
       thanks: 'Thank you for your feedback!', newChat: 'Start a new chat',
       offline: 'No one is online right now. Leave a message and we will get back to you.',
@@ -33,8 +34,9 @@
     'sr-Latn': {title: 'Pišite nam', open: 'Otvori ćaskanje', close: 'Zatvori ćaskanje',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
-      queueN: 'Vi ste {n}. u redu.', min: '{n} min', lt1: 'manje od minuta',
-      with: 'Sada razgovarate sa: {name}', closed: 'Razgovor je završen.',
+      min: '{n} min', lt1: 'manje od minuta',
+      with: 'Sada razgovarate sa: {name}', picked: 'Vašom porukom se bavi: {name}',
+      closed: 'Razgovor je završen.',
       rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocenu', thanks: 'Hvala na oceni!', newChat: 'Započni novi razgovor',
       offline: 'Trenutno niko nije na vezi. Ostavite poruku i javićemo vam se.', name: 'Ime',
@@ -45,8 +47,9 @@
     'sr-Cyrl': {title: 'Пишите нам', open: 'Отвори ћаскање', close: 'Затвори ћаскање',
       ph: 'Напишите поруку…', send: 'Пошаљи', log: 'Поруке', unread: 'Непрочитаних порука: {n}',
       typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
-      queueN: 'Ви сте {n}. у реду.', min: '{n} мин', lt1: 'мање од минута',
-      with: 'Сада разговарате са: {name}', closed: 'Разговор је завршен.',
+      min: '{n} мин', lt1: 'мање од минута',
+      with: 'Сада разговарате са: {name}', picked: 'Вашом поруком се бави: {name}',
+      closed: 'Разговор је завршен.',
       rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
       rateSend: 'Пошаљи оцену', thanks: 'Хвала на оцени!', newChat: 'Започни нови разговор',
       offline: 'Тренутно нико није на вези. Оставите поруку и јавићемо вам се.', name: 'Име',
@@ -57,8 +60,9 @@
     hr: {title: 'Pišite nam', open: 'Otvori razgovor', close: 'Zatvori razgovor',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
-      queueN: 'Vi ste {n}. u redu.', min: '{n} min', lt1: 'manje od minute',
-      with: 'Sada razgovarate s: {name}', closed: 'Razgovor je završen.',
+      min: '{n} min', lt1: 'manje od minute',
+      with: 'Sada razgovarate s: {name}', picked: 'Vašom porukom bavi se: {name}',
+      closed: 'Razgovor je završen.',
       rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocjenu', thanks: 'Hvala na ocjeni!', newChat: 'Započni novi razgovor',
       offline: 'Trenutačno nitko nije dostupan. Ostavite poruku i javit ćemo vam se.', name: 'Ime',
@@ -68,8 +72,9 @@
       long: 'Poruka može imati najviše 4.000 znakova.'},
     sl: {title: 'Pišite nam', open: 'Odpri klepet', close: 'Zapri klepet', ph: 'Napišite sporočilo …',
       send: 'Pošlji', log: 'Sporočila', unread: 'Neprebrana sporočila: {n}', typing: '{name} piše …',
-      agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.', queueN: 'V vrsti ste {n}.',
+      agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.',
       min: '{n} min', lt1: 'manj kot minuta', with: 'Zdaj se pogovarjate z: {name}',
+      picked: 'Z vašim sporočilom se ukvarja: {name}',
       closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
       rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
       offline: 'Trenutno ni nikogar na voljo. Pustite sporočilo in oglasili se vam bomo.', name: 'Ime',
@@ -206,9 +211,14 @@
       e.preventDefault();
       var id = uid('lm');
       queueFrame({type: 'leave_message', id: id, name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
-      ui.leave.hidden = true; ui.compose.hidden = false;
+      offerLeave(false); ui.notice.textContent = '';
       state.leftId = id; state.left = true; // thanked below the message once it is stored
     }}}, [h('p', {'class': 'intro'}, [T.offline]), name, email, text, h('button', {'class': 'btn', type: 'submit'}, [T.leave])]);
+  }
+
+  /** The leave-a-message form instead of the message box, or back. */
+  function offerLeave(on) {
+    ui.leave.hidden = !on; ui.compose.hidden = on || !ui.csat.hidden;
   }
 
   function csatForm() {
@@ -275,7 +285,11 @@
         if (m.seq && m.tick.parentNode && cmpSeq(m.seq, ev.up_to) <= 0) setTick(m, 'read');
       }
     } else if (ev.type === 'assigned' || ev.type === 'transferred') {
-      if (ev.agent) { state.agentName = ev.agent.name; system(t('with', {name: ev.agent.name})); }
+      if (ev.agent) {
+        state.agentName = ev.agent.name; offerLeave(false);
+        // A left message an agent took is not a live chat that started.
+        system(t(ev.left_message ? 'picked' : 'with', {name: ev.agent.name}));
+      }
       state.status = ev.agent ? 'assigned' : 'queued';
       ui.notice.textContent = '';
     } else if (ev.type === 'closed') {
@@ -301,11 +315,11 @@
   }
 
   function showQueue(f) {
-    // A message left for the next agent is not a place in a line to wait in.
-    if (state.left && !f.agents_online) { ui.notice.textContent = ''; return; }
+    // Nobody online speaks the visitor's language: no line to wait in, but a message to leave.
+    if (!state.left) offerLeave(!f.agents_online);
+    if (!f.agents_online) { ui.notice.textContent = ''; return; }
     var w = f.estimated_wait_s;
-    ui.notice.textContent = w == null ? t('queueN', {n: f.position})
-      : t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});
+    ui.notice.textContent = t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});
   }
 
   // ---------------------------------------------------------------- connection
@@ -394,8 +408,8 @@
       });
       state.history = false;
       ui.end.hidden = !state.conv;
-      var offline = !state.conv && !f.agents_online && ui.csat.hidden;
-      ui.leave.hidden = !offline; ui.compose.hidden = offline || !ui.csat.hidden;
+      // agents_online counts those who speak the visitor's language: none is as nobody online.
+      offerLeave(!state.conv && !f.agents_online && ui.csat.hidden);
       state.outbox.forEach(function (fr) { send(fr); });
       clearInterval(state.ping);
       state.ping = setInterval(function () { send({type: 'ping'}); }, PING_MS);
@@ -413,7 +427,11 @@
     } else if (f.type === 'queue') {
       state.conv = f.conversation; state.status = 'queued'; showQueue(f);
     } else if (f.type === 'error') {
-      if (f.code === 'agents_online') { ui.leave.hidden = true; ui.compose.hidden = false; dropOutbox(f.ref); }
+      if (f.code === 'agents_online') { // someone who speaks the language came online: chat instead
+        var left = state.outbox.filter(function (fr) { return fr.id === f.ref; })[0];
+        dropOutbox(f.ref); offerLeave(false); state.left = false; state.leftId = null;
+        if (left) sendMessage(left.text);
+      }
       else if (f.code === 'text_too_long' || f.code === 'invalid_frame') { dropOutbox(f.ref); ui.notice.textContent = T.err; }
       else if (f.code === 'conversation_closed' || f.code === 'no_conversation') state.conv = null;
     } else if (f.seq) {
@@ -442,10 +460,13 @@
     if (!text) return;
     ui.text.value = ''; onInput();
     if (state.conv && state.lastTyping) { state.lastTyping = 0; send({type: 'typing', conversation: state.conv, active: false}); }
+    sendMessage(text);
+    if (!state.ready && state.retry && state.attempt > 1) { state.attempt = 1; connect(false); } // try now
+  }
+  function sendMessage(text) {
     var id = uid('m');
     bubble(id, true, T.you, text);
     queueFrame({type: 'message', id: id, text: text});
-    if (!state.ready && state.retry && state.attempt > 1) { state.attempt = 1; connect(false); } // try now
   }
   function endChat() {
     if (state.conv) send({type: 'close', conversation: state.conv});

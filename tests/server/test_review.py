@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from server import redisconn
+from server.accounts import add_account
 from server.review import waiting_since
-from tests.server.support import running
+from tests.server.support import PASSWORD, running
 from tests.server.test_live_coaching import (
     apply_a_suggestion,
     chat,
@@ -44,6 +46,15 @@ def test_waiting_since_is_the_oldest_unanswered_visitor_message(
 
 def today() -> str:
     return datetime.now(UTC).date().isoformat()
+
+
+async def rename(redis_url: str, name: str, display_name: str) -> None:
+    """What ``tactline users add NAME --display-name …`` does to an existing agent."""
+    conns = await redisconn.connect(redis_url)
+    try:
+        await add_account(conns.commands, name, "agent", PASSWORD, display_name=display_name)
+    finally:
+        await conns.aclose()
 
 
 async def test_rule_quality_lists_every_rule_that_fired_before_any_false_alarm(
@@ -129,5 +140,36 @@ async def test_scorecard_counts_the_flags_the_conversation_list_counts(redis_db:
             assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
             [today_card] = [d for d in card["days"] if d["day"] == today()]
             assert today_card["flags_raised"] == total
+        await vi.close()
+        await ag.close()
+
+
+async def test_a_renamed_agent_has_the_new_name_at_once_on_every_server(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as one, running(redis_db) as two:
+        await wait_ready(one.base)
+        ag, vi, conv = await chat(one, redis_db)  # names the agent in the assigned event
+        sups = [await supervisor_http(srv, redis_db) for srv in (one, two)]
+
+        async def named() -> list[set[str | None]]:
+            seen = []
+            for sup in sups:
+                listed = (await sup.get("/api/review/conversations")).json()["items"]
+                t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+                live = (await sup.get("/api/review/live")).json()["items"]
+                cards = (await sup.get("/api/review/scorecards")).json()["agents"]
+                seen.append(
+                    {c["agent_name"] for c in listed}
+                    | {t["agent_name"]}
+                    | {c["agent_name"] for c in live}
+                    | {c["name"] for c in cards if c["agent"] == "ana"}
+                )
+            return seen
+
+        await ag.say("Hi, I'm Ana, let me check that for you.", conversation=conv)
+        assert await named() == [{"Ana"}, {"Ana"}]
+        await rename(redis_db, "ana", "Ana Petrović")
+        assert await named() == [{"Ana Petrović"}, {"Ana Petrović"}]
+        for sup in sups:
+            await sup.aclose()
         await vi.close()
         await ag.close()

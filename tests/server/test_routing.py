@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -271,26 +273,215 @@ async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: st
         await vi.close()
 
 
-async def test_leave_a_message_when_no_agent_is_online(redis_db: str) -> None:
+async def snapshot_where(
+    ag: Client, test: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> dict[str, Any]:
+    """The first ``queue_snapshot`` the agent gets (or got) that passes ``test``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        snapshot = await ag.expect("queue_snapshot", timeout=max(0.01, deadline - loop.time()))
+        if test(snapshot):
+            return snapshot
+
+
+def waiting(snapshot: dict[str, Any], conv: str) -> dict[str, Any] | None:
+    """The conversation's entry in a queue snapshot, or None."""
+    return next((q for q in snapshot["queue"] if q["conversation"] == conv), None)
+
+
+async def leave_message(vi: Client, text: str, msg_id: str = "lm1") -> dict[str, Any]:
+    """Leave a message as Ana and return its ack."""
+    await vi.send(type="leave_message", id=msg_id, name="Ana", email="ana@example.com", text=text)
+    answer = await vi.expect("ack", "error", ref=msg_id)
+    assert answer["type"] == "ack", answer
+    return answer
+
+
+async def frames_of(client: Client, *types: str) -> list[dict[str, Any]]:
+    """Frames of ``types`` the client got so far or gets within a moment (expected: none)."""
+    kept = [f for f in client.skipped if f["type"] in types]
+    return kept + await client.quiet(*types)
+
+
+async def test_a_left_message_waits_in_the_queue_until_an_agent_accepts_it(
+    redis_db: str,
+) -> None:
     async with running(redis_db) as srv:
         vi = await visitor(srv)
         assert vi.welcome["agents_online"] == 0
-        await vi.send(
-            type="leave_message",
-            id="lm1",
-            name="Ana",
-            email="ana@example.com",
-            text="Please call me back about order 1182.",
-        )
-        ack = await vi.expect("ack", ref="lm1")
-        conv = ack["conversation"]
-        await vi.close()
+        conv = (await leave_message(vi, "Please call me back about order 1182."))["conversation"]
         ag = await agent(srv, redis_db, "jelena", online=False)
-        await ag.send(type="status", status="online")
+        await ag.send(type="status", status="online", capacity=1)
+        # An offline request: listed for the agent, not handed to them as a live chat.
+        snapshot = await snapshot_where(ag, lambda s: waiting(s, conv) is not None)
+        entry = waiting(snapshot, conv)
+        assert entry is not None and entry["left_message"] is True
+        assert entry["preview"] == "Please call me back about order 1182."
+        assert await ag.quiet("assignment", within=1.0) == []
+        # The visitor is neither put in a line nor told a chat started.
+        assert await frames_of(vi, "queue", "assigned") == []
+        # It takes none of the agent's seats: the next live visitor is routed to her.
+        live = await visitor(srv)
+        live_conv = (await live.say("Is anyone there?"))["conversation"]
+        await ag.expect("assignment", conversation=live_conv)
+        await live.expect("assigned")
+        await ag.send(type="close", conversation=live_conv)
+        await live.expect("closed")
+        # Taken with accept, it is the agent's like any chat.
+        await ag.send(type="accept", conversation=conv)
         got = await ag.expect("assignment", conversation=conv)
+        assert got["reason"] == "accepted"
         [msg] = [e for e in got["events"] if e["type"] == "message"]
         assert msg["contact"] == {"name": "Ana", "email": "ana@example.com"}
+        picked = await vi.expect("assigned")
+        assert picked["agent"] == {"id": "jelena", "name": "Jelena"}
+        assert picked["left_message"] is True
+        reply = await ag.say("Hello Ana, I am calling you now.", conversation=conv)
+        await vi.expect("message", id=reply["ref"])
+        for c in (ag, vi, live):
+            await c.close()
+
+
+async def test_accept_takes_a_left_message_once(redis_db: str) -> None:
+    async with running(redis_db) as srv_a, running(redis_db) as srv_b:
+        vi = await visitor(srv_a)
+        conv = (await leave_message(vi, "Call me back, please."))["conversation"]
+        a1 = await agent(srv_a, redis_db, "jelena")
+        a2 = await agent(srv_b, redis_db, "marko")
+        await asyncio.gather(
+            a1.send(type="accept", conversation=conv), a2.send(type="accept", conversation=conv)
+        )
+        outcomes = []
+        for a in (a1, a2):
+            frame = await a.expect("assignment", "error")
+            outcomes.append(frame.get("reason") or frame.get("code"))
+        assert sorted(outcomes) == ["accepted", "not_queued"]
+        assert (await vi.expect("assigned"))["left_message"] is True
+        assert await vi.quiet("assigned") == []
+        for c in (a1, a2, vi):
+            await c.close()
+
+
+async def test_a_left_message_does_not_count_as_ahead_of_live_visitors(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        left = await visitor(srv)
+        await leave_message(left, "Call me back, please.")
+        vi = await visitor(srv)
+        conv = (await vi.say("Hello?"))["conversation"]
+        assert (await vi.expect("queue", conversation=conv))["position"] == 1
+        for c in (left, vi):
+            await c.close()
+
+
+async def test_agents_online_counts_only_agents_who_speak_the_visitors_language(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "jelena", languages=["en", "sr"])
+        serbian = await visitor(srv, lang="sr")
+        assert serbian.welcome["agents_online"] == 1
+        slovenian = await visitor(srv, lang="sl")
+        assert slovenian.welcome["agents_online"] == 0
+        # So the widget offers to leave a message, and the server takes it.
+        conv = (await leave_message(slovenian, "Pokličite me, prosim."))["conversation"]
+        await snapshot_where(ag, lambda s: (waiting(s, conv) or {}).get("left_message") is True)
+        assert await ag.quiet("assignment", within=0.5) == []
+        # Where an agent speaks the language, a message is a chat: send `message`.
+        await serbian.send(
+            type="leave_message", id="lm2", name="Ana", email="ana@example.com", text="Zdravo"
+        )
+        assert (await serbian.expect("error", ref="lm2"))["code"] == "agents_online"
+        for c in (ag, serbian, slovenian):
+            await c.close()
+
+
+async def test_agents_online_follows_the_languages_and_status_an_agent_sets(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "marko", languages=["en", "sl"])
+
+        async def seen_by_a_slovenian() -> int:
+            vi = await visitor(srv, lang="sl")
+            await vi.close()
+            return int(vi.welcome["agents_online"])
+
+        assert await seen_by_a_slovenian() == 1
+        await ag.send(type="status", status="online", languages=["en"])
+        await ag.expect("queue_snapshot")
+        assert await seen_by_a_slovenian() == 0
+        await ag.send(type="status", status="online", languages=["sl"])
+        await ag.expect("queue_snapshot")
+        assert await seen_by_a_slovenian() == 1
+        await ag.send(type="status", status="away")
+        await ag.expect("queue_snapshot")
+        assert await seen_by_a_slovenian() == 0
         await ag.close()
+
+
+async def test_a_visitor_nobody_online_speaks_to_is_given_no_wait_then_routed_when_one_comes(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena", languages=["en", "sr"])
+        vi = await visitor(srv, lang="sl")
+        conv = (await vi.say("Pozdravljeni"))["conversation"]
+        q = await vi.expect("queue", conversation=conv)
+        assert (q["agents_online"], q["estimated_wait_s"]) == (0, None)
+        # A Slovenian speaker comes online while the visitor waits: routing as usual.
+        marko = await agent(srv, redis_db, "marko", languages=["en", "sl"])
+        got = await marko.expect("assignment", conversation=conv)
+        assert got["reason"] == "new"
+        assigned = await vi.expect("assigned")
+        assert assigned["agent"]["id"] == "marko" and assigned["left_message"] is False
+        assert await jelena.quiet("assignment") == []
+        for c in (jelena, marko, vi):
+            await c.close()
+
+
+async def test_a_waiting_visitor_may_leave_a_message_instead(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena", languages=["en", "sr"])
+        vi = await visitor(srv, lang="sl")
+        conv = (await vi.say("Pozdravljeni"))["conversation"]
+        await vi.expect("queue", conversation=conv)
+        ack = await leave_message(vi, "Pokličite me, prosim.")
+        assert ack["conversation"] == conv
+        await snapshot_where(jelena, lambda s: (waiting(s, conv) or {}).get("left_message") is True)
+        # No longer a place in line; a Slovenian speaker coming online is not handed it.
+        await vi.quiet("queue")  # places in line told before the message was left
+        vi.skipped.clear()
+        marko = await agent(srv, redis_db, "marko", languages=["en", "sl"])
+        assert await marko.quiet("assignment", within=1.0) == []
+        assert await vi.quiet("queue", "assigned") == []
+        await marko.send(type="accept", conversation=conv)
+        got = await marko.expect("assignment", conversation=conv)
+        texts = [e["text"] for e in got["events"] if e["type"] == "message"]
+        assert texts == ["Pozdravljeni", "Pokličite me, prosim."]
+        for c in (jelena, marko, vi):
+            await c.close()
+
+
+async def test_a_left_message_an_agent_hands_back_waits_to_be_accepted_again(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        vi = await visitor(srv)
+        conv = (await leave_message(vi, "Call me back, please."))["conversation"]
+        jelena = await agent(srv, redis_db, "jelena")
+        await jelena.send(type="accept", conversation=conv)
+        await jelena.expect("assignment", conversation=conv)
+        await jelena.send(type="status", status="offline")
+        told = await vi.expect("transferred")
+        assert told["agent"] is None
+        marko = await agent(srv, redis_db, "marko", online=False)
+        await marko.send(type="status", status="online")
+        snapshot = await snapshot_where(marko, lambda s: waiting(s, conv) is not None)
+        assert (waiting(snapshot, conv) or {}).get("left_message") is True
+        assert await marko.quiet("assignment", within=1.0) == []
+        for c in (jelena, marko, vi):
+            await c.close()
 
 
 async def test_visitor_cannot_reach_another_visitors_conversation(redis_db: str) -> None:

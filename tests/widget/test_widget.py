@@ -202,6 +202,27 @@ async def test_queue_position_is_shown_while_waiting(site: Site, new_page: Any,
     await agent.close()
 
 
+async def leave_a_message(page: Any, name: str, email: str, text: str, send: str) -> None:
+    """Fill in the leave-a-message form (its labels in the page's language) and send it."""
+    form = page.locator(f"{W} form.leave")
+    await form.wait_for(state="visible", timeout=10_000)
+    await expect(page.locator(f"{W} form.compose")).to_be_hidden()
+    inputs = form.locator("input, textarea")
+    await inputs.nth(0).fill(name)
+    await inputs.nth(1).fill(email)
+    await inputs.nth(2).fill(text)
+    await form.get_by_role("button", name=send).click()
+
+
+async def left_waiting(agent: Any, lang: str) -> dict[str, Any]:
+    """The queue entry of a message left in ``lang``, from the agent's next snapshots."""
+    while True:
+        snapshot = await agent.expect("queue_snapshot", timeout=10)
+        for entry in snapshot["queue"]:
+            if entry["left_message"] and entry["lang"] == lang:
+                return dict(entry)
+
+
 async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any,
                                                        agent_name: Any) -> None:
     name = await agent_name()
@@ -223,11 +244,95 @@ async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any
     assert mine < thanks, texts
     await asyncio.sleep(1.0)  # queue updates come within the debounce
     assert "in line" not in (await page.locator(f"{W} .notice").inner_text()), texts
-    agent = await site.agent_client(name)
+    # The next agent finds it in the queue and takes it; it was no live chat meanwhile.
+    agent = await site.agent_client(name, online=False)
+    await agent.send(type="status", status="online")
+    entry = await left_waiting(agent, "en")
+    assert await agent.quiet("assignment", within=1.0) == []
+    await agent.send(type="accept", conversation=entry["conversation"])
     assignment = await agent.expect("assignment", timeout=10)
     [msg] = [e for e in assignment["events"] if e["type"] == "message"]
     assert msg["contact"] == {"name": "Ana", "email": "ana@example.com"}
+    name_shown = assignment["events"][-1]["agent"]["name"]
+    await page.locator(f"{W} .sys").filter(
+        has_text=f"{name_shown} has picked up your message.").wait_for(timeout=10_000)
+    texts = [t.strip() for t in await log.all_inner_texts()]
+    assert not any("now chatting" in t for t in texts), texts
+    assert page.watched.errors == []
     await agent.close()
+
+
+async def test_a_visitor_whose_language_no_online_agent_speaks_may_leave_a_message(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(["en", "sr"]))
+    english = await new_page()
+    await open_shop(english, site.base)
+    await open_widget(english)
+    await expect(english.locator(f"{W} form.compose")).to_be_visible()
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    # Offered in Slovenian, as when nobody is online: no place in a line that never moves.
+    await expect(page.locator(f"{W} form.leave .intro")).to_have_text(
+        "Trenutno ni nikogar na voljo. Pustite sporočilo in oglasili se vam bomo.")
+    await leave_a_message(page, "Ana", "ana@example.si", "Pokličite me glede naročila 1182.",
+                          "Pošlji sporočilo")
+    await page.locator(f"{W} .sys").filter(
+        has_text="Oglasili se vam bomo po e-pošti.").wait_for(timeout=10_000)
+    await asyncio.sleep(1.0)  # queue updates come within the debounce
+    assert await page.locator(f"{W} .notice").inner_text() == ""
+    await left_waiting(agent, "sl")
+    assert await agent.quiet("assignment") == []
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_a_message_left_after_an_agent_for_the_language_came_online_starts_a_chat(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    await page.locator(f"{W} form.leave").wait_for(state="visible", timeout=10_000)
+    agent = await site.agent_client(await agent_name(["en", "sl"]))
+    await leave_a_message(page, "Ana", "ana@example.si", "Ali me slišite?", "Pošlji sporočilo")
+    assignment = await agent.expect("assignment", timeout=10)
+    texts = [e["text"] for e in assignment["events"] if e["type"] == "message"]
+    assert texts == ["Ali me slišite?"]
+    await wait_bubble(page, "Ali me slišite?", mine=True)
+    await page.locator(f"{W} .sys").filter(has_text="Zdaj se pogovarjate z").wait_for(
+        timeout=10_000)
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_a_waiting_visitor_is_offered_to_leave_a_message_when_their_agents_go(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    english = await site.agent_client(await agent_name(["en"]))
+    slovenian = await site.agent_client(await agent_name(["en", "sl"]))
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    await slovenian.send(type="status", status="away")
+    await write(page, "Pozdravljeni")
+    await leave_a_message(page, "Ana", "ana@example.si", "Pokličite me, prosim.",
+                          "Pošlji sporočilo")
+    await page.locator(f"{W} .sys").filter(
+        has_text="Oglasili se vam bomo po e-pošti.").wait_for(timeout=10_000)
+    # Back online, the Slovenian speaker is not handed it as a chat, but accepts it.
+    await slovenian.send(type="status", status="online")
+    entry = await left_waiting(slovenian, "sl")
+    assert await slovenian.quiet("assignment", within=1.0) == []
+    await slovenian.send(type="accept", conversation=entry["conversation"])
+    assignment = await slovenian.expect("assignment", timeout=10)
+    texts = [e["text"] for e in assignment["events"] if e["type"] == "message"]
+    assert texts == ["Pozdravljeni", "Pokličite me, prosim."]
+    await page.locator(f"{W} .sys").filter(
+        has_text="Z vašim sporočilom se ukvarja:").wait_for(timeout=10_000)
+    assert page.watched.errors == []
+    for agent in (english, slovenian):
+        await agent.close()
 
 
 async def test_a_paste_over_the_limit_is_cut_with_a_notice(site: Site, new_page: Any,
