@@ -39,6 +39,9 @@
     // What a read receipt may acknowledge: never a receipt (ours would answer
     // itself for ever), never what this agent wrote.
     if (ev.type !== 'read' && !(ev.from && S.me && ev.from.id === S.me.id && ev.from.role !== 'visitor')) c.lastOther = ev.seq;
+    // A receipt this agent sent from another tab: this tab need not send it again.
+    if (ev.type === 'read' && ev.by && S.me && ev.by.id === S.me.id && ev.by.role !== 'visitor' &&
+        (!c.lastRead || TL.cmpSeq(ev.up_to, c.lastRead) > 0)) c.lastRead = ev.up_to;
     c.events.push(ev);
     if (ev.type === 'message') {
       var fromVisitor = ev.from.role === 'visitor';

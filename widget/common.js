@@ -58,15 +58,32 @@
   }
 
   // ---------------------------------------------------------------- session
-  var session = null;
-  try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY)); } catch (e) { session = null; }
-  if (session && session.expires_at * 1000 < Date.now()) session = null;
+  // Kept in localStorage, so every tab of the browser shares one login: a new tab
+  // starts logged in, and logging in or out in one tab does the same in the others.
+  function stored() {
+    var s = null;
+    try { s = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch (e) { s = null; }
+    return s && s.token && s.expires_at * 1000 > Date.now() ? s : null;
+  }
+
+  var session = stored();
+  try { sessionStorage.removeItem(SESSION_KEY); } catch (e) { /* where an older version kept it */ }
 
   function setSession(s) {
+    if (s) localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+    // Only the session this page holds: another tab may have logged in since.
+    else if (!stored() || (session && stored().token === session.token)) localStorage.removeItem(SESSION_KEY);
     session = s;
-    if (s) sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
-    else sessionStorage.removeItem(SESSION_KEY);
   }
+
+  // Another tab logged in or out: start again as it left things.
+  window.addEventListener('storage', function (e) {
+    if (e.key !== SESSION_KEY && e.key !== null) return;
+    var now = stored();
+    if ((now && now.token) === (session && session.token)) return;
+    session = now;
+    location.reload();
+  });
 
   function ApiError(status, code, message) {
     this.status = status; this.code = code; this.message = message || code;

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import expect
 
@@ -125,6 +126,62 @@ async def test_console_shows_the_real_status_and_keeps_a_reply_over_the_limit(
     assert await console.locator("#draft").input_value() == long_reply
     await expect(console.locator("#transcript .msg.mine")).to_have_count(0)
     assert console.watched.errors == []
+
+
+async def test_a_second_tab_shares_the_login_and_logging_out_ends_both(
+        site: Site, browser: Any, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(10_000)
+    try:
+        first = await context.new_page()
+        await login(first, site, name)
+        sent: list[str] = []
+        second = await context.new_page()
+        second.on("websocket", lambda ws: ws.on("framesent", lambda d: sent.append(str(d))))
+        await second.goto(site.base + "/agent")
+        # No login form: the tab uses the session of the first one.
+        await expect(second.locator("#conn")).to_have_text("Connected")
+        await expect(second.locator("#login")).to_be_hidden()
+        await expect(second.locator("#me")).to_have_text(await first.locator("#me").inner_text())
+        await expect(second.locator("#status")).to_have_value("online")
+
+        shop = await new_page()
+        await open_shop(shop, site.base)
+        await open_widget(shop)
+        await write(shop, "Hello from the shop")
+        for tab in (first, second):
+            await expect(tab.locator("#transcript .msg .text")).to_have_text(
+                ["Hello from the shop"], timeout=10_000)
+        # Routed once, to this agent, whichever tab answers.
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(site.base + "/api/agents",
+                               headers={"Authorization": f"Bearer {await site.login(name)}"})
+        assert [a["open"] for a in r.json()["items"] if a["id"] == name] == [1], r.json()
+        reply = "Hi, this is the second tab."
+        await second.locator("#draft").fill(reply)
+        await second.locator("#draft").press("Enter")
+        await wait_bubble(shop, reply, mine=False)
+        for tab in (first, second):
+            await expect(tab.locator("#transcript .msg.mine .text")).to_have_text(
+                [reply], timeout=10_000)
+            await expect(tab.locator("#transcript .msg.mine .state")).to_have_text(
+                "read", timeout=10_000)
+        reads = [json.loads(f) for f in sent if '"type":"read"' in f]
+        assert len({r["seq"] for r in reads}) == len(reads), reads
+        await expect(first.locator("#conn")).to_have_text("Connected")
+        await expect(second.locator("#conn")).to_have_text("Connected")
+
+        await first.get_by_role("button", name="Log out").click()
+        await expect(first.locator("#login")).to_be_visible()
+        await expect(second.locator("#login")).to_be_visible(timeout=10_000)
+        await expect(second.locator("#workspace")).to_be_hidden()
+        # And a tab opened now asks to log in.
+        third = await context.new_page()
+        await third.goto(site.base + "/agent")
+        await expect(third.locator("#login")).to_be_visible()
+    finally:
+        await context.close()
 
 
 async def test_markup_from_a_visitor_is_text_in_the_console(site: Site, new_page: Any,
@@ -389,7 +446,8 @@ async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: A
     await page.locator("#draft").fill(text)
     await page.locator("#draft").press("Enter")
     ref = fake.of_type("message")[-1]["id"]
-    fake.send(type="error", code="sensitive_data", ref=ref, message="Never ask for card details in chat.",
+    fake.send(type="error", code="sensitive_data", ref=ref,
+              message="Never ask for card details in chat.",
               flags=[], suggestions=["please use the secure payment link"])
     await expect(suggested).to_have_text(["Please use the secure payment link."], timeout=5_000)
     await refusal.get_by_role("button", name="Send anyway").click()
