@@ -62,7 +62,7 @@
     var c = S.convs.get(f.conversation);
     if (!c) return;
     if (!addEvent(c, f)) return;
-    if (S.current === c.id) { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
+    if (S.current === c.id && c.status !== 'gone') { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
     if (f.type === 'closed') {
       dropCards(c, function () { return true; }); // nothing left to coach
       if (S.current === c.id) renderChatState(c);
@@ -161,7 +161,9 @@
       S.coachOff = true; // this server does not coach drafts yet
       return;
     }
-    if (f.code === 'agent_unavailable' && !$('transfer').open) toast('Transfer failed: ' + f.message);
+    if (f.code === 'agent_unavailable' && S.handBack && f.ref === S.handBack.id) {
+      toast('Could not hand the chat back: ' + S.handBack.name + ' is not online with room for another chat.');
+    } else if (f.code === 'agent_unavailable' && !$('transfer').open) toast('Transfer failed: ' + f.message);
     else if (f.code === 'agent_unavailable') $('transfer-error').textContent = f.message;
     else if (f.code !== 'rate_limited') toast(f.message || f.code);
     S.convs.forEach(function (c) {
@@ -249,6 +251,29 @@
     var closed = c.status === 'closed';
     $('draft').disabled = closed; $('close-chat').disabled = closed; $('transfer-open').disabled = closed;
     $('composer').querySelector('button').disabled = closed;
+    var back = !closed && takenFrom(c), button = $('hand-back');
+    button.hidden = !back;
+    button.textContent = back ? 'Hand back to ' + back.name : '';
+    button.title = back ? 'Transfer the chat back to ' + back.name + ', who had it before you took it over' : '';
+  }
+
+  /** The agent a supervisor took this chat over from, while it is still the supervisor's. */
+  function takenFrom(c) {
+    if (S.role !== 'supervisor') return null;
+    for (var i = c.events.length - 1; i >= 0; i--) {
+      var ev = c.events[i];
+      if (ev.type !== 'transferred') continue;
+      var ours = ev.agent && ev.agent.id === S.me.id;
+      return ours && ev.from_agent && ev.from_agent.id !== S.me.id ? ev.from_agent : null;
+    }
+    return null;
+  }
+
+  function handBack() {
+    var c = S.convs.get(S.current), back = c && takenFrom(c);
+    if (!back) return;
+    S.handBack = {id: TL.uid('hb'), name: back.name};
+    S.socket.send({type: 'transfer', conversation: c.id, to_agent: back.id, id: S.handBack.id});
   }
 
   function scrollDown() { var t = $('transcript'); t.scrollTop = t.scrollHeight; }
@@ -352,7 +377,7 @@
   }
 
   function sendDraft(c) {
-    if (S.coachOff || c.status === 'closed') return;
+    if (S.coachOff || c.status === 'closed' || S.convs.get(c.id) !== c) return; // closed, or no longer ours
     var text = c.draft;
     if (text.length > MAX_TEXT) return;
     c.draftId += 1;
@@ -661,6 +686,7 @@
   $('conversation').addEventListener('mouseleave', hidePopover);
   $('composer').addEventListener('submit', function (e) { e.preventDefault(); sendMessage(false); });
   $('transfer-open').addEventListener('click', openTransfer);
+  $('hand-back').addEventListener('click', handBack);
   $('transfer-form').addEventListener('submit', submitTransfer);
   $('close-chat').addEventListener('click', function () {
     S.socket.send({type: 'close', conversation: S.current, id: TL.uid('cl')});

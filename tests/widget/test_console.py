@@ -277,6 +277,52 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await expect(console.locator("#empty")).to_be_visible()
 
 
+async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any,
+                                                      agent_name: Any) -> None:
+    name = await agent_name()
+    agent = await site.agent_client(name)
+    visitor = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await visitor.say("My parcel is late.")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    console = await new_page()
+    await login(console, site, "supervisor", online=False)
+    back = console.get_by_role("button", name=f"Hand back to {name.capitalize()}")
+    await expect(back).to_have_count(0)  # nothing taken over yet
+    supervisor = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await supervisor.send(type="take_over", conversation=conv)
+    await agent.expect("transferred", conversation=conv, timeout=10)
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late."], timeout=10_000)
+    await expect(back).to_be_visible()
+    await console.locator("#draft").fill("Hello, I'm the supervisor; one moment.")
+    await console.locator("#draft").press("Enter")
+    await expect(console.locator("#transcript .msg.mine .state")).to_have_count(1)
+    # Offline, the agent cannot take it back: the console says so and keeps the chat.
+    await agent.send(type="status", status="away")
+    await agent.expect("queue_snapshot")
+    await back.click()
+    await expect(console.locator("#toast")).to_contain_text(
+        f"Could not hand the chat back: {name.capitalize()} is not online", timeout=10_000)
+    await expect(console.locator("#chats .item")).to_have_count(1)
+    await agent.send(type="status", status="online", capacity=5)
+    await agent.expect("queue_snapshot")
+    await back.click()
+    got = await agent.expect("assignment", conversation=conv, timeout=10)
+    assert got["reason"] == "transfer" and got["from_agent"]["id"] == "supervisor", got
+    assert [e["text"] for e in got["events"] if e["type"] == "message"] == [
+        "My parcel is late.", "Hello, I'm the supervisor; one moment."]
+    await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
+    await expect(console.locator("#toast")).to_have_text(
+        "The chat with Visitor was transferred.", timeout=10_000)
+    # The agent answers again; the visitor was told who is with them.
+    await visitor.expect("transferred", agent={"id": name, "name": name.capitalize()},
+                         timeout=10)
+    await agent.say("I'm back with you.", conversation=conv)
+    await visitor.expect("message", text="I'm back with you.")
+    for client in (agent, visitor, supervisor):
+        await client.close()
+
+
 async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
