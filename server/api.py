@@ -8,6 +8,8 @@ import re
 import secrets
 import time
 import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -18,7 +20,7 @@ from server.accounts import authenticate, get_account, list_accounts, login_allo
 from server.errors import ApiError, ProtocolError
 from server.protocol import LANGS, Lang
 from server.relay import Relay, origin_allowed
-from server.store import G, conv_key, visitor_of
+from server.store import G, conv_key, now_ms, visitor_of
 from server.tokens import check_user_hash, sign, verify
 
 # Limits
@@ -123,7 +125,11 @@ class AgentInfo(BaseModel):
     id: str
     name: str
     role: str
+    #: online, away, offline, or disconnected: gone with chats held until ``held_until``.
     status: str
+    #: While disconnected: when the reconnect grace period ends and the chats go back to
+    #: the queue (ms).
+    held_until: int | None = None
     open: int
     capacity: int
     languages: list[str]
@@ -136,6 +142,60 @@ class AgentList(BaseModel):
 class HttpError(BaseModel):
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class Presence:
+    """An agent as a supervisor should see them now."""
+
+    status: str  # online | away | offline | disconnected
+    held_until: int | None = None  # disconnected: when the held chats go back to the queue (ms)
+
+
+def presence(
+    chosen: str | None, connected: bool, grace_ends: int | None, now: int, grace_ms: int
+) -> Presence:
+    """What the agent chose (``chosen``: online, away, offline) as it stands: an agent who
+    chose to be reachable but has no connection left is ``disconnected`` until their grace
+    period ends (``grace_ends``, or ``grace_ms`` from now when the sweep has not noted it
+    yet), and ``offline`` after it."""
+    if chosen not in ("online", "away"):
+        return Presence("offline")
+    if connected:
+        return Presence(chosen)
+    if grace_ends is None:
+        return Presence("disconnected", now + grace_ms)
+    if grace_ends > now:
+        return Presence("disconnected", grace_ends)
+    return Presence("offline")  # the grace is over: the sweep is giving the chats back
+
+
+async def presence_of(relay: Relay, agents: Iterable[str]) -> dict[str, Presence]:
+    """The presence of each agent id, read in one round trip (server/store.py keeps the
+    agents' connections in ``{tl}:presence`` and their grace periods in ``{tl}:grace``)."""
+    wanted = sorted({a for a in agents if a})
+    if not wanted:
+        return {}
+    now = now_ms()
+    pipe = relay.redis.pipeline(transaction=False)
+    pipe.zrangebyscore(f"{G}presence", f"({now}", "+inf")
+    for agent in wanted:
+        pipe.hget(f"{G}agent:{agent}", "status")
+        pipe.zscore(f"{G}grace", agent)
+    res = await pipe.execute()
+    connected = {str(member).split(" ", 1)[0] for member in res[0]}
+    grace_ms = int(relay.settings.grace_period_s * 1000)
+    out = {}
+    for i, agent in enumerate(wanted):
+        chosen, grace_ends = res[1 + 2 * i], res[2 + 2 * i]
+        out[agent] = presence(
+            chosen,
+            agent in connected,
+            None if grace_ends is None else int(grace_ends),
+            now,
+            grace_ms,
+        )
+    return out
 
 
 def client_ip(request: Request) -> str:
@@ -375,15 +435,17 @@ async def list_agents(request: Request) -> JSONResponse:
     relay = _relay(request)
     await _caller(request)
     items = []
-    for acc in await list_accounts(relay.redis):
+    accounts = await list_accounts(relay.redis)
+    present = await presence_of(relay, (acc.name for acc in accounts))
+    for acc in accounts:
         h = await relay.store.agent(acc.name)
-        status = h.get("status", "offline")
         items.append(
             AgentInfo(
                 id=acc.name,
                 name=acc.display_name,
                 role=acc.role,
-                status=status if status in ("online", "away") else "offline",
+                status=present[acc.name].status,
+                held_until=present[acc.name].held_until,
                 open=len(await relay.store.agent_conversations(acc.name)),
                 capacity=int(h.get("capacity") or relay.settings.default_capacity),
                 languages=[x for x in h.get("langs", "").split(",") if x] or acc.languages,

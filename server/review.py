@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from server import false_alarms
 from server.accounts import display_names
-from server.api import _caller, _json, _relay
+from server.api import Presence, _caller, _json, _relay, presence_of
 from server.coaching import FLAGGED, RULE_FIRES, conv_key, rule_fires_key, score_key
 from server.errors import ApiError
 from server.store import G, decode_event, now_ms, visitor_of
@@ -555,6 +555,7 @@ async def live(request: Request) -> JSONResponse:
         pipe.xrevrange(conv_key(conv, "events"), "+", "-", count=WAIT_SCAN)
     events = await pipe.execute()
     names = await _names(request, (st.get("agent") for _, st, *_ in open_))
+    present = await presence_of(relay, (st.get("agent") or "" for _, st, *_ in open_))
     items = []
     for (conv, st, last, wait_due), recent in zip(open_, events, strict=True):
         last_rec = json.loads(last) if last else None
@@ -565,6 +566,7 @@ async def live(request: Request) -> JSONResponse:
                 "status": st.get("status"),
                 "agent": st.get("agent") or None,
                 "agent_name": names.get(st.get("agent") or ""),
+                **_agent_presence(present.get(st.get("agent") or "")),
                 "visitor": visitor_of(st),
                 "lang": st.get("lang", ""),
                 "started_at": int(st.get("created") or 0),
@@ -575,6 +577,13 @@ async def live(request: Request) -> JSONResponse:
             }
         )
     return JSONResponse({"items": items})
+
+
+def _agent_presence(p: Presence | None) -> dict[str, Any]:
+    """``agent_status`` (as in /api/agents) and ``held_until`` of a chat's agent."""
+    if p is None:
+        return {"agent_status": None, "held_until": None}
+    return {"agent_status": p.status, "held_until": p.held_until}
 
 
 def openapi_paths() -> dict[str, Any]:

@@ -371,12 +371,26 @@
   }
 
   // ---------------------------------------------------------------- live monitor
+  var STATUS_WORDS = {online: 'Online', away: 'Away', offline: 'Offline'};
+
+  /** An agent's status in words: a disconnected agent's chats are held for them until the
+   * reconnect grace period ends, then go back to the queue and the agent is offline. */
+  function statusText(status, heldUntil) {
+    if (status === 'disconnected') {
+      return 'Disconnected — chats held until ' + (heldUntil ? TL.clock(heldUntil) : 'they reconnect');
+    }
+    return STATUS_WORDS[status] || status || '';
+  }
+
   function live() {
-    var body = h('tbody');
+    var body = h('tbody'), agents = h('tbody');
     var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
-    page().replaceChildren(h('h1', {text: 'Live'}), h('table', {'class': 'grid'}, [
+    page().replaceChildren(h('h1', {text: 'Live'}), h('table', {'class': 'grid', 'aria-label': 'Conversations'}, [
       h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Visitor', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
-        return h('th', {scope: 'col', text: t}); }))]), body]), panel);
+        return h('th', {scope: 'col', text: t}); }))]), body]), panel,
+      h('h2', {text: 'Agents'}), h('table', {'class': 'grid', 'aria-label': 'Agents'}, [
+        h('thead', {}, [h('tr', {}, ['Agent', 'Status', 'Chats', 'Languages'].map(function (t) {
+          return h('th', {scope: 'col', text: t}); }))]), agents]));
     function refresh() {
       if (location.hash.indexOf('#/live') !== 0) return;
       TL.api('/api/review/live').then(function (data) {
@@ -384,7 +398,9 @@
           var agent = c.agent_name || (c.agent && (c.agent.name || c.agent)), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
           var coach = c.last_coach || {}, cue = c.last_cue || (coach.kind === 'cue' ? coach : null);
           var flag = c.last_flag || (coach.kind === 'flag' ? coach : null);
-          return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}), h('td', {text: agent || '—'}),
+          var gone = c.agent_status === 'disconnected';
+          return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}),
+            h('td', {'class': 'agent'}, [agent || '—', gone ? h('span', {'class': 'note agent-status', text: ' · ' + statusText(c.agent_status, c.held_until)}) : null]),
             h('td', {text: vis || ''}), h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
             h('td', {text: cue ? (cue.text || humanize(cue.category)) : ''}),
             h('td', {text: flag ? humanize(flag.category) + ': ' + (flag.text || '') : ''}),
@@ -392,6 +408,15 @@
         }));
       }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(
         h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
+      TL.api('/api/agents').then(function (data) {
+        // Agents, and anyone else holding chats (a supervisor who took one over).
+        var shown = items(data).filter(function (a) { return a.role !== 'supervisor' || a.open; });
+        agents.replaceChildren.apply(agents, shown.length ? shown.map(function (a) {
+          return h('tr', {'data-agent': a.id}, [person(a.name, a.id),
+            h('td', {'class': 'status status-' + a.status, text: statusText(a.status, a.held_until)}),
+            h('td', {text: a.open + ' of ' + a.capacity}), h('td', {text: (a.languages || []).join(', ')})]);
+        }) : [h('tr', {}, [h('td', {colspan: '4', 'class': 'note', text: 'No agents.'})])]);
+      }, function (err) { if (!unavailable(err)) toast(err.message); });
     }
     refresh();
     clearInterval(S.liveTimer);

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import httpx
 import pytest
 
+from server.api import Presence, presence
 from server.tokens import user_hash
 from tests.server.support import (
     PASSWORD,
@@ -69,7 +72,8 @@ async def test_the_name_and_email_a_page_gives_reach_the_agent(redis_db: str) ->
         async with httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
             listed = (await http.get("/api/conversations", headers=boss)).json()["items"]
             assert [c["visitor"]["email"] for c in listed if c["conversation"] == conv] == [
-                "ana@example.com"]
+                "ana@example.com"
+            ]
             r = await http.post("/api/visitors", json={"site": "acme", "email": "not an email"})
             assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
             assert r.json()["message"].startswith("email:")
@@ -80,7 +84,8 @@ async def test_the_name_and_email_a_page_gives_reach_the_agent(redis_db: str) ->
         mira = await visitor(srv, name="Mira\u202e Ivić")
         third = (await mira.say("Hi"))["conversation"]
         assert (await jelena.expect("assignment", conversation=third))["visitor"]["name"] == (
-            "Mira Ivić")
+            "Mira Ivić"
+        )
         await mira.close()
         # A visitor who gave none has a null email, not an empty one.
         anon = await visitor(srv)
@@ -222,3 +227,88 @@ async def test_account_names_are_validated(redis_db: str, name: str) -> None:
 
     with pytest.raises(AccountError):
         await make_account(redis_db, name)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "connected", "grace_ends", "seen"),
+    [
+        ("online", True, None, Presence("online")),
+        ("away", True, None, Presence("away")),
+        ("online", True, 5_000, Presence("online")),  # back before the sweep noticed
+        ("offline", False, None, Presence("offline")),
+        (None, False, None, Presence("offline")),  # never set a status
+        ("online", False, 61_000, Presence("disconnected", 61_000)),
+        ("away", False, 61_000, Presence("disconnected", 61_000)),
+        ("online", False, None, Presence("disconnected", 1_000 + 60_000)),  # not noted yet
+        ("online", False, 1_000, Presence("offline")),  # the grace is over
+    ],
+)
+def test_presence_is_what_the_agent_chose_while_connected(
+    chosen: str | None, connected: bool, grace_ends: int | None, seen: Presence
+) -> None:
+    assert presence(chosen, connected, grace_ends, now=1_000, grace_ms=60_000) == seen
+
+
+async def until(check: Any, timeout: float = 5.0) -> Any:
+    """Poll ``check()`` (async) until it returns something true; that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if value := await check():
+            return value
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{check.__name__} never held")
+
+
+async def test_an_agent_who_closed_the_tab_shows_disconnected_with_chats_held(
+    redis_db: str,
+) -> None:
+    grace_s = 3.0
+    async with running(redis_db, grace_period_s=grace_s) as srv:
+        ag = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        conv = (await vi.say("hello"))["conversation"]
+        await ag.expect("assignment", conversation=conv)
+        await make_account(redis_db, "boss", role="supervisor")
+        headers = {"Authorization": f"Bearer {await session_token(srv.base, 'boss')}"}
+        async with httpx.AsyncClient(base_url=srv.base, headers=headers, timeout=5) as http:
+
+            async def jelena() -> dict[str, Any]:
+                items = (await http.get("/api/agents")).json()["items"]
+                return next(a for a in items if a["id"] == "jelena")
+
+            async def row() -> dict[str, Any]:
+                items = (await http.get("/api/review/live")).json()["items"]
+                return next(c for c in items if c["conversation"] == conv)
+
+            assert (await jelena())["status"] == "online" and (await jelena())["held_until"] is None
+            assert (await row())["agent_status"] == "online"
+            loop = asyncio.get_running_loop()
+            closed_ms = int(time.time() * 1000)
+            await ag.close()
+            started = loop.time()
+
+            async def disconnected() -> dict[str, Any] | None:
+                a = await jelena()
+                return a if a["status"] == "disconnected" else None
+
+            gone = await until(disconnected, timeout=grace_s / 2)
+            assert closed_ms + grace_s * 1000 - 500 <= gone["held_until"]
+            assert gone["held_until"] <= closed_ms + grace_s * 1000 + 1000
+            assert gone["open"] == 1  # the chat is still hers, held
+            live = await row()
+            assert (live["agent"], live["agent_status"]) == ("jelena", "disconnected")
+            # Read before the sweep noted the grace period, held_until is foreseen from now.
+            assert abs(live["held_until"] - gone["held_until"]) <= 1000
+            assert loop.time() - started < grace_s  # all seen within the grace period
+
+            async def offline() -> dict[str, Any] | None:
+                # The sweep marks her offline, then gives her chat back to the queue.
+                a = await jelena()
+                return a if a["status"] == "offline" and a["open"] == 0 else None
+
+            after = await until(offline, timeout=grace_s + 5)
+            assert after["held_until"] is None
+            requeued = await row()
+            assert requeued["agent"] is None and requeued["agent_status"] is None
+        await vi.close()

@@ -405,6 +405,44 @@ async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
         ["c_review0002", "Jelena", "Ivo", "answered"])
 
 
+async def test_live_shows_a_disconnected_agent_and_until_when_the_chats_are_held(
+        site: Site, new_page: Any) -> None:
+    held = 1_764_500_000_000
+    live = {"items": [
+        {"conversation": CONV, "agent": "agent1", "agent_name": "Jelena",
+         "agent_status": "disconnected", "held_until": held,
+         "visitor": {"id": "v_1", "name": "Ana"}, "waiting_s": 30},
+        {"conversation": "c_review0002", "agent": "agent2", "agent_name": "Marko",
+         "agent_status": "online", "held_until": None,
+         "visitor": {"id": "v_2", "name": "Ivo"}, "waiting_s": None}]}
+    agents = {"items": [
+        {"id": "agent1", "name": "Jelena", "role": "agent", "status": "disconnected",
+         "held_until": held, "open": 1, "capacity": 3, "languages": ["en", "sr"]},
+        {"id": "agent2", "name": "Marko", "role": "agent", "status": "online",
+         "held_until": None, "open": 1, "capacity": 3, "languages": ["en", "sl"]},
+        {"id": "agent3", "name": "Ivana", "role": "agent", "status": "offline",
+         "held_until": None, "open": 0, "capacity": 3, "languages": ["hr"]},
+        {"id": "supervisor", "name": "Ana", "role": "supervisor", "status": "offline",
+         "held_until": None, "open": 0, "capacity": 3, "languages": ["en"]}]}
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/live", lambda route: route.fulfill(json=live))
+    await page.route(site.base + "/api/agents", lambda route: route.fulfill(json=agents))
+    await login(page, site, hash_="#/live")
+    await expect(page.locator(f"tr[data-conv='{CONV}']")).to_have_count(1, timeout=10_000)
+    until = await page.evaluate(f"TL.clock({held})")
+    gone = f"Disconnected — chats held until {until}"
+    await expect(page.locator(f"tr[data-conv='{CONV}'] td.agent")).to_have_text(
+        f"Jelena · {gone}")
+    await expect(page.locator("tr[data-conv='c_review0002'] td.agent")).to_have_text("Marko")
+    rows = page.get_by_role("table", name="Agents").locator("tbody tr")
+    await expect(rows).to_have_count(3)  # a supervisor holding no chat is not listed
+    await expect(rows.nth(0).locator("td")).to_have_text(["Jelena", gone, "1 of 3", "en, sr"])
+    await expect(rows.nth(1).locator("td")).to_contain_text(["Marko", "Online"])
+    await expect(rows.nth(2).locator("td")).to_contain_text(["Ivana", "Offline", "0 of 3"])
+    assert page.watched.errors == []
+
+
 async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> None:
     page = await new_page(width=1280, height=900)
     api = ReviewApi()
