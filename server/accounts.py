@@ -125,12 +125,13 @@ async def display_names(r: Redis, names: Iterable[str]) -> dict[str, str]:
 
 
 async def list_accounts(r: Redis) -> list[Account]:
-    out = []
-    for name in sorted(cast(set[str], await r.smembers(f"{G}users"))):
-        acc = await get_account(r, name)
-        if acc:
-            out.append(acc)
-    return out
+    """Every account, by name, read in one round trip after the list of names."""
+    names = sorted(cast(set[str], await r.smembers(f"{G}users")))
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(_key(name))
+    found = await pipe.execute() if names else []
+    return [_from_hash(h) for h in found if h]
 
 
 async def authenticate(r: Redis, name: str, password: str) -> Account | None:

@@ -437,8 +437,14 @@ async def list_agents(request: Request) -> JSONResponse:
     items = []
     accounts = await list_accounts(relay.redis)
     present = await presence_of(relay, (acc.name for acc in accounts))
+    # The Live page asks every few seconds: every agent's hash and chats in one round trip.
+    pipe = relay.redis.pipeline(transaction=False)
     for acc in accounts:
-        h = await relay.store.agent(acc.name)
+        pipe.hgetall(f"{G}agent:{acc.name}")
+        pipe.scard(f"{G}aconvs:{acc.name}")
+    rows = await pipe.execute() if accounts else []
+    for i, acc in enumerate(accounts):
+        h, open_n = rows[2 * i], rows[2 * i + 1]
         items.append(
             AgentInfo(
                 id=acc.name,
@@ -446,7 +452,7 @@ async def list_agents(request: Request) -> JSONResponse:
                 role=acc.role,
                 status=present[acc.name].status,
                 held_until=present[acc.name].held_until,
-                open=len(await relay.store.agent_conversations(acc.name)),
+                open=int(open_n),
                 capacity=int(h.get("capacity") or relay.settings.default_capacity),
                 languages=[x for x in h.get("langs", "").split(",") if x] or acc.languages,
             )
