@@ -1004,12 +1004,21 @@ def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
 _LAST_WORD = re.compile(r"(\w+)$")
 _FIRST_WORD = re.compile(r"\w+")
 _PUNCT = ",.!?;:"
+#: A comma or the like that the matched words begin with ("Nažalost, to nije moguće").
+_LEADING_PUNCT = re.compile(r"[,;:]\s*")
 
 
 def _fit(suggestion: str, text: str, start: int, end: int) -> str:
     """Make a suggestion read well spliced in place of ``text[start:end]``."""
     if not suggestion:
         return suggestion
+    span = text[start:end].rstrip()
+    # ", to nije moguće": the comma stays between the text's word and the suggestion.
+    lead = _LEADING_PUNCT.match(span)
+    if lead and not _LEADING_PUNCT.match(suggestion):
+        start += lead.end()
+    else:
+        lead = None
     # Not the span's own capital: "Sorry, I don't know" is mid-sentence.
     before = text[:start].rstrip()
     # "Please " + "please use the link…": the word the text already has goes.
@@ -1024,13 +1033,17 @@ def _fit(suggestion: str, text: str, start: int, end: int) -> str:
         suggestion = suggestion[:-1].rstrip()
         if not suggestion:
             return suggestion
+    # "What's your PIN?" taken whole, its question mark too: the suggestion ends the
+    # sentence itself.
+    if span and span[-1] in _SENTENCE_END + "…" and suggestion[-1] not in _SENTENCE_END + "…":
+        suggestion += "."
     at_sentence_start = not before or before[-1] in _SENTENCE_END or before[-1] in "\n:"
     first = suggestion[0]
     if at_sentence_start:
         suggestion = first.upper() + suggestion[1:]
     elif first.isupper() and not _keeps_capital(suggestion):
         suggestion = first.lower() + suggestion[1:]
-    return suggestion
+    return lead.group() + suggestion if lead else suggestion
 
 
 def _span_is_cyrillic(span: str, default: bool) -> bool:

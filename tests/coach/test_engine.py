@@ -127,6 +127,14 @@ def test_suggestion_fits_the_sentence(small: Coach) -> None:
         # The text's own punctuation stays; the suggestion's goes.
         ("Smirite se i.", "Smirite se i", "razumem vas. Molim vas,", "Razumem vas. Molim vas."),
         ("Calm down, sir.", "Calm down", "I understand.", "I understand, sir."),
+        # A question taken whole, its mark too: the suggestion ends the sentence.
+        ("What's your PIN?", "What's your PIN?", "please use the secure link",
+         "Please use the secure link."),
+        ("What's your PIN? Thanks.", "What's your PIN?", "please use the secure link.",
+         "Please use the secure link. Thanks."),
+        # A comma the matched words begin with stays after the text's word.
+        ("Nažalost, to nije moguće.", ", to nije moguće", "Evo šta mogu da uradim",
+         "Nažalost, evo šta mogu da uradim."),
     ],
 )
 def test_a_suggestion_spliced_in_reads_as_one_sentence(
