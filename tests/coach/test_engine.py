@@ -216,6 +216,96 @@ def test_calm_down_suggestions_splice_into_whole_sentences(
     assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
 
 
+SPLICES = [
+    # A question or a sentence taken whole: the suggestion replaces all of it.
+    ("en", "Can you send me your password?", "en.sensitive_data_request.ask_for_secret",
+     ["For your security, please never share passwords, PINs or codes, not even with us; "
+      "I'll verify your account another way.",
+      "I'll send you a secure link to verify your account; please don't type passwords or "
+      "codes here."]),
+    ("en", "What's your CVV?", "en.sensitive_data_request.ask_for_card",
+     ["Please use the secure payment link I'm sending you - never share card details, PINs "
+      "or passwords in chat.",
+      "I'll send you a secure form for that; for your safety, please don't type card details "
+      "here."]),
+    ("en", "Calm down, okay?", "en.dismissive.calm_down",
+     ["I understand how frustrating this is.",
+      "I can see why you're upset, and I'm going to help."]),
+    ("en", "No idea, sorry.", "en.dont_know.no_idea",
+     ["Let me find out for you.", "I'll find someone who can answer that."]),
+    ("en", "That was your mistake, not ours.", "en.blame.your_fault",
+     ["Let's go through the steps together.", "Let's get this sorted together."]),
+    ("en", "We never give refunds.", "en.absolute_no.never",
+     ["Here's what we can offer instead.", "Let me see what we can offer you instead."]),
+    ("sr", "Koji je CVV vaše kartice?", "sr.sensitive_data_request.kartica",
+     ["Poslaću vam link ka sigurnoj stranici za plaćanje, a podatke kartice nikada ne delite "
+      "u četu.",
+      "Za proveru mi je dovoljan broj porudžbine.",
+      "Molim vas da podatke kartice unesete samo na sigurnoj stranici za plaćanje, nikako "
+      "ovde u četu."]),
+    ("sr", "Nažalost, to nije moguće.", "sr.absolute_no.nemoguce",
+     ["Evo šta mogu da uradim za vas.",
+      "To ne mogu, ali mogu da vam ponudim drugo rešenje.",
+      "Mogu da vam predložim dve mogućnosti."]),
+    ("sr", "Trebalo je da ste proverili adresu.", "sr.blame.da_ste_proverili",
+     ["Hajde da zajedno prođemo kroz korake.", "Evo kako ćemo to sada rešiti."]),
+    ("hr", "Opustite se, nije to ništa.", "hr.dismissive.smirite_se",
+     ["Razumijem koliko vas ovo frustrira.",
+      "Potpuno razumijem zašto ste uzrujani.",
+      "Žao mi je što vam je ovo stvorilo toliko neugodnosti."]),
+    ("hr", "Koja je vaša lozinka?", "hr.sensitive_data_request.trazi_podatke",
+     ["Poslat ću vam sigurnu poveznicu, a takve podatke nikada nemojte slati u chatu.",
+      "Za provjeru mi je dovoljan broj narudžbe ili e-mail adresa.",
+      "Radi vaše sigurnosti to ćemo riješiti putem sigurne poveznice, a lozinku, PIN i CVV "
+      "nikome ne otkrivajte."]),
+    ("sl", "Mi lahko pošljete številko kartice?", "sl.sensitive_data_request.kartica_geslo",
+     ["Za preverjanje potrebujem le številko naročila; gesla, PIN-a, kode CVV ali številke "
+      "kartice nikoli ne delite v klepetu.",
+      "Pošljem vam varno povezavo; takih podatkov, prosim, ne pišite v klepet."]),
+    ("sl", "Ne dramatizirajte.", "sl.dismissive.pretiravate",
+     ["Razumem, da je to za vas zelo neprijetno.", "Razumem, kako pomembno je to za vas."]),
+    ("sl", "Zaradi vaše napake je naročilo zavrnjeno.", "sl.blame.vasa_krivda",
+     ["Poglejva, kako to skupaj rešiva.", "To bomo hitro uredili."]),
+    # What the sentence goes on to say stays, behind an opening that joins it.
+    ("en", "I don't know when it will arrive.", "en.dont_know.find_out_what",
+     ["Let me find out when it will arrive.", "I'll check when it will arrive."]),
+    ("en", "I guarantee it will arrive tomorrow.", "en.overpromise.guarantee",
+     ["As far as I can see, it will arrive tomorrow.", "I expect it will arrive tomorrow."]),
+    ("en", "It will definitely arrive today.", "en.overpromise.definitely",
+     ["It will most likely arrive today.", "It will probably arrive today."]),
+    ("en", "Obviously you need to charge it first.", "en.dismissive.obviously",
+     ["It looks like you need to charge it first.", "I think you need to charge it first."]),
+    ("sr", "Sigurno će stići sutra.", "sr.overpromise.sigurno_ce",
+     ["Najverovatnije će stići sutra.", "Po svemu sudeći će stići sutra."]),
+    ("sr", "Сигурно ће стићи сутра.", "sr.overpromise.sigurno_ce",
+     ["Највероватније ће стићи сутра.", "По свему судећи ће стићи сутра."]),
+    ("sr", "Obećavam da će stići sutra.", "sr.overpromise.obecavam_garantujem",
+     ["Očekujem da će stići sutra.", "Koliko sada vidim, izgleda da će stići sutra."]),
+    ("sr", "Ne znam kada će paket stići.", "sr.dont_know.provericu_sta",
+     ["Proveriću kada će paket stići.", "Odmah ću proveriti kada će paket stići."]),
+    ("hr", "Paket će sigurno stići sutra.", "hr.overpromise.sigurno",
+     ["Paket će najvjerojatnije stići sutra.", "Paket će po svemu sudeći stići sutra."]),
+    ("hr", "Nemam pojma gdje je vaš paket.", "hr.dont_know.provjerit_cu_sto",
+     ["Provjerit ću gdje je vaš paket.", "Odmah ću provjeriti gdje je vaš paket."]),
+    ("hr", "Trebali ste pročitati upute.", "hr.blame.trebali_ste",
+     ["Sljedeći put možete pročitati upute.", "Ubuduće je dovoljno pročitati upute."]),
+    ("sl", "Žal ne vem, kdaj bo paket prispel.", "sl.dont_know.naj_preverim_kaj",
+     ["To takoj preverim, kdaj bo paket prispel.", "Naj preverim, kdaj bo paket prispel."]),
+    ("sl", "Očitno niste prebrali navodil.", "sl.dismissive.ocitno",
+     ["Morda niste prebrali navodil.", "Verjetno niste prebrali navodil."]),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "rule", "spliced"), SPLICES)
+def test_suggestions_splice_into_whole_sentences(
+    coach: Coach, lang: str, text: str, rule: str, spliced: list[str]
+) -> None:
+    # A suggestion that is a whole sentence replaces the whole clause or question
+    # it stands for; one that opens a clause keeps what the sentence goes on to say.
+    [flag] = [f for f in coach.check(text, lang, "agent") if f.rule == rule]
+    assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
+
+
 def test_serbian_rule_matches_both_scripts_and_answers_in_kind(small: Coach) -> None:
     [latin] = small.check("Ne znamo to.", "sr")
     assert latin.suggestions == ["Proveriću to za vas"]

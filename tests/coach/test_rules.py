@@ -153,6 +153,32 @@ def test_a_known_topic_is_part_of_the_sentence(
     assert any(script in s for s in scripts), scripts
 
 
+AGENT_FLAG_EXAMPLES = [
+    (lang, sentence)
+    for _, lang, category, kind, sentence in EXAMPLES
+    if kind == "flag" and category in AGENT_CATEGORIES
+]
+#: Punctuation that no splice should leave: ",." "., " " ," "?." and the like.
+STRAY_PUNCTUATION = re.compile(r"[,;:][.!?,]|[.!?][,;:]|\s[,.!?;:]|\?\.|(?<!\.)\.\.(?!\.)")
+
+
+def test_suggestions_splice_into_every_flag_example_cleanly(rules_coach: Coach) -> None:
+    # Whatever flag a rule's example raises, each of its suggestions put in place of
+    # the flagged words neither glues onto a word nor leaves stray punctuation.
+    broken = []
+    for lang, text in AGENT_FLAG_EXAMPLES:
+        for flag in rules_coach.check(text, lang, "agent"):
+            for s in flag.suggestions:
+                out = text[: flag.start] + s + text[flag.end :]
+                glued = (flag.start > 0 and text[flag.start - 1].isalnum() and s[0].isalnum()) or (
+                    flag.end < len(text) and text[flag.end].isalnum() and s[-1].isalnum()
+                )
+                stray = STRAY_PUNCTUATION.search(out) and not STRAY_PUNCTUATION.search(text)
+                if glued or stray:
+                    broken.append(f"{flag.rule}: {text!r} -> {out!r}")
+    assert broken == []
+
+
 def _corpus(name: str) -> list[str]:
     path = CORPORA / name
     if not path.exists():
