@@ -225,6 +225,13 @@ class _LanguagePack:
         #: The words a check of the role looks for in a text: anchors, the
         #: second words of pairs and every other word a pattern requires.
         self.relevant: dict[str, frozenset[int]] = {"agent": frozenset(), "customer": frozenset()}
+        #: For each anchor word, the words one of which any of its patterns
+        #: still needs (None when one needs no other word): most anchors in a
+        #: text are passed over with one set operation.
+        self.anchor_needs: dict[str, dict[int, frozenset[int] | None]] = {
+            "agent": {},
+            "customer": {},
+        }
         #: For the first word of a two-word anchor, the words that may follow.
         self.pair_seconds: dict[str, dict[int, frozenset[int]]] = {"agent": {}, "customer": {}}
         self.regex_rules: dict[str, list[Rule]] = {"agent": [], "customer": []}
@@ -328,6 +335,12 @@ class _LanguagePack:
                 for word in words
             }
             self.relevant[role] = self.anchored[role].union(required, *seconds.values())
+            needs: dict[int, frozenset[int] | None] = {}
+            for key, entries in self.index[role].items():
+                if isinstance(key, int):
+                    firsts = [pattern.required[0] for _, pattern in entries if pattern.required]
+                    needs[key] = frozenset().union(*firsts) if len(firsts) == len(entries) else None
+            self.anchor_needs[role] = needs
             regexes = [rx for rule in self.regex_rules[role] for rx in rule.regexes]
             if regexes and all(rx.literals for rx in regexes):
                 needed = sorted({lit for rx in regexes if rx.literals for lit in rx.literals[0]})
@@ -787,9 +800,14 @@ class Coach:
             pairs = pack.pair_index[role]
             seconds = pack.pair_seconds[role]
             last = len(keys) - 1
+            needs = pack.anchor_needs[role]
             for key in anchored:
                 # Patterns whose other required words are all in the text.
-                entries = [e for e in index.get(key, ()) if e[1].possible_in(present)]
+                need = needs.get(key, frozenset())
+                if need is None or not present.isdisjoint(need):
+                    entries = [e for e in index[key] if e[1].possible_in(present)]
+                else:
+                    entries = []
                 follow = seconds.get(key)
                 if follow is not None and present.isdisjoint(follow):
                     follow = None
