@@ -51,7 +51,9 @@
     } else if (ev.type === 'closed') {
       c.status = 'closed'; c.waitingSince = null;
     } else if (ev.type === 'transferred') {
-      if (!ev.agent || ev.agent.id !== S.me.id) c.status = 'gone';
+      // The newest hand-over says whose the chat is: one taken over from this agent and
+      // handed back is theirs again, though its history still has the take-over.
+      c.status = ev.agent && ev.agent.id === S.me.id ? 'assigned' : 'gone';
     } else if (ev.type === 'assigned') {
       c.status = 'assigned';
     }

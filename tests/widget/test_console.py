@@ -323,6 +323,39 @@ async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any
         await client.close()
 
 
+async def test_a_chat_handed_back_after_a_take_over_shows_at_once_and_stays(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    visitor = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    conv = (await visitor.say("My parcel is late."))["conversation"]
+    chats = console.locator("#chats .item")
+    await expect(chats).to_have_count(1, timeout=10_000)
+    supervisor = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await supervisor.send(type="take_over", conversation=conv)
+    await supervisor.expect("assignment", conversation=conv, timeout=10)
+    await expect(chats).to_have_count(0, timeout=10_000)
+    await supervisor.send(type="transfer", conversation=conv, to_agent=name, id="hb1")
+    await visitor.expect("transferred", agent={"id": name, "name": name.capitalize()},
+                         timeout=10)
+    # Back in the agent's open console at once, with the whole transcript.
+    await expect(chats).to_have_count(1, timeout=10_000)
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late."], timeout=10_000)
+    # And it stays there as the chat goes on, from either side.
+    await visitor.say("Are you there?")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late.", "Are you there?"], timeout=10_000)
+    await console.locator("#draft").fill("Yes, I'm back with you.")
+    await console.locator("#draft").press("Enter")
+    await visitor.expect("message", text="Yes, I'm back with you.", timeout=10)
+    await asyncio.sleep(0.5)
+    await expect(chats).to_have_count(1)
+    for client in (visitor, supervisor):
+        await client.close()
+
+
 async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
