@@ -77,6 +77,10 @@ HARD_NEGATIVES = [
     ("sr", "agent", "Никада не наплаћујемо повраћај робе."),
     ("hr", "agent", "Nikada ne naplaćujemo povrat robe."),
     ("sl", "agent", "Ni vaša krivda."),
+    ("sr", "agent", "Nije vaša krivica."),
+    ("sr", "agent", "Није ваша кривица."),
+    ("hr", "agent", "Nije vaša krivica."),
+    ("hr", "agent", "Nije vaša krivnja."),
 ]
 
 
@@ -100,6 +104,23 @@ def test_seed_phrasings_are_flagged_with_suggestions(rules_coach, lang, text, ca
     flags = rules_coach.check(text, lang, "agent")
     assert {f.category for f in flags} >= categories
     assert all(f.suggestions and f.message for f in flags)
+
+
+DEFLECTIONS = [
+    ("en", "It's not my fault.", "en.blame.not_my_fault"),
+    ("sl", "Ni moja krivda.", "sl.blame.ni_moja_krivda"),
+    ("sr", "To nije moja krivica.", "sr.blame.nije_moja_krivica"),
+    ("sr", "То није моја кривица.", "sr.blame.nije_moja_krivica"),
+    ("hr", "Nije moja krivnja.", "hr.blame.nije_moja_krivnja"),
+]
+
+
+@pytest.mark.parametrize("lang, text, rule", DEFLECTIONS)
+def test_deflecting_blame_is_flagged_with_a_fix_to_offer(rules_coach, lang, text, rule) -> None:
+    # "Not my fault" keeps the talk on fault; the coach offers to own the fix.
+    [flag] = [f for f in rules_coach.check(text, lang, "agent") if f.category == "blame"]
+    assert flag.rule == rule
+    assert flag.suggestions and flag.message
 
 
 def _scripts() -> list[tuple[str, str]]:
