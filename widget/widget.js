@@ -99,6 +99,8 @@
   }
   var LANG = pickLang([script.getAttribute('data-lang')].concat(navigator.languages || [navigator.language]));
   var T = STRINGS[LANG];
+  // The language of the visitor token, so of the conversations it opens (en, sr, hr, sl).
+  var TOKEN_LANG = LANG.slice(0, 2);
   function t(key, vars) {
     return T[key].replace(/\{(\w+)\}/g, function (_, k) { return vars[k]; });
   }
@@ -165,7 +167,7 @@
 
   // ---------------------------------------------------------------- state
   var state = {
-    token: load('token'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
+    token: load('token'), tokenLang: load('lang'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
     ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null,
     lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null
   };
@@ -345,8 +347,10 @@
   }
 
   function token(fresh) {
-    if (state.token && !fresh) return Promise.resolve(state.token);
-    var body = {site: SITE, lang: LANG.slice(0, 2)};
+    // A token kept from a page in another language would open the chat in that one: a new
+    // token for this language, with the old one so that the visitor stays who they were.
+    if (state.token && !fresh && state.tokenLang === TOKEN_LANG) return Promise.resolve(state.token);
+    var body = {site: SITE, lang: TOKEN_LANG};
     if (state.token) body.token = state.token;
     var id = state.identity;
     if (id) {
@@ -365,7 +369,10 @@
         if (!r.ok) throw new Error('token ' + r.status);
         return r.json();
       })
-      .then(function (j) { if (j) { state.token = j.token; save('token', j.token); } return state.token; });
+      .then(function (j) {
+        if (j) { state.token = j.token; state.tokenLang = j.lang; save('token', j.token); save('lang', j.lang); }
+        return state.token;
+      });
   }
 
   function connect(freshToken) {

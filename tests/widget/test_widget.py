@@ -148,6 +148,42 @@ async def test_serbian_cyrillic_chat_end_to_end(site: Site, new_page: Any, agent
     await agent.close()
 
 
+@pytest.mark.parametrize(("link", "lang", "greeting"), [
+    ("Hrvatski", "hr", "Dobar dan, gdje je moja narudžba?"),
+    ("Srpski", "sr", "Zdravo, gde je moja porudžbina?"),
+])
+async def test_a_chat_started_after_switching_the_language_is_in_that_language(
+        site: Site, new_page: Any, agent_name: Any, link: str, lang: str, greeting: str) -> None:
+    agent = await site.agent_client(await agent_name(["en", lang]))
+    page = await new_page()
+    await open_shop(page, site.base)  # English first: the widget keeps an English token
+    await page.wait_for_function("localStorage.getItem('tactline:demo:token')", timeout=10_000)
+    await page.get_by_role("link", name=link, exact=True).click()
+    await page.wait_for_url(f"**/?lang={'sr-Latn' if lang == 'sr' else lang}", timeout=10_000)
+    await page.wait_for_function("window.Tactline && window.Tactline.version === 1",
+                                 timeout=10_000)
+    await open_widget(page)
+    await write(page, greeting)
+    assignment = await agent.expect("assignment", timeout=10)
+    assert assignment["visitor"]["lang"] == lang
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_switching_to_a_language_no_online_agent_speaks_offers_to_leave_a_message(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(["en"]))
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    await page.get_by_role("link", name="Hrvatski", exact=True).click()
+    await page.wait_for_url("**/?lang=hr", timeout=10_000)
+    await page.locator(f"{W} form.leave").wait_for(state="visible", timeout=10_000)  # stays open
+    await expect(page.locator(f"{W} form.compose")).to_be_hidden()
+    await agent.close()
+
+
 async def test_history_survives_a_page_reload(site: Site, new_page: Any, agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name())
     page = await new_page()
