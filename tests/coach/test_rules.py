@@ -123,6 +123,44 @@ def test_deflecting_blame_is_flagged_with_a_fix_to_offer(rules_coach, lang, text
     assert flag.suggestions and flag.message
 
 
+LATE_ORDERS = [
+    ("en", "Hi, my order hasn't arrived yet."),
+    ("en", "My order still hasn't arrived."),
+    ("en", "Still waiting for my refund."),
+    ("sr", "Dobar dan, narudžba mi još nije stigla."),
+    ("sr", "Пакет још увек није стигао."),
+    ("hr", "Dobar dan, narudžba mi još nije stigla."),
+    ("hr", "I dalje čekam povrat novca."),
+    ("sl", "Dober dan, naročilo mi še ni prispelo."),
+    ("sl", "Paket še vedno ni prišel."),
+]
+REPEAT_CONTACTS = [
+    ("en", "I already wrote to you yesterday."),
+    ("en", "Nobody answered my last message."),
+    ("en", "Still waiting for a reply to my email."),
+    ("sr", "Već sam vam pisala."),
+    ("sr", "Ovo je treći put da pišem."),
+    ("sr", "Još uvek nisam dobila odgovor na prošlu poruku."),
+    ("hr", "Nitko mi nije odgovorio na zadnju poruku."),
+    ("hr", "Opet vam pišem zbog iste narudžbe."),
+    ("sl", "Nihče mi ni odgovoril na zadnje sporočilo."),
+    ("sl", "Že tretjič pišem zaradi istega."),
+]
+
+
+@pytest.mark.parametrize("lang, text", LATE_ORDERS)
+def test_a_late_order_is_no_repeat_contact(rules_coach: Coach, lang: str, text: str) -> None:
+    # "Still not arrived" is a delay; only having asked before is a repeat contact.
+    cats = {f.category for f in rules_coach.check(text, lang, "customer")}
+    assert "repeat_contact" not in cats
+
+
+@pytest.mark.parametrize("lang, text", REPEAT_CONTACTS)
+def test_having_asked_before_is_a_repeat_contact(rules_coach: Coach, lang: str, text: str) -> None:
+    cats = {f.category for f in rules_coach.check(text, lang, "customer")}
+    assert "repeat_contact" in cats
+
+
 def _scripts() -> list[tuple[str, str]]:
     """Every suggestion and script of every pack, with the file it is in."""
     out = []
@@ -154,7 +192,7 @@ def test_scripts_speak_plainly_to_the_customer(where: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("lang", "category", "customer_text", "script"),
     [
-        ("sl", "repeat_contact", "Še vedno čakam na svoje naročilo.",
+        ("sl", "repeat_contact", "Še vedno čakam na odgovor glede naročila.",
          "Zadevo glede vašega naročila zdaj prevzemam jaz in vas obvestim, takoj ko bo urejena."),
         ("sl", "escalation_request", "Želim govoriti z vodjo glede vračila.",
          "Preden vas povežem, naj pregledam zadevo glede vračila denarja, da bo imel vodja"),
