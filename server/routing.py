@@ -32,11 +32,6 @@ def estimate_wait_s(position: int, avg_handle_s: float, agents_online: int) -> i
     return math.ceil(position * avg_handle_s / agents_online)
 
 
-def requeued(conv: str, state: dict[str, str], team: str = "") -> Waiting:
-    """A conversation going back to the queue, as what it began as: a chat or a left message."""
-    return Waiting(conv, state.get("lang", "en"), team, state.get("left_message") == "1")
-
-
 class Names:
     """Display names of accounts, each kept for ``ttl_s`` seconds: a renamed account
     is named anew within that time in every process, with nothing to tell them."""
@@ -64,6 +59,19 @@ class Router:
         self.store = store
         self.names = names
         self.avg_default = avg_handle_default
+
+    async def requeued(self, conv: str, state: dict[str, str], team: str = "") -> Waiting:
+        """A conversation going back to the queue (its agent left, a team transfer).
+
+        A left message goes back to wait for an ``accept`` again, unless its visitor
+        wrote in the chat after an agent took it: then it is a live chat, back in line
+        to be routed like any other, and the caller stores ``left_message`` as this
+        says with the hand-off, so it is not asked again.
+        """
+        left = state.get("left_message") == "1" and not await self.store.chatted_since_accepted(
+            conv
+        )
+        return Waiting(conv, state.get("lang", "en"), team, left)
 
     async def notify_queue_changed(self) -> None:
         await self.store.r.publish(QUEUE_CHANNEL, "1")
@@ -142,7 +150,7 @@ class Router:
                 team, at = handoff
                 if at > cutoff:
                     continue  # just handed on: left to the process doing it, or the next run
-                to_queue.append(requeued(conv, st, team))
+                to_queue.append(await self.requeued(conv, st, team))
                 await self.revoke(agent, conv)
             else:
                 from_queue.append((conv, agent))
@@ -213,6 +221,7 @@ class Router:
             if not st or st.get("status") == "closed":
                 await self.store.release(conv)
                 continue
+            waiting = await self.requeued(conv, st)
             from_ref = await self.names.agent(agent)
             event = p.dump(
                 p.TransferredEvent(
@@ -235,9 +244,10 @@ class Router:
                     ("next_reason", "requeue"),
                     ("handoff_note", note),
                     ("handoff_from", ""),
+                    ("left_message", "1" if waiting.left else ""),
                 ],
             )
-            items.append(requeued(conv, st))
+            items.append(waiting)
             await self.revoke(agent, conv)
         if items:
             await self.store.enqueue(items, front=True)

@@ -546,6 +546,25 @@ class Store:
                 return event
         return None
 
+    async def chatted_since_accepted(self, conv: str) -> bool:
+        """Whether the visitor wrote in the chat (a ``message``, not a left one) after an
+        agent last took their left message with ``accept``, among the last
+        ``HANDOFF_SCAN`` events: from then on it is a live chat."""
+        rows = cast(
+            Rows, await self.r.xrevrange(conv_key(conv, "events"), "+", "-", count=HANDOFF_SCAN)
+        )
+        for seq, fields in rows:
+            event = decode_event(seq, fields["e"])
+            if event.get("type") == "assigned" and event.get("left_message"):
+                return False
+            if (
+                event.get("type") == "message"
+                and (event.get("from") or {}).get("role") == "visitor"
+                and not event.get("contact")
+            ):
+                return True
+        return False
+
     async def assigned_since(self, agent: str, conv: str) -> float | None:
         """When ``conv`` was last given to ``agent`` (ms), or None if it never was."""
         return await self.r.zscore(f"{G}ahist:{agent}", conv)

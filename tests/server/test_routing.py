@@ -484,6 +484,50 @@ async def test_a_left_message_an_agent_hands_back_waits_to_be_accepted_again(
             await c.close()
 
 
+@pytest.mark.parametrize("leaves", ["offline", "grace_period"])
+@pytest.mark.parametrize("began_as", ["chat", "left_message"])
+async def test_a_live_chat_whose_agent_left_is_routed_as_a_live_chat_again(
+    redis_db: str, began_as: str, leaves: str
+) -> None:
+    async with running(redis_db, grace_period_s=0.5) as srv:
+        observer = await agent(srv, redis_db, "jelena", languages=["sr"])
+        vi = await visitor(srv)
+        if began_as == "chat":
+            marko = await agent(srv, redis_db, "marko")
+            conv = (await vi.say("Hello, is my order on its way?"))["conversation"]
+            await marko.expect("assignment", conversation=conv)
+        else:  # left while nobody was online, taken with accept, then chatted live
+            conv = (await leave_message(vi, "Please call me back about order 1182."))[
+                "conversation"
+            ]
+            marko = await agent(srv, redis_db, "marko")
+            await marko.send(type="accept", conversation=conv)
+            await marko.expect("assignment", conversation=conv)
+        await vi.expect("assigned")
+        reply = await marko.say("Hello, I'm here now.", conversation=conv)
+        await vi.expect("message", id=reply["ref"])
+        await vi.say("Great, thanks. Where is my parcel?")
+        if leaves == "offline":
+            await marko.send(type="status", status="offline")
+        else:
+            await marko.close()
+        assert (await vi.expect("transferred", timeout=5))["agent"] is None
+        # Back in line to chat: the visitor is told their place, as any waiting visitor.
+        q = await vi.expect("queue", conversation=conv, timeout=5)
+        assert (q["position"], q["agents_online"]) == (1, 0)
+        snapshot = await snapshot_where(observer, lambda s: waiting(s, conv) is not None)
+        assert (waiting(snapshot, conv) or {}).get("left_message") is False
+        # And routed like any live chat once an agent is online again.
+        if leaves == "grace_period":
+            marko = await agent(srv, redis_db, "marko", create=False, online=False)
+        await marko.send(type="status", status="online")
+        got = await marko.expect("assignment", conversation=conv)
+        assert got["reason"] == "requeue"
+        assert (await vi.expect("assigned"))["left_message"] is False
+        for c in (marko, observer, vi):
+            await c.close()
+
+
 async def test_visitor_cannot_reach_another_visitors_conversation(redis_db: str) -> None:
     async with running(redis_db) as srv:
         alice = await visitor(srv)
