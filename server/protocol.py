@@ -364,6 +364,14 @@ class QueueUpdate(ServerFrame):
     agents_online: int
 
 
+class AgentsOnline(ServerFrame):
+    """To a visitor without an open conversation: who may chat with them changed."""
+
+    type: Literal["agents"] = "agents"
+    #: Online agents who speak the visitor's language, as in ``welcome``.
+    agents_online: int
+
+
 class Assignment(ServerFrame):
     type: Literal["assignment"] = "assignment"
     conversation: str

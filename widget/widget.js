@@ -26,6 +26,7 @@
       rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
       thanks: 'Thank you for your feedback!', newChat: 'Start a new chat',
       offline: 'No one is online right now. Leave a message and we will get back to you.',
+      online: 'An agent is available now — chat instead',
       name: 'Name', email: 'Email', msg: 'Message', leave: 'Send message',
       left: 'Thank you! We will get back to you by email.', reconn: 'Reconnecting…',
       sent: 'Delivered', read: 'Read', sending: 'Sending', you: 'You', star: '{n} of 5',
@@ -40,6 +41,7 @@
       rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocenu', thanks: 'Hvala na oceni!', newChat: 'Započni novi razgovor',
       offline: 'Trenutno niko nije na vezi. Ostavite poruku i javićemo vam se.', name: 'Ime',
+      online: 'Sada je neko na vezi — započnite razgovor',
       email: 'Imejl', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javićemo vam se imejlom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
       you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.',
@@ -53,6 +55,7 @@
       rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
       rateSend: 'Пошаљи оцену', thanks: 'Хвала на оцени!', newChat: 'Започни нови разговор',
       offline: 'Тренутно нико није на вези. Оставите поруку и јавићемо вам се.', name: 'Име',
+      online: 'Сада је неко на вези — започните разговор',
       email: 'Имејл', msg: 'Порука', leave: 'Пошаљи поруку', left: 'Хвала! Јавићемо вам се имејлом.',
       reconn: 'Поновно повезивање…', sent: 'Испоручено', read: 'Прочитано', sending: 'Шаље се',
       you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.',
@@ -66,6 +69,7 @@
       rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocjenu', thanks: 'Hvala na ocjeni!', newChat: 'Započni novi razgovor',
       offline: 'Trenutačno nitko nije dostupan. Ostavite poruku i javit ćemo vam se.', name: 'Ime',
+      online: 'Sada je netko dostupan — započnite razgovor',
       email: 'E-pošta', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javit ćemo vam se e-poštom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
       you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.',
@@ -78,6 +82,7 @@
       closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
       rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
       offline: 'Trenutno ni nikogar na voljo. Pustite sporočilo in oglasili se vam bomo.', name: 'Ime',
+      online: 'Zdaj je nekdo na voljo — začnite klepet',
       email: 'E-pošta', msg: 'Sporočilo', leave: 'Pošlji sporočilo',
       left: 'Hvala! Oglasili se vam bomo po e-pošti.', reconn: 'Ponovno povezovanje …',
       sent: 'Dostavljeno', read: 'Prebrano', sending: 'Pošiljanje', you: 'Vi', star: '{n} od 5',
@@ -158,6 +163,7 @@
     'textarea{max-height:120px}' +
     '.btn{border:0;border-radius:8px;background:#1f5fbf;color:#fff;padding:8px 14px;cursor:pointer}' +
     '.btn:disabled{opacity:.5}' +
+    '.now{margin:0}.now button{border:0;padding:0;background:none;color:#1f5fbf;text-decoration:underline;cursor:pointer;text-align:left}' +
     ':focus-visible{outline:3px solid #f5a623;outline-offset:2px}' +
     'fieldset{border:0;margin:0;padding:0;display:flex;gap:6px;flex-wrap:wrap}legend{margin-bottom:6px}' +
     '.stars label{display:inline-flex;align-items:center;justify-content:center;width:40px;height:40px;border:1px solid #b9c0ca;border-radius:8px;cursor:pointer}' +
@@ -169,7 +175,8 @@
   var state = {
     token: load('token'), tokenLang: load('lang'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
     ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null,
-    lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null
+    lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null,
+    leaveTouched: false
   };
   var nodes = {}; // message id -> {li, tick}
 
@@ -209,18 +216,42 @@
     var name = h('input', {type: 'text', required: true, maxlength: '100', 'aria-label': T.name, placeholder: T.name});
     var email = h('input', {type: 'email', required: true, maxlength: '200', 'aria-label': T.email, placeholder: T.email});
     var text = h('textarea', {rows: '3', required: true, maxlength: String(MAX_TEXT), 'aria-label': T.msg, placeholder: T.msg});
-    return h('form', {'class': 'stack leave', hidden: true, on: {submit: function (e) {
-      e.preventDefault();
-      var id = uid('lm');
-      queueFrame({type: 'leave_message', id: id, name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
-      offerLeave(false); ui.notice.textContent = '';
-      state.leftId = id; state.left = true; // thanked below the message once it is stored
-    }}}, [h('p', {'class': 'intro'}, [T.offline]), name, email, text, h('button', {'class': 'btn', type: 'submit'}, [T.leave])]);
+    ui.leaveText = text;
+    // An agent came online while the visitor was writing here: their choice to chat instead.
+    ui.chatNow = h('button', {type: 'button', hidden: true, on: {click: function () {
+      ui.text.value = text.value.trim(); text.value = ''; state.leaveTouched = false;
+      offerLeave(false); onInput(); ui.text.focus();
+    }}}, [T.online]);
+    return h('form', {'class': 'stack leave', hidden: true, on: {
+      input: function () { state.leaveTouched = true; },
+      submit: function (e) {
+        e.preventDefault();
+        var id = uid('lm');
+        queueFrame({type: 'leave_message', id: id, name: name.value.trim(), email: email.value.trim(), text: text.value.trim()});
+        offerLeave(false); ui.notice.textContent = ''; state.leaveTouched = false;
+        state.leftId = id; state.left = true; // thanked below the message once it is stored
+      }}}, [h('p', {'class': 'intro'}, [T.offline]), h('p', {'class': 'now', 'aria-live': 'polite'}, [ui.chatNow]),
+      name, email, text, h('button', {'class': 'btn', type: 'submit'}, [T.leave])]);
   }
 
   /** The leave-a-message form instead of the message box, or back. */
   function offerLeave(on) {
-    ui.leave.hidden = !on; ui.compose.hidden = on || !ui.csat.hidden;
+    ui.leave.hidden = !on; ui.compose.hidden = on || !ui.csat.hidden; ui.chatNow.hidden = true;
+  }
+
+  /** Before a chat: the form while nobody who speaks the visitor's language is online, else the
+   * message box; a visitor who started writing in the form is offered the chat, not moved. */
+  function agentsChanged(n) {
+    state.agentsOnline = n;
+    if (state.conv || state.left || !ui.csat.hidden) return;
+    var inForm = ui.leave.contains(root.activeElement), inBox = root.activeElement === ui.text;
+    if (n && !ui.leave.hidden && state.leaveTouched) { ui.chatNow.hidden = false; return; }
+    if (!n && ui.text.value.trim() && !ui.leaveText.value) { // the unsent message goes along
+      ui.leaveText.value = ui.text.value.trim(); ui.text.value = ''; state.leaveTouched = true; onInput();
+    }
+    offerLeave(!n);
+    if (inForm && n) ui.text.focus();
+    else if (inBox && !n) ui.leave.querySelector('input').focus();
   }
 
   function csatForm() {
@@ -431,6 +462,8 @@
       clearTimeout(state.typingOff);
       ui.typing.textContent = f.active ? t('typing', {name: f.from.name || T.agent}) : '';
       if (f.active) state.typingOff = setTimeout(function () { ui.typing.textContent = ''; }, TYPING_SHOWN_MS);
+    } else if (f.type === 'agents') {
+      agentsChanged(f.agents_online);
     } else if (f.type === 'queue') {
       state.conv = f.conversation; state.status = 'queued'; showQueue(f);
     } else if (f.type === 'error') {

@@ -122,3 +122,28 @@ async def test_events_of_a_conversation_are_in_total_order(redis_db: str) -> Non
         assert key == sorted(key) and len(set(got_v)) == 30
         await vi.close()
         await ag.close()
+
+
+async def test_a_visitor_without_a_chat_hears_when_agents_for_their_language_come_and_go(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        english = await agent(srv, redis_db, "marko", languages=["en"])
+        vi = await visitor(srv, lang="sl")
+        assert vi.welcome["agents_online"] == 0  # the widget offers to leave a message
+        # Another language's agent changes nothing for this visitor.
+        await english.send(type="status", status="away")
+        assert await vi.quiet("agents", within=0.5) == []
+        slovenian = await agent(srv, redis_db, "ana", languages=["en", "sl"])
+        assert (await vi.expect("agents", timeout=5))["agents_online"] == 1
+        await slovenian.send(type="status", status="away")
+        assert (await vi.expect("agents", timeout=5))["agents_online"] == 0
+        await slovenian.send(type="status", status="online")
+        assert (await vi.expect("agents", timeout=5))["agents_online"] == 1
+        # In a chat, the visitor is told about their chat instead.
+        conv = (await vi.say("Pozdravljeni"))["conversation"]
+        await slovenian.expect("assignment", conversation=conv)
+        await slovenian.send(type="status", status="away")
+        assert await vi.quiet("agents", within=0.5) == []
+        for c in (vi, english, slovenian):
+            await c.close()

@@ -328,7 +328,9 @@ async def test_a_message_left_after_an_agent_for_the_language_came_online_starts
     page = await new_page()
     await open_shop(page, site.base, "sl")
     await open_widget(page)
-    await page.locator(f"{W} form.leave").wait_for(state="visible", timeout=10_000)
+    form = page.locator(f"{W} form.leave")
+    await form.wait_for(state="visible", timeout=10_000)
+    await form.get_by_label("Ime").fill("Ana")  # begun: the form stays when the agent comes
     agent = await site.agent_client(await agent_name(["en", "sl"]))
     await leave_a_message(page, "Ana", "ana@example.si", "Ali me slišite?", "Pošlji sporočilo")
     assignment = await agent.expect("assignment", timeout=10)
@@ -338,6 +340,61 @@ async def test_a_message_left_after_an_agent_for_the_language_came_online_starts
     await page.locator(f"{W} .sys").filter(has_text="Zdaj se pogovarjate z").wait_for(
         timeout=10_000)
     await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_the_leave_a_message_form_turns_into_the_chat_when_an_agent_comes_online(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    await page.locator(f"{W} form.leave").wait_for(state="visible", timeout=10_000)
+    agent = await site.agent_client(await agent_name(["en", "sl"]))
+    # Nothing was written in the form yet: the chat box takes its place.
+    await expect(page.locator(f"{W} form.compose")).to_be_visible(timeout=10_000)
+    await expect(page.locator(f"{W} form.leave")).to_be_hidden()
+    await write(page, "Pozdravljeni")
+    assignment = await agent.expect("assignment", timeout=10)
+    assert assignment["visitor"]["lang"] == "sl"
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_a_half_written_left_message_is_offered_the_chat_instead(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    form = page.locator(f"{W} form.leave")
+    await form.wait_for(state="visible", timeout=10_000)
+    await form.get_by_label("Sporočilo").fill("Pokličite me glede naročila 1182.")
+    agent = await site.agent_client(await agent_name(["en", "sl"]))
+    chat_now = form.get_by_role("button", name="Zdaj je nekdo na voljo — začnite klepet")
+    await chat_now.wait_for(timeout=10_000)
+    await expect(form).to_be_visible()  # what the visitor wrote stays where they wrote it
+    await chat_now.click()
+    box = page.locator(f"{W} .compose textarea")
+    await expect(box).to_have_value("Pokličite me glede naročila 1182.")
+    await expect(box).to_be_focused()
+    await box.press("Enter")
+    assignment = await agent.expect("assignment", timeout=10)
+    texts = [e["text"] for e in assignment["events"] if e["type"] == "message"]
+    assert texts == ["Pokličite me glede naročila 1182."]
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_the_chat_offer_goes_when_the_agent_goes_before_the_visitor_wrote(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(["en", "sl"]))
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    await agent.send(type="status", status="away")
+    await page.locator(f"{W} form.leave").wait_for(state="visible", timeout=10_000)
+    await expect(page.locator(f"{W} form.compose")).to_be_hidden()
     assert page.watched.errors == []
     await agent.close()
 
