@@ -189,6 +189,7 @@ class Relay:
             started = time.perf_counter()
             try:
                 snapshot, updates = await self.router.snapshot()
+                online = await self.store.online_by_lang(p.LANGS)
             except RedisError as exc:
                 log.warning("queue snapshot failed: %s", exc)
                 await asyncio.sleep(0.5)
@@ -197,7 +198,7 @@ class Relay:
             self.metrics.queue_length = len(snapshot.queue)
             encoded = p.encode(snapshot)
             for session in list(self.sessions):
-                session.on_queue(encoded, updates)
+                session.on_queue(encoded, updates, online)
             # A snapshot costs more with every agent and queued chat; while changes keep
             # coming (hundreds of agents going online), take at most a share of the time.
             spent = time.perf_counter() - started
@@ -322,6 +323,7 @@ class Session:
         self.channels: set[str] = set()
         self.open_conv: str | None = None  # visitors: their open conversation
         self._last_queue: dict[str, tuple[int, int | None, int]] = {}
+        self._told_online: int | None = None  # visitors: agents_online as last told
         self._last_snapshot: str | None = None
         self._last_snapshot_at = 0.0
         self._pending_snapshot: str | None = None
@@ -585,6 +587,8 @@ class Session:
                 continue
             views.append(await self._view(conv, st, resume.get(conv)))
         online = await self._agents_online()
+        if self.role == "visitor":
+            self._told_online = online
         self.send(
             p.Welcome(
                 role=self.role,
@@ -744,8 +748,19 @@ class Session:
         self.syncing.pop(conv, None)
         await self.close(CloseCode.INTERNAL_ERROR)
 
-    def on_queue(self, encoded_snapshot: str, updates: dict[str, p.QueueUpdate]) -> None:
+    def on_queue(
+        self,
+        encoded_snapshot: str,
+        updates: dict[str, p.QueueUpdate],
+        online: dict[str, int] | None = None,
+    ) -> None:
         if self.role == "visitor":
+            # Without a chat, the visitor hears whom they could chat with now (after welcome).
+            count = (online or {}).get(self.lang)
+            told = self._told_online
+            if self.open_conv is None and told is not None and count is not None and count != told:
+                self._told_online = count
+                self.send(p.AgentsOnline(agents_online=count))
             for conv in self.convs:
                 update = updates.get(conv)
                 if update is None:
