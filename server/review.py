@@ -30,6 +30,7 @@ MAX_SCAN = 5000
 MAX_DAYS = 366
 MAX_EXPORT = 1000
 WAIT_SCAN = 50  # events read back per live conversation to find the unanswered messages
+LOG_SCAN = 200  # coaching records read back per live conversation to find its last cue
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
 
@@ -139,11 +140,16 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
         list[str],
         await relay.redis.zrevrangebyscore(index, high, low, start=0, num=MAX_SCAN),
     )
+    agent = q.get("agent")
     pipe = relay.redis.pipeline(transaction=False)
     for conv in ids:
         pipe.hgetall(conv_key(conv, "state"))
         pipe.hvals(conv_key(conv, "flags"))
+    if agent and ids:
+        # Every chat the account was given: routed, accepted, transferred to, taken over.
+        pipe.zmscore(f"{G}ahist:{agent}", ids)
     results = await pipe.execute()
+    held = results[-1] if agent and ids else []
     out = []
     for i, conv in enumerate(ids):
         st, raw_flags = results[2 * i], results[2 * i + 1]
@@ -155,7 +161,7 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
             continue
         flags = [json.loads(r) for r in raw_flags]
         summary = _summary(st, flags)
-        if q.get("agent") and summary["agent"] != q["agent"]:
+        if agent and summary["agent"] != agent and held[i] is None:
             continue
         if q.get("lang") and summary["lang"] != q["lang"]:
             continue
@@ -553,11 +559,16 @@ async def live(request: Request) -> JSONResponse:
     pipe = relay.redis.pipeline(transaction=False)
     for conv, *_ in open_:
         pipe.xrevrange(conv_key(conv, "events"), "+", "-", count=WAIT_SCAN)
-    events = await pipe.execute()
+        pipe.lrange(conv_key(conv, "coachlog"), -LOG_SCAN, -1)
+        pipe.hvals(conv_key(conv, "flags"))
+    read = await pipe.execute()
+    events, logs, flags = read[0::3], read[1::3], read[2::3]
     names = await _names(request, (st.get("agent") for _, st, *_ in open_))
     present = await presence_of(relay, (st.get("agent") or "" for _, st, *_ in open_))
     items = []
-    for (conv, st, last, wait_due), recent in zip(open_, events, strict=True):
+    for (conv, st, last, wait_due), recent, log, raw_flags in zip(
+        open_, events, logs, flags, strict=True
+    ):
         last_rec = json.loads(last) if last else None
         since = waiting_since([decode_event(seq, fields["e"]) for seq, fields in recent])
         items.append(
@@ -572,11 +583,35 @@ async def live(request: Request) -> JSONResponse:
                 "started_at": int(st.get("created") or 0),
                 "waiting": wait_due is not None,
                 "last_coach": last_rec,
+                "last_cue": _last_cue(log),
+                "last_flag": _last_flag(raw_flags),
                 "age_s": (now - int(st.get("created") or now)) // 1000,
                 "waiting_s": None if since is None else max(0, now - since) // 1000,
             }
         )
     return JSONResponse({"items": items})
+
+
+def _last_cue(log: list[str]) -> dict[str, Any] | None:
+    """The newest cue among coaching records (oldest first): what the customer said that
+    the coach noticed, ``{seq, ts, category, severity, start, end, text, message}``."""
+    for raw in reversed(log):
+        rec = json.loads(raw)
+        if rec.get("kind") == "cue":
+            keys = ("seq", "ts", "category", "severity", "start", "end", "text", "message")
+            return {k: rec.get(k) for k in keys}
+    return None
+
+
+def _last_flag(raw_flags: list[str]) -> dict[str, Any] | None:
+    """The newest flag raised on a sent agent message, whatever the agent did with it:
+    ``{id, seq, ts, rule, category, severity, text, outcome}``."""
+    if not raw_flags:
+        return None
+    records = [json.loads(r) for r in raw_flags]
+    rec = max(records, key=lambda f: (f.get("ts") or 0, f.get("seq") or "", f.get("start") or 0))
+    keys = ("id", "seq", "ts", "rule", "category", "severity", "text", "outcome")
+    return {k: rec.get(k) for k in keys}
 
 
 def _agent_presence(p: Presence | None) -> dict[str, Any]:

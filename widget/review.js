@@ -396,14 +396,14 @@
       TL.api('/api/review/live').then(function (data) {
         body.replaceChildren.apply(body, items(data).map(function (c) {
           var agent = c.agent_name || (c.agent && (c.agent.name || c.agent)), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
-          var coach = c.last_coach || {}, cue = c.last_cue || (coach.kind === 'cue' ? coach : null);
-          var flag = c.last_flag || (coach.kind === 'flag' ? coach : null);
+          var cue = c.last_cue, flag = c.last_flag;
           var gone = c.agent_status === 'disconnected';
           return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}),
             h('td', {'class': 'agent'}, [agent || '—', gone ? h('span', {'class': 'note agent-status', text: ' · ' + statusText(c.agent_status, c.held_until)}) : null]),
             h('td', {text: vis || ''}), h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
-            h('td', {text: cue ? (cue.text || humanize(cue.category)) : ''}),
-            h('td', {text: flag ? humanize(flag.category) + ': ' + (flag.text || '') : ''}),
+            h('td', {'class': 'cue', text: cue ? humanize(cue.category) + (cue.text ? ': “' + cue.text + '”' : '') : ''}),
+            h('td', {'class': 'flag', text: flag ? humanize(flag.category) + (flag.text ? ': “' + flag.text + '”' : '') +
+              (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c.conversation, panel); }}}, ['Watch'])])]);
         }));
       }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(

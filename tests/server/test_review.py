@@ -11,7 +11,7 @@ import pytest
 from server import redisconn
 from server.accounts import add_account
 from server.review import waiting_since
-from tests.server.support import PASSWORD, running
+from tests.server.support import PASSWORD, connect, running, session_token
 from tests.server.test_live_coaching import (
     apply_a_suggestion,
     chat,
@@ -171,5 +171,51 @@ async def test_a_renamed_agent_has_the_new_name_at_once_on_every_server(redis_db
         assert await named() == [{"Ana Petrović"}, {"Ana Petrović"}]
         for sup in sups:
             await sup.aclose()
+        await vi.close()
+        await ag.close()
+
+
+async def test_live_shows_the_last_cue_and_the_last_flag(redis_db: str) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert (row["last_cue"], row["last_flag"]) == (None, None)
+            await vi.say("This is ridiculous, I am so angry!!!")
+            await ag.expect("script", conversation=conv)
+            ack = await ag.say("Hi, I'm Ana. That's not my job.", conversation=conv)
+            await ag.expect("coach_checked", ref=ack["ref"])
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert row["last_cue"]["category"] == "frustration" and row["last_cue"]["text"]
+            assert row["last_flag"]["category"] == "not_my_job"
+            assert row["last_flag"]["text"] == "That's not my job"
+            assert row["last_flag"]["outcome"] == "not_seen"
+        await vi.close()
+        await ag.close()
+
+
+async def test_agent_filter_finds_chats_a_supervisor_took_over(redis_db: str) -> None:
+    # Taken over, answered, then handed back: the chat is the agent's again, and the
+    # supervisor who held it still finds it under their name.
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        ag, vi, conv = await chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await connect(srv.ws, "/ws/agent", await session_token(srv.base, "sanja"))
+            await boss.send(type="take_over", conversation=conv)
+            await boss.expect("assignment", conversation=conv)
+            await boss.say("Hi, I'm Sanja, the supervisor.", conversation=conv)
+            await boss.send(type="transfer", id="back", conversation=conv, to_agent="ana")
+            await ag.expect("assignment", conversation=conv)
+
+            async def listed(agent: str) -> list[str]:
+                r = await sup.get("/api/review/conversations", params={"agent": agent})
+                return [c["conversation"] for c in r.json()["items"]]
+
+            assert await listed("sanja") == [conv]
+            assert await listed("ana") == [conv]
+            assert await listed("nobody") == []
+            await boss.close()
         await vi.close()
         await ag.close()
