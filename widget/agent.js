@@ -16,6 +16,11 @@
     missing_thanks: 'Thank the customer', upsell_when_upset: 'Not the moment for an offer'
   };
 
+  // The cards' order, most urgent first: what the customer feels or asks for now, then
+  // the wait, then habits (introductions, thanks) that can come last.
+  var URGENCY = ['frustration', 'escalation_request', 'upsell_when_upset', 'repeat_contact',
+    'hold_without_update', 'missing_thanks', 'missing_introduction'];
+
   var S = {
     me: null, role: null, socket: null, convs: new Map(), current: null, queue: [], agents: [],
     snapshotAt: Date.now(), coachSeen: false, coachOff: false, draftSentAt: 0
@@ -113,6 +118,8 @@
         renderQueue();
         var mine = f.agents.filter(function (a) { return a.id === S.me.id; })[0];
         if (document.activeElement !== $('status')) $('status').value = mine ? mine.status : 'offline';
+        // The capacity the server holds, not the page's default, after a reload too.
+        if (mine && mine.capacity && document.activeElement !== $('capacity')) $('capacity').value = String(mine.capacity);
         break;
       case 'ack': {
         var ac = S.convs.get(f.conversation), p = ac && ac.pending[f.ref];
@@ -131,6 +138,13 @@
         var sc = S.convs.get(f.conversation);
         if (!sc) break;
         S.coachSeen = true;
+        if (f.category === 'missing_thanks') {
+          // Decided by the server when the chat closes: a lesson for the next chat, kept in
+          // view on this closed one (the composer is disabled by now).
+          sc.afterClose = f;
+          if (S.current === sc.id) renderAfterClose(sc);
+          break;
+        }
         sc.assist = sc.assist.filter(function (a) { return !(a.type === f.type && a.category === f.category); });
         sc.assist.push(f);
         if (S.current === sc.id) renderAssist(sc);
@@ -245,7 +259,7 @@
     $('typing').textContent = '';
     $('draft').value = c.draft;
     $('refusal').hidden = true;
-    renderFlags(c); renderAssist(c); renderChatState(c); renderChats(); markRead(c);
+    renderFlags(c); renderAssist(c); renderAfterClose(c); renderChatState(c); renderChats(); markRead(c);
     scrollDown();
   }
 
@@ -334,6 +348,18 @@
     onDraftInput();
   }
 
+  /** What the coach said about how the chat ended, shown on the closed chat. */
+  function renderAfterClose(c) {
+    var box = $('after-close'), a = c.afterClose;
+    box.hidden = !a;
+    if (!a) { box.replaceChildren(); return; }
+    box.replaceChildren.apply(box, [
+      h('h3', {text: 'Next time: thank the customer before closing'}),
+      h('p', {text: a.message}),
+      (a.suggestions || []).length ? h('p', {}, ['For example: ', h('q', {text: a.suggestions[0]})]) : null
+    ].filter(Boolean));
+  }
+
   function dropCards(c, which) {
     var kept = c.assist.filter(function (a) { return !which(a); });
     if (kept.length === c.assist.length) return;
@@ -341,8 +367,15 @@
     if (S.current === c.id) renderAssist(c);
   }
 
+  function urgency(a) {
+    var i = URGENCY.indexOf(a.category);
+    return i < 0 ? URGENCY.indexOf('hold_without_update') : i;
+  }
+
   function renderAssist(c) {
-    $('assist').replaceChildren.apply($('assist'), c.assist.map(function (a) {
+    var cards = c.assist.slice().sort(function (a, b) { return urgency(a) - urgency(b); });
+    $('assist').scrollTop = 0; // the most urgent card in view
+    $('assist').replaceChildren.apply($('assist'), cards.map(function (a) {
       var options = (a.type === 'script' ? a.scripts : a.suggestions || []).map(function (text) {
         return h('button', {type: 'button', 'class': 'insert', 'aria-label': 'Insert: ' + text,
           on: {click: function () { insert(text); dropCards(c, function (x) { return x === a; }); }}}, [text]);
@@ -437,10 +470,10 @@
     // Keep the sentence's capital letter when the phrase opened it.
     if (x.s === 0 || /[.!?]\s*$/.test(text.slice(0, x.s))) s = s.charAt(0).toUpperCase() + s.slice(1);
     ta.value = text.slice(0, x.s) + s + text.slice(x.e);
-    var delta = s.length - (x.e - x.s);
     c.applied.push(x.flag.rule);
-    c.flags = c.flags.filter(function (y) { return y !== x && (y.e <= x.s || y.s >= x.e); })
-      .map(function (y) { return y.s >= x.e ? {s: y.s + delta, e: y.e + delta, t: y.t, flag: y.flag} : y; });
+    // Every other flag was computed for the old text: a span that overlapped this one
+    // now covers part of the suggestion. Drop them all and ask for fresh ones at once.
+    c.flags = [];
     ta.focus();
     ta.setSelectionRange(x.s + s.length, x.s + s.length);
     c.draft = ta.value;
@@ -523,8 +556,9 @@
     c.pending[id] = {li: li, text: text, draft_id: frame.draft_id};
     $('transcript').append(li); scrollDown();
     S.socket.send(frame, true);
-    // A reply is the update a waiting customer needed.
-    dropCards(c, function (a) { return a.category === 'hold_without_update'; });
+    // A reply is the update a waiting customer needed; an introduction is for the first
+    // reply (the coach reads only that one), so its card goes with the next.
+    dropCards(c, function (a) { return a.category === 'hold_without_update' || a.category === 'missing_introduction'; });
     if (!again) {
       $('draft').value = ''; c.draft = ''; c.flags = []; c.applied = []; c.typingAt = 0;
       renderFlags(c);

@@ -460,9 +460,13 @@ async def test_composer_underlines_flags_and_applies_a_suggestion(site: Site, ne
     await expect(popover).to_contain_text("Say what you will do instead.")
     await page.screenshot(path=out_dir / "console-flag.png")
     await popover.get_by_role("button", name="Let me find out for you").click()
-    await expect(page.locator("#draft")).to_have_value(
-        "Let me find out for you, that's not my job.")
-    await expect(marks).to_have_text(["that's not my job"])  # the other span moved along
+    applied = "Let me find out for you, that's not my job."
+    await expect(page.locator("#draft")).to_have_value(applied)
+    # The other flag was computed for the old text: gone until the coach answers the new one.
+    await expect(marks).to_have_count(0)
+    moved = {**FLAGS[1], "start": 25, "end": 42}
+    await fake.answer_draft_with(applied, [moved])
+    await expect(marks).to_have_text(["that's not my job"], timeout=5_000)
     # The keyboard shortcut applies the flag at the cursor.
     await page.locator("#draft").press("End")
     await page.locator("#draft").press("ArrowLeft")
@@ -593,6 +597,92 @@ async def test_many_cards_leave_the_conversation_and_reply_box_in_view(site: Sit
     assert transcript["height"] >= 120, transcript
 
 
+OVERLAPPING = [
+    {"rule": "en.dont_know.i_dont_know", "category": "dont_know", "severity": "warning",
+     "start": 0, "end": 31, "text": "I don't know, that's not my job",
+     "message": "Say what you will do instead.", "suggestions": ["Let me find out for you"]},
+    {"rule": "en.not_my_job.not_my_department", "category": "not_my_job", "severity": "warning",
+     "start": 14, "end": 31, "text": "that's not my job", "message": "Own the request.",
+     "suggestions": ["I'll get you to the right team, who can help you in more detail"]},
+]
+
+
+async def test_applying_a_suggestion_drops_every_other_flag_and_asks_again_at_once(
+        site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.locator("#draft").fill(NOT_MY_JOB)
+    await fake.answer_draft_with(NOT_MY_JOB, OVERLAPPING)
+    await expect(page.locator("#flags li")).to_have_count(2, timeout=5_000)
+    await page.get_by_role("button", name="Replace “that's not my job” with").click()
+    fixed = "I don't know, I'll get you to the right team, who can help you in more detail."
+    await expect(page.locator("#draft")).to_have_value(fixed)
+    # The "don't know" flag was computed for the old text: it is gone, not left to splice
+    # its suggestion over part of the new one.
+    await expect(page.locator("#flags li")).to_have_count(0)
+    await expect(page.locator("#backdrop mark")).to_have_count(0)
+    # The new text goes to the coach at once, and its answer is shown.
+    draft = await asyncio.wait_for(fake.drafts.get(), 10)
+    while draft["text"] != fixed:
+        draft = await asyncio.wait_for(fake.drafts.get(), 10)
+    fresh = {**OVERLAPPING[0], "start": 0, "end": 12, "text": "I don't know"}
+    fake.send(type="coach", conversation=fake.CONV, draft_id=draft["draft_id"], flags=[fresh])
+    await expect(page.locator("#backdrop mark")).to_have_text(["I don't know"], timeout=5_000)
+    await page.get_by_role("button", name="Replace “I don't know” with").click()
+    await expect(page.locator("#draft")).to_have_value(
+        "Let me find out for you, I'll get you to the right team, who can help you in more "
+        "detail.")
+    assert page.watched.errors == []
+
+
+async def test_cards_come_most_urgent_first_and_introduce_yourself_goes_with_a_reply(
+        site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.set_viewport_size({"width": 1366, "height": 768})
+    fake.send(type="nudge", conversation=fake.CONV, category="missing_introduction",
+              rule="en.conversation.missing_introduction", severity="info",
+              message="Introduce yourself by name and ask for the customer's name.",
+              suggestions=["My name is Jelena. May I have your name?"])
+    await expect(page.locator("#assist .card")).to_have_count(1, timeout=5_000)
+    for category in ("repeat_contact", "frustration", "escalation_request"):
+        fake.send(type="script", conversation=fake.CONV, category=category,
+                  cue={"seq": "1000-0", "start": 0, "end": 24, "text": "My parcel is late again!"},
+                  message="Acknowledge it before the facts.",
+                  scripts=["I'm sorry about the delay, Ana. I understand how frustrating "
+                           "this is, and I'll look into it right now."])
+    cards = page.locator("#assist .card")
+    await expect(cards).to_have_count(4, timeout=5_000)
+    order = await cards.evaluate_all("cs => cs.map(c => c.dataset.category)")
+    assert order == ["frustration", "escalation_request", "repeat_contact",
+                     "missing_introduction"], order
+    await expect(cards.first).to_be_in_viewport()
+    await page.locator("#draft").fill("Let me check that for you.")
+    await page.locator("#draft").press("Enter")
+    await expect(page.locator("#assist .card[data-category='missing_introduction']")
+                 ).to_have_count(0)
+    await expect(cards).to_have_count(3)
+
+
+async def test_a_chat_closed_without_thanks_shows_the_lesson_on_the_closed_chat(
+        site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.get_by_role("button", name="Close chat").click()
+    assert fake.of_type("close")[-1]["conversation"] == fake.CONV
+    fake.send(type="closed", conversation=fake.CONV, seq="3000-0",
+              ts=int(time.time() * 1000), reason="closed",
+              by={"role": "agent", "id": "jelena", "name": "Jelena"})
+    await expect(page.locator("#draft")).to_be_disabled(timeout=5_000)
+    fake.send(type="nudge", conversation=fake.CONV, category="missing_thanks",
+              rule="en.conversation.missing_thanks", severity="info",
+              message="The chat was closed without thanking the customer.",
+              suggestions=["Thank you for contacting us, Ana. Have a great day!"])
+    lesson = page.locator("#after-close")
+    await expect(lesson).to_be_visible(timeout=5_000)
+    await expect(lesson).to_contain_text("Next time: thank the customer before closing")
+    await expect(lesson).to_contain_text("Thank you for contacting us, Ana.")
+    await page.wait_for_timeout(500)
+    await expect(lesson).to_be_visible()  # it stays, unlike the cards of an open chat
+
+
 async def test_a_refused_request_for_card_data_offers_whole_sentences(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
@@ -655,3 +745,62 @@ async def test_real_coach_underlines_both_spans(site: Site, new_page: Any,
     await console.locator("#chats .item").first.wait_for(timeout=10_000)
     await console.locator("#draft").type(NOT_MY_JOB, delay=10)
     await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
+
+
+@pytest.mark.xfail(reason="server/relay.py drops coaching frames for a conversation the "
+                   "connection has left, and it leaves on the 'closed' event, before the "
+                   "coach decides missing_thanks: the nudge is recorded but never delivered")
+async def test_real_server_shows_the_missing_thanks_after_closing(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").fill("Your order left the warehouse today.")
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop, "Your order left the warehouse today.", mine=False)
+    await console.get_by_role("button", name="Close chat").click()
+    lesson = console.locator("#after-close")
+    await expect(lesson).to_contain_text("thank the customer before closing", timeout=10_000)
+    await expect(console.locator("#draft")).to_be_disabled()
+
+
+async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_page: Any,
+                                                              agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    await console.locator("#capacity").fill("8")
+    await console.locator("#capacity").dispatch_event("change")
+    await asyncio.sleep(0.5)
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(console.locator("#capacity")).to_have_value("8", timeout=10_000)
+
+
+@pytest.mark.xfail(reason="rules/en: the dont_know pattern's clause ends inside the suggestion "
+                   "just applied ('I don't know, I'll get you to the right'), so its own "
+                   "suggestion leaves '… for you team, who can help …'")
+async def test_real_coach_applying_both_overlapping_suggestions_reads_well(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my order?")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").type(NOT_MY_JOB, delay=10)
+    not_my_job = console.locator("#flags li[data-rule*='.not_my_job.']")
+    await expect(not_my_job).to_have_count(1, timeout=5_000)
+    await not_my_job.locator("button.apply").first.click()
+    dont_know = console.locator("#flags li[data-rule*='.dont_know.']")
+    await expect(dont_know).to_have_count(1, timeout=5_000)  # fresh, for the new text
+    await dont_know.locator("button.apply").first.click()
+    text = await console.locator("#draft").input_value()
+    assert "you team," not in text and "right team" in text, text
