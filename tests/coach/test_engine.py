@@ -308,6 +308,11 @@ SPLICES = [
      ["Žao mi je što se ovo dogodilo i odmah ću to riješiti.", "Riješimo ovo zajedno."]),
     ("sl", "Ni moja krivda, pošta je izgubila paket.", "sl.blame.ni_moja_krivda",
      ["Opravičujem se za nevšečnosti in to takoj uredim.", "Poglejva, kako to skupaj rešiva."]),
+    ("sl", "Ne vem, to ni moje delo.", "sl.not_my_job.ni_moje_delo",
+     ["Lahko vas premestim na ustrezen oddelek, kjer vam bodo pomagali podrobneje.",
+      "Takoj vas povežem s kolegi, ki to urejajo."]),
+    ("sl", "Ne vem, kdaj bo paket prispel?", "sl.dont_know.ne_vem_vprasanje",
+     ["Naj to takoj preverim za vas.", "To preverim in vam takoj sporočim."]),
     # What the sentence goes on to say stays, behind an opening that joins it.
     ("en", "I don't know when it will arrive.", "en.dont_know.find_out_what",
      ["Let me find out when it will arrive.", "I'll check when it will arrive."]),
