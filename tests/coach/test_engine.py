@@ -148,7 +148,7 @@ def test_a_suggestion_spliced_in_reads_as_one_sentence(
 CALM_DOWN = [
     ("en", "Calm down, I'll check it.",
      ["I understand how frustrating this is, and I'll check it.",
-      "I can see why you're upset, so I'll check it."]),
+      "I can see why you're upset, and I'll check it."]),
     ("en", "Please calm down and tell me the order number.",
      ["I understand how frustrating this is, so please tell me the order number.",
       "I can see why you're upset. Please tell me the order number."]),
@@ -157,7 +157,11 @@ CALM_DOWN = [
       "Okay, I can see why you're upset. Please give me a minute."]),
     ("en", "You need to calm down so I can help you.",
      ["I understand how frustrating this is, and I can help you.",
-      "I can see why you're upset, so I can help you."]),
+      "I can see why you're upset, and I can help you."]),
+    # "so" would make what follows a consequence of the understanding.
+    ("en", "Stay calm, the refund is on its way.",
+     ["I understand how frustrating this is, and the refund is on its way.",
+      "I can see why you're upset, and the refund is on its way."]),
     ("en", "Please stay calm while I check.",
      ["Thank you for bearing with me while I check.",
       "I understand how frustrating this is, so please bear with me while I check."]),
