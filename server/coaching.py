@@ -9,7 +9,9 @@ The coach (coach/) is pure; this module drives it from the relay:
   ``sensitive_data_request`` refused until the agent overrides; the flags are
   stored with what the agent did (``applied``, ``ignored``, ``not_seen``);
 - customer messages: cues give the assigned agent ``script`` frames, at most
-  once per category per cooldown; the hold timer starts;
+  once per category per cooldown; the hold timer starts. Those of a message
+  nobody has the chat for yet (the one that opens it is coached while it is
+  routed) wait, and the ticker gives them to the agent who gets the chat;
 - a ticker nudges agents whose customers wait (any process may run it; a
   per-conversation lock keeps nudges single).
 
@@ -18,7 +20,9 @@ Redis keys (hash tags as in server/store.py):
 - ``{conv:<id>}:coach``       JSON state of the conversation coach
 - ``{conv:<id>}:flags``       hash flag id -> JSON flag record
 - ``{conv:<id>}:coachlog``    list of JSON records: cues, scripts, nudges, whispers, overrides
+- ``{conv:<id>}:scripts``     list of JSON ``script`` frames waiting for an agent to have the chat
 - ``{tl}:coach-wait``         zset conversation -> when to look at its wait (ms)
+- ``{tl}:coach-scripts``      zset conversation -> since when scripts wait for its agent (ms)
 - ``{tl}:rule-fires``         hash rule -> flags it raised on sent messages, whatever the
   agent did with them (false alarms: server/false_alarms.py)
 - ``{tl}:rule-fires:<day>``   the same for one day (UTC), for a period's report
@@ -53,6 +57,7 @@ log = logging.getLogger("tactline.coaching")
 
 G = "{tl}:"
 WAIT_KEY = G + "coach-wait"
+SCRIPTS_WAITING = G + "coach-scripts"
 RULE_FIRES = G + "rule-fires"
 FLAGGED = G + "flagged"
 
@@ -72,6 +77,8 @@ LOCK_RETRY_S = 0.01
 # Limits
 MAX_SHOWN_FLAGS = 200
 MAX_LOG_RECORDS = 2000
+MAX_WAITING_SCRIPTS = 20  # per conversation
+MAX_WAITING_CHATS_SCANNED = 500  # per tick, those holding scripts the longest first
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -340,7 +347,42 @@ class Coaching:
         if agent["id"]:
             for frame in frames:
                 await self.publish_to_agent(agent["id"], frame)
+        elif frames:
+            await self._hold_scripts(conv, frames)
         return frames
+
+    async def _hold_scripts(self, conv: str, frames: list[dict[str, Any]]) -> None:
+        """Scripts for the agent who will get ``conv``; :meth:`give_waiting_scripts` sends them."""
+        key = conv_key(conv, "scripts")
+        await self.redis.rpush(key, *(json.dumps(f, ensure_ascii=False) for f in frames))
+        await self.redis.ltrim(key, -MAX_WAITING_SCRIPTS, -1)
+        await self.redis.zadd(SCRIPTS_WAITING, {conv: _now_ms()}, nx=True)
+
+    async def give_waiting_scripts(self) -> int:
+        """Send the scripts held for chats that now have an agent; how many were sent."""
+        sent = 0
+        convs = cast(
+            list[str],
+            await self.redis.zrange(SCRIPTS_WAITING, 0, MAX_WAITING_CHATS_SCANNED - 1),
+        )
+        for conv in convs:
+            state = cast(dict[str, str], await self.redis.hgetall(conv_key(conv, "state")))
+            agent_id = state.get("agent") or ""
+            closed = not state or state.get("status") == "closed"
+            if not closed and not agent_id:
+                continue  # still waiting for an agent
+            # Off the list first: scripts held after this are listed again, none is lost.
+            await self.redis.zrem(SCRIPTS_WAITING, conv)
+            pipe = self.redis.pipeline(transaction=True)  # one key: taken by one process only
+            pipe.lrange(conv_key(conv, "scripts"), 0, -1)
+            pipe.delete(conv_key(conv, "scripts"))
+            held, _ = await pipe.execute()
+            if closed or not agent_id:
+                continue  # nobody to give them to any more
+            for raw in held:
+                await self.publish_to_agent(agent_id, json.loads(raw))
+                sent += 1
+        return sent
 
     async def closed(self, conv: str, state: dict[str, str]) -> list[Nudge]:
         ts = _now_ms()
@@ -389,6 +431,7 @@ class Coaching:
 
     async def tick_once(self, now_ms: int | None = None) -> list[tuple[str, Nudge]]:
         now = now_ms if now_ms is not None else _now_ms()
+        await self.give_waiting_scripts()
         due = cast(
             list[str], await self.redis.zrangebyscore(WAIT_KEY, "-inf", now, start=0, num=100)
         )

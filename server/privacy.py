@@ -23,7 +23,16 @@ from server.store import G, conv_key, now_ms
 
 log = logging.getLogger("tactline.privacy")
 
-CONVERSATION_PARTS = ("events", "state", "dedup", "coach", "flags", "coachlog", "coach-lock")
+CONVERSATION_PARTS = (
+    "events",
+    "state",
+    "dedup",
+    "coach",
+    "flags",
+    "coachlog",
+    "coach-lock",
+    "scripts",
+)
 # Timings
 RETENTION_INTERVAL_S = 3600.0
 # Limits

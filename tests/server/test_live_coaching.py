@@ -187,6 +187,48 @@ async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
         await vi.close()
 
 
+REPEAT_AND_UPSET = {
+    "sr-Cyrl": "Ово је ТРЕЋИ ПУТ да питам!!! И даље није решено",
+    "sr-Latn": "Ovo je TREĆI PUT da pitam!!! I dalje nije rešeno",
+}
+
+
+@pytest.mark.parametrize("agent_online", [True, False], ids=["routed", "queued"])
+@pytest.mark.parametrize("script", sorted(REPEAT_AND_UPSET))
+async def test_the_message_that_opens_a_chat_gives_its_agent_the_scripts(
+    redis_db: str, script: str, agent_online: bool
+) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        if agent_online:
+            ag = await agent(srv, redis_db, "ana", languages=["sr"])
+        vi = await visitor(srv, lang="sr", name="Marko")
+        conv = (await vi.say(REPEAT_AND_UPSET[script]))["conversation"]
+        if not agent_online:  # coached while nobody had the chat, given to who takes it
+            await vi.expect("queue", conversation=conv)
+            ag = await agent(srv, redis_db, "ana", languages=["sr"])
+        await ag.expect("assignment", conversation=conv)
+        scripts = [await ag.expect("script", conversation=conv) for _ in range(2)]
+        assert {s["category"] for s in scripts} == {"frustration", "repeat_contact"}
+        assert await ag.quiet("script", within=1.5) == []  # once each
+        await vi.close()
+
+
+async def test_scripts_of_a_chat_closed_before_an_agent_had_it_go_to_nobody(
+    redis_db: str,
+) -> None:
+    async with running(redis_db, coach=True) as srv:
+        await wait_ready(srv.base)
+        vi = await visitor(srv, lang="sr", name="Marko")
+        conv = (await vi.say(REPEAT_AND_UPSET["sr-Latn"]))["conversation"]
+        await vi.expect("queue", conversation=conv)
+        await vi.send(type="close")
+        await vi.expect("closed", conversation=conv)
+        ag = await agent(srv, redis_db, "ana", languages=["sr"])
+        assert await ag.quiet("script", "assignment", within=2.5) == []
+        await vi.close()
+
+
 async def test_waiting_customer_nudges_the_agent(redis_db: str) -> None:
     async with running(redis_db, coach=True, hold_after_s=1.0) as srv:
         await wait_ready(srv.base)
