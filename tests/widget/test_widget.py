@@ -184,6 +184,23 @@ async def test_switching_to_a_language_no_online_agent_speaks_offers_to_leave_a_
     await agent.close()
 
 
+@pytest.mark.parametrize(("query", "text"), [
+    ("sr-Cyrl", "Ово је ТРЕЋИ ПУТ да питам!!! И даље није решено"),
+    ("sr-Latn", "Ovo je TREĆI PUT da pitam!!! I dalje nije rešeno"),
+])
+async def test_an_upset_repeat_customer_gives_the_agent_both_scripts_in_either_script(
+        site: Site, new_page: Any, agent_name: Any, query: str, text: str) -> None:
+    agent = await site.agent_client(await agent_name(["sr"]))
+    page = await new_page()
+    await open_shop(page, site.base, query)
+    await open_widget(page)
+    await write(page, text)  # the message that opens the chat
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    scripts = [await agent.expect("script", conversation=conv, timeout=10) for _ in range(2)]
+    assert {s["category"] for s in scripts} == {"frustration", "repeat_contact"}
+    await agent.close()
+
+
 async def test_history_survives_a_page_reload(site: Site, new_page: Any, agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name())
     page = await new_page()
