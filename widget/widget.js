@@ -447,7 +447,7 @@
       state.history = false;
       ui.end.hidden = !state.conv;
       // agents_online counts those who speak the visitor's language: none is as nobody online.
-      offerLeave(!state.conv && !f.agents_online && ui.csat.hidden);
+      if (state.conv || state.left || !ui.csat.hidden) offerLeave(false); else agentsChanged(f.agents_online);
       state.outbox.forEach(function (fr) { send(fr); });
       clearInterval(state.ping);
       state.ping = setInterval(function () { send({type: 'ping'}); }, PING_MS);
