@@ -699,7 +699,7 @@ async def test_a_refused_request_for_card_data_offers_whole_sentences(
     refusal = console.locator("#refusal")
     await expect(refusal).to_be_visible(timeout=10_000)
     suggested = refusal.locator(".use")
-    first = ("Use the secure payment link I'm sending you - never share card details, "
+    first = ("Please use the secure payment link I'm sending you - never share card details, "
              "PINs or passwords in chat.")
     await expect(suggested.first).to_have_text(first)
     for label in await suggested.all_inner_texts():
@@ -707,7 +707,7 @@ async def test_a_refused_request_for_card_data_offers_whole_sentences(
     await suggested.first.click()
     await expect(console.locator("#draft")).to_have_value("Thanks! " + first)
     await console.locator("#draft").press("Enter")
-    await wait_bubble(shop, "Use the secure payment link", mine=False)
+    await wait_bubble(shop, "use the secure payment link", mine=False)
     assert "CVV." not in " ".join(await shop.locator(f"{W} .log .m .text").all_inner_texts())
 
 
