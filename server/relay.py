@@ -60,6 +60,8 @@ RESYNC_ATTEMPTS = 6
 SEQ_PREFIX = '{"seq":"'
 #: Notices kept while hello is answered (more would mean it is stuck).
 MAX_HELD_NOTICES = 100
+#: How long after a chat closed its agent still gets the coach's nudges for it.
+AFTER_CLOSE_S = 30.0
 #: How long the draft desk checks drafts before it lets other work run.
 DESK_SLICE_S = 0.05
 
@@ -333,6 +335,9 @@ class Session:
         self.drafts: dict[str, Drafts] = {}  # agents: conversation -> drafts coached
         self.conv_langs: dict[str, str] = {}
         self.watching: set[str] = set()  # supervisors: conversations watched
+        #: Conversations closed lately, and when: the coach's verdict on a closed
+        #: chat (missing_thanks) comes after the close and is still delivered.
+        self.closed_lately: dict[str, float] = {}
         self._last_closed: str | None = None
         self._counted = ""  # role counted in the connections gauge
         self._run_task: asyncio.Task[Any] | None = None  # the task reading the socket
@@ -699,7 +704,21 @@ class Session:
         if '"type":"closed"' in payload:
             if self.open_conv == conv:
                 self.open_conv = None
+            now = time.monotonic()
+            self.closed_lately = {
+                c: t for c, t in self.closed_lately.items() if now - t < AFTER_CLOSE_S
+            }
+            self.closed_lately[conv] = now
             self.spawn(self._leave(conv))
+
+    def _after_close(self, frame: dict[str, Any], conv: str | None) -> bool:
+        """A nudge for a chat this connection saw close lately (missing_thanks)."""
+        closed = self.closed_lately.get(conv or "")
+        return (
+            frame.get("type") == "nudge"
+            and closed is not None
+            and time.monotonic() - closed < AFTER_CLOSE_S
+        )
 
     def on_notice(self, channel: str, payload: str) -> None:
         if self._held is not None:
@@ -713,7 +732,7 @@ class Session:
             # Coaching for this agent (script, nudge, whisper), from any process.
             frame = data.get("frame") or {}
             conv = frame.get("conversation")
-            if conv in self.convs or conv in self.watching:
+            if conv in self.convs or conv in self.watching or self._after_close(frame, conv):
                 self.send(frame)
             return
         if data.get("kind") == "assignment":

@@ -747,9 +747,6 @@ async def test_real_coach_underlines_both_spans(site: Site, new_page: Any,
     await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
 
 
-@pytest.mark.xfail(reason="server/relay.py drops coaching frames for a conversation the "
-                   "connection has left, and it leaves on the 'closed' event, before the "
-                   "coach decides missing_thanks: the nudge is recorded but never delivered")
 async def test_real_server_shows_the_missing_thanks_after_closing(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
