@@ -31,7 +31,7 @@
       left: 'Thank you! We will get back to you by email.', reconn: 'Reconnecting…',
       sent: 'Delivered', read: 'Read', sending: 'Sending', you: 'You', star: '{n} of 5',
       end: 'End chat', err: 'Something went wrong. Please try again.',
-      long: 'A message can be up to 4,000 characters.'},
+      long: 'A message stops at 4,000 characters: text beyond that is not added.'},
     'sr-Latn': {title: 'Pišite nam', open: 'Otvori ćaskanje', close: 'Zatvori ćaskanje',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
@@ -45,7 +45,7 @@
       email: 'Imejl', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javićemo vam se imejlom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
       you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.',
-      long: 'Poruka može imati najviše 4.000 znakova.'},
+      long: 'Poruka može imati najviše 4.000 znakova: tekst preko toga se ne dodaje.'},
     'sr-Cyrl': {title: 'Пишите нам', open: 'Отвори ћаскање', close: 'Затвори ћаскање',
       ph: 'Напишите поруку…', send: 'Пошаљи', log: 'Поруке', unread: 'Непрочитаних порука: {n}',
       typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
@@ -59,7 +59,7 @@
       email: 'Имејл', msg: 'Порука', leave: 'Пошаљи поруку', left: 'Хвала! Јавићемо вам се имејлом.',
       reconn: 'Поновно повезивање…', sent: 'Испоручено', read: 'Прочитано', sending: 'Шаље се',
       you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.',
-      long: 'Порука може имати највише 4.000 знакова.'},
+      long: 'Порука може имати највише 4.000 знакова: текст преко тога се не додаје.'},
     hr: {title: 'Pišite nam', open: 'Otvori razgovor', close: 'Zatvori razgovor',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
       typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
@@ -73,7 +73,7 @@
       email: 'E-pošta', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javit ćemo vam se e-poštom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
       you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.',
-      long: 'Poruka može imati najviše 4.000 znakova.'},
+      long: 'Poruka može imati najviše 4.000 znakova: tekst preko toga se ne dodaje.'},
     sl: {title: 'Pišite nam', open: 'Odpri klepet', close: 'Zapri klepet', ph: 'Napišite sporočilo …',
       send: 'Pošlji', log: 'Sporočila', unread: 'Neprebrana sporočila: {n}', typing: '{name} piše …',
       agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.',
@@ -87,7 +87,7 @@
       left: 'Hvala! Oglasili se vam bomo po e-pošti.', reconn: 'Ponovno povezovanje …',
       sent: 'Dostavljeno', read: 'Prebrano', sending: 'Pošiljanje', you: 'Vi', star: '{n} od 5',
       end: 'Končaj pogovor', err: 'Nekaj je šlo narobe. Poskusite znova.',
-      long: 'Sporočilo ima lahko največ 4.000 znakov.'}
+      long: 'Sporočilo ima lahko največ 4.000 znakov: besedilo čez to se ne doda.'}
   };
 
   /** The UI language: data-lang, else the browser's; plain "sr" is Cyrillic (CLDR default). */

@@ -455,7 +455,7 @@ async def test_a_paste_over_the_limit_is_cut_with_a_notice(site: Site, new_page:
     await box.fill("a" * 4500)
     assert len(await box.input_value()) == 4000
     await expect(page.locator(f"{W} .notice")).to_have_text(
-        "Sporočilo ima lahko največ 4.000 znakov.")
+        "Sporočilo ima lahko največ 4.000 znakov: besedilo čez to se ne doda.")
     await box.fill("short")
     await expect(page.locator(f"{W} .notice")).to_have_text("")
     await agent.close()
