@@ -644,9 +644,17 @@
   }
 
   function fillTransferAgents() {
-    var sel = $('transfer-agent'), chosen = sel.value;
-    sel.replaceChildren.apply(sel, S.agents.filter(function (a) { return a.id !== S.me.id && a.status === 'online'; })
-      .map(function (a) { return h('option', {value: a.id, text: a.name + ' (' + a.open + '/' + a.capacity + ')'}); }));
+    var sel = $('transfer-agent'), chosen = sel.value, c = S.convs.get(S.current);
+    var lang = c && c.lang;
+    function speaks(a) { return !lang || (a.languages || []).indexOf(lang) >= 0; }
+    // Those who speak the visitor's language first; the others say they don't.
+    var online = S.agents.filter(function (a) { return a.id !== S.me.id && a.status === 'online'; });
+    online = online.filter(speaks).concat(online.filter(function (a) { return !speaks(a); }));
+    sel.replaceChildren.apply(sel, online.map(function (a) {
+      var label = a.name + ' (' + a.open + '/' + a.capacity + ')';
+      if (!speaks(a)) label += ' · does not speak ' + lang;
+      return h('option', {value: a.id, text: label});
+    }));
     if (chosen) sel.value = chosen;
   }
 

@@ -223,6 +223,28 @@ async def test_unread_count_and_switching_chats(site: Site, new_page: Any,
     assert await console.locator("#chats .unread").count() == 0
 
 
+async def test_transfer_offers_those_who_speak_the_visitors_language_first(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    first = await agent_name(["en"])
+    slovene, english = await agent_name(["sl"]), await agent_name(["en"])
+    console = await new_page()
+    await login(console, site, first)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "I need a refund for order 1182.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    others = [await site.agent_client(slovene), await site.agent_client(english)]
+    await console.get_by_role("button", name="Transfer…").click()
+    options = console.locator("#transfer #transfer-agent option")
+    await expect(options).to_have_count(2, timeout=10_000)
+    labels = await options.all_inner_texts()
+    assert "does not speak" not in labels[0], labels
+    assert labels[1].endswith("does not speak en"), labels
+    for other in others:
+        await other.close()
+
+
 async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
     first, second = await agent_name(), await agent_name()
     console = await new_page()
