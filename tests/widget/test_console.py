@@ -801,9 +801,6 @@ async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_p
     await expect(console.locator("#capacity")).to_have_value("8", timeout=10_000)
 
 
-@pytest.mark.xfail(reason="rules/en: the dont_know pattern's clause ends inside the suggestion "
-                   "just applied ('I don't know, I'll get you to the right'), so its own "
-                   "suggestion leaves '… for you team, who can help …'")
 async def test_real_coach_applying_both_overlapping_suggestions_reads_well(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
