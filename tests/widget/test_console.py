@@ -52,6 +52,19 @@ async def login(page: Any, site: Site, name: str, online: bool = True) -> None:
 # ------------------------------------------------------------------ real server
 
 
+async def chat_in_console(site: Site, new_page: Any, name: str,
+                          first: str) -> tuple[Any, Any]:
+    """Agent ``name`` in the console with the chat of a visitor who wrote ``first``."""
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, first)
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    return console, shop
+
+
 async def test_agent_answers_a_visitor_from_the_console(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
@@ -227,13 +240,7 @@ async def test_transfer_offers_those_who_speak_the_visitors_language_first(
         site: Site, new_page: Any, agent_name: Any) -> None:
     first = await agent_name(["en"])
     slovene, english = await agent_name(["sl"]), await agent_name(["en"])
-    console = await new_page()
-    await login(console, site, first)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "I need a refund for order 1182.")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
     others = [await site.agent_client(slovene), await site.agent_client(english)]
     await console.get_by_role("button", name="Transfer…").click()
     options = console.locator("#transfer #transfer-agent option")
@@ -247,13 +254,7 @@ async def test_transfer_offers_those_who_speak_the_visitors_language_first(
 
 async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
     first, second = await agent_name(), await agent_name()
-    console = await new_page()
-    await login(console, site, first)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "I need a refund for order 1182.")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
     other = await site.agent_client(second)
     await console.get_by_role("button", name="Transfer…").click()
     dialog = console.locator("#transfer")
@@ -708,13 +709,7 @@ async def test_a_chat_closed_without_thanks_shows_the_lesson_on_the_closed_chat(
 async def test_a_refused_request_for_card_data_offers_whole_sentences(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
-    console = await new_page()
-    await login(console, site, name)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "I'd like to pay for order 1182.")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, name, "I'd like to pay for order 1182.")
     asked = "Thanks! Please send me your card number and CVV."
     await console.locator("#draft").fill(asked)
     await console.locator("#draft").press("Enter")
@@ -758,13 +753,7 @@ async def test_console_works_without_a_coaching_server(site: Site, new_page: Any
 async def test_real_coach_underlines_both_spans(site: Site, new_page: Any,
                                                 agent_name: Any) -> None:
     name = await agent_name()
-    console = await new_page()
-    await login(console, site, name)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
     await console.locator("#draft").type(NOT_MY_JOB, delay=10)
     await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
 
@@ -772,13 +761,7 @@ async def test_real_coach_underlines_both_spans(site: Site, new_page: Any,
 async def test_real_server_shows_the_missing_thanks_after_closing(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
-    console = await new_page()
-    await login(console, site, name)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
     await console.locator("#draft").fill("Your order left the warehouse today.")
     await console.locator("#draft").press("Enter")
     await wait_bubble(shop, "Your order left the warehouse today.", mine=False)
@@ -804,13 +787,7 @@ async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_p
 async def test_real_coach_applying_both_overlapping_suggestions_reads_well(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
-    console = await new_page()
-    await login(console, site, name)
-    shop = await new_page()
-    await open_shop(shop, site.base)
-    await open_widget(shop)
-    await write(shop, "Where is my order?")
-    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
     await console.locator("#draft").type(NOT_MY_JOB, delay=10)
     not_my_job = console.locator("#flags li[data-rule*='.not_my_job.']")
     await expect(not_my_job).to_have_count(1, timeout=5_000)
