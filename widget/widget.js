@@ -349,7 +349,8 @@
 
   function showQueue(f) {
     // Nobody online speaks the visitor's language: no line to wait in, but a message to leave.
-    if (!state.left) offerLeave(!f.agents_online);
+    // A chat that already had an agent waits for the next one, with its box open.
+    if (!state.left && !state.agentName) offerLeave(!f.agents_online);
     if (!f.agents_online) { ui.notice.textContent = ''; return; }
     var w = f.estimated_wait_s;
     ui.notice.textContent = t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});
@@ -463,7 +464,8 @@
       ui.typing.textContent = f.active ? t('typing', {name: f.from.name || T.agent}) : '';
       if (f.active) state.typingOff = setTimeout(function () { ui.typing.textContent = ''; }, TYPING_SHOWN_MS);
     } else if (f.type === 'agents') {
-      agentsChanged(f.agents_online);
+      // A visitor in a chat keeps it whoever is online.
+      if (!(state.conv || state.left || !ui.csat.hidden)) agentsChanged(f.agents_online);
     } else if (f.type === 'queue') {
       state.conv = f.conversation; state.status = 'queued'; showQueue(f);
     } else if (f.type === 'error') {
