@@ -210,8 +210,6 @@ class _LanguagePack:
             "agent": {},
             "customer": {},
         }
-        #: First words of the two-word anchors, to try a pair only where one may start.
-        self.pair_firsts: dict[str, set[int]] = {"agent": set(), "customer": set()}
         self.pair_index: dict[str, dict[AnchorKey, list[tuple[Rule, Pattern]]]] = {
             "agent": {},
             "customer": {},
@@ -311,7 +309,8 @@ class _LanguagePack:
                 for key in pattern.anchor_keys:
                     index.setdefault(key, []).append((rule, pattern))
                     if isinstance(key, tuple):
-                        self.pair_firsts[rule.role].add(key[0])
+                        seconds = self.pair_seconds[rule.role]
+                        seconds[key[0]] = seconds.get(key[0], frozenset()) | {key[1]}
         if rule.regexes:
             self.regex_rules[rule.role].append(rule)
 
@@ -319,14 +318,10 @@ class _LanguagePack:
         """Index what :meth:`add` gathered; called once all rules are in."""
         self._spacy = _spacy(self.nlp, self.vocab_limit)  # the rules' words are in
         for role in self.anchored:
+            seconds = self.pair_seconds[role]
             self.anchored[role] = frozenset(
-                k for k in [*self.index[role], *self.pair_firsts[role]] if isinstance(k, int)
+                k for k in [*self.index[role], *seconds] if isinstance(k, int)
             )
-            seconds: dict[int, set[int]] = {}
-            for pair in self.pair_index[role]:
-                if isinstance(pair, tuple):
-                    seconds.setdefault(pair[0], set()).add(pair[1])
-            self.pair_seconds[role] = {k: frozenset(v) for k, v in seconds.items()}
             required = {
                 word
                 for entries in [*self.index[role].values(), *self.pair_index[role].values()]
