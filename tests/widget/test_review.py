@@ -122,6 +122,19 @@ class ReviewApi:
         return [parse_qs(urlparse(p).query) for m, p, _ in self.requests
                 if m == "GET" and urlparse(p).path == path]
 
+    async def last_query(self, path: str, **expected: list[str]) -> dict[str, list[str]]:
+        """The last query of `path` once it has the `expected` parameters.
+
+        The page draws its frame (form, note) before its request reaches the route handler,
+        and an earlier unfiltered load may be answered last, so wait up to 5 s for it.
+        """
+        for _ in range(50):
+            asked = self.queries(path)
+            if asked and all(asked[-1].get(k) == v for k, v in expected.items()):
+                return asked[-1]
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no query of {path} with {expected}: {self.queries(path)}")
+
 
 async def review_page(site: Site, new_page: Any, hash_: str = "") -> tuple[Any, ReviewApi]:
     page = await new_page(width=1280, height=900)
@@ -263,7 +276,7 @@ async def test_conversation_filters_reach_the_review_api(site: Site, new_page: A
     await page.get_by_role("button", name="Apply").click()
     await expect(page).to_have_url(re.compile("category=not_my_job"), timeout=5_000)
     await expect(page.locator("tbody tr[data-conv]")).to_have_count(1, timeout=10_000)
-    last = api.queries("/api/review/conversations")[-1]
+    last = await api.last_query("/api/review/conversations", category=["not_my_job"])
     assert last["category"] == ["not_my_job"] and last["severity"] == ["warning"]
     assert last["lang"] == ["sr"] and last["flag_ignored"] == ["true"]
 
@@ -278,7 +291,7 @@ async def test_agent_filter_picks_agents_by_name_and_filters_by_id(site: Site,
     await page.get_by_role("button", name="Apply").click()
     await expect(page).to_have_url(re.compile("agent=agent1"), timeout=5_000)
     await expect(page.locator("tbody tr[data-conv]")).to_have_count(1, timeout=10_000)
-    assert api.queries("/api/review/conversations")[-1]["agent"] == ["agent1"]
+    await api.last_query("/api/review/conversations", agent=["agent1"])
     # The filter kept in the address shows as the name again.
     await page.reload()
     selected = page.get_by_label("Agent").locator("option:checked")
@@ -287,11 +300,7 @@ async def test_agent_filter_picks_agents_by_name_and_filters_by_id(site: Site,
     await page.get_by_label("Agent").select_option(label="Marko")
     await page.get_by_role("button", name="Apply").click()
     await expect(page.locator(".scorecard")).to_have_count(1, timeout=10_000)
-    for _ in range(50):  # the unfiltered load may answer first
-        if api.queries("/api/review/scorecards")[-1].get("agent") == ["agent2"]:
-            break
-        await asyncio.sleep(0.1)
-    assert api.queries("/api/review/scorecards")[-1].get("agent") == ["agent2"]
+    await api.last_query("/api/review/scorecards", agent=["agent2"])
 
 
 async def test_agent_filter_tells_agents_with_one_name_apart(site: Site, new_page: Any) -> None:
@@ -397,8 +406,8 @@ async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: An
     await page.get_by_role("button", name="Apply").click()
     await expect(page).to_have_url(re.compile(r"#/rules\?from=2026-11-01&to=2026-11-30"))
     await expect(page.locator(".note")).to_contain_text("in the period", timeout=10_000)
-    assert api.queries("/api/review/rule-quality")[-1] == {
-        "from": ["2026-11-01"], "to": ["2026-11-30"]}
+    asked = await api.last_query("/api/review/rule-quality", to=["2026-11-30"])
+    assert asked == {"from": ["2026-11-01"], "to": ["2026-11-30"]}
 
 
 async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
