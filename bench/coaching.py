@@ -108,9 +108,7 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
                 seen[(i, frame.get("id"))] = time.time() - float(text[1 : text.index(" ")])
 
     # Every client reads from the moment it connects, as a browser would.
-    agents = []
-    readers = []
-    for i in range(n):
+    async def agent(i: int) -> Any:
         ws = await websockets.connect(
             f"ws://127.0.0.1:{target.port}/ws/agent", max_size=None, ping_interval=None
         )
@@ -118,10 +116,15 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
         await relay_bench.expect(ws, "welcome")
         await ws.send(json.dumps({"v": 1, "type": "status", "status": "online", "capacity": 1}))
         await relay_bench.expect(ws, "queue_snapshot")
-        agents.append(ws)
         readers.append(
             asyncio.create_task(relay_bench.drain(ws, lambda raw, i=i: on_agent(i, raw)))
         )
+        return ws
+
+    readers: list[asyncio.Task[None]] = []
+    agents: list[Any] = []
+    for first in range(0, n, 50):
+        agents += await asyncio.gather(*(agent(i) for i in range(first, min(n, first + 50))))
     visitors = []
     for first in range(0, n, 50):
         batch = await asyncio.gather(*(target.visitor(i) for i in range(first, min(n, first + 50))))
