@@ -194,9 +194,8 @@ class Full(Target):
         self.http = httpx.AsyncClient(base_url=self.base, timeout=30)
 
     async def prepare_agents(self, n: int) -> None:
-        from redis.asyncio import Redis
-
         from argon2 import PasswordHasher
+        from redis.asyncio import Redis
 
         from server import accounts
 
