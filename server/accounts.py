@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from server.protocol import LANGS
 from server.store import G
+from server.tokens import Claims
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 ROLES = ("agent", "supervisor")
@@ -109,6 +110,33 @@ def _from_hash(h: dict[str, str]) -> Account:
 async def get_account(r: Redis, name: str) -> Account | None:
     h = cast(dict[str, str], await r.hgetall(_key(name)))
     return _from_hash(h) if h else None
+
+
+def _ended_key(sid: str) -> str:
+    return f"{G}session-ended:{sid}"
+
+
+async def session_account(r: Redis, claims: Claims) -> Account | None:
+    """The account a session token speaks for, read on every use: None once the account
+    is gone or the session was ended by logging out."""
+    sid = claims.data.get("sid")
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(_key(claims.sub))
+    if isinstance(sid, str):
+        pipe.exists(_ended_key(sid))
+    found = await pipe.execute()
+    h = cast(dict[str, str], found[0])
+    if not h or any(found[1:]):
+        return None
+    return _from_hash(h)
+
+
+async def end_session(r: Redis, claims: Claims) -> None:
+    """Log out: the token stops working in every process, remembered until it would
+    have expired anyway."""
+    sid = claims.data.get("sid")
+    if isinstance(sid, str):
+        await r.set(_ended_key(sid), "1", exat=claims.exp)
 
 
 async def display_names(r: Redis, names: Iterable[str]) -> dict[str, str]:

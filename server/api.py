@@ -16,12 +16,18 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from server.accounts import authenticate, get_account, list_accounts, login_allowed
+from server.accounts import (
+    authenticate,
+    end_session,
+    list_accounts,
+    login_allowed,
+    session_account,
+)
 from server.errors import ApiError, ProtocolError
 from server.protocol import LANGS, Lang
 from server.relay import Relay, origin_allowed
 from server.store import G, conv_key, now_ms, visitor_of
-from server.tokens import check_user_hash, sign, verify
+from server.tokens import Claims, check_user_hash, sign, verify
 
 # Limits
 MAX_BODY_BYTES = 8 * 1024
@@ -96,6 +102,10 @@ class LoginResponse(BaseModel):
     role: str
     user: UserRef
     expires_at: int
+
+
+class LoggedOut(BaseModel):
+    ok: bool = True
 
 
 class ConversationSummary(BaseModel):
@@ -311,9 +321,15 @@ async def login(request: Request) -> JSONResponse:
     if account is None:
         raise ApiError(401, "login_failed", "wrong user name or password")
     exp = int(time.time()) + relay.settings.session_ttl_s
-    token = sign(
-        relay.secret, {"k": "session", "sub": account.name, "role": account.role, "exp": exp}
-    )
+    # `sid` names this session, so that logging out ends it alone.
+    claims = {
+        "k": "session",
+        "sub": account.name,
+        "role": account.role,
+        "exp": exp,
+        "sid": secrets.token_urlsafe(12),
+    }
+    token = sign(relay.secret, claims)
     return JSONResponse(
         LoginResponse(
             token=token,
@@ -324,19 +340,28 @@ async def login(request: Request) -> JSONResponse:
     )
 
 
-async def _caller(request: Request) -> tuple[str, str]:
-    relay = _relay(request)
+def _session(request: Request) -> Claims:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <session token>")
     try:
-        claims = verify(relay.secret, header[7:].strip(), "session", time.time())
+        return verify(_relay(request).secret, header[7:].strip(), "session", time.time())
     except ProtocolError as err:
         raise ApiError(401, "unauthorized", err.message) from None
-    account = await get_account(relay.redis, claims.sub)
+
+
+async def _caller(request: Request) -> tuple[str, str]:
+    account = await session_account(_relay(request).redis, _session(request))
     if account is None:
-        raise ApiError(401, "unauthorized", "account no longer exists")
+        raise ApiError(401, "unauthorized", "the session has ended or the account is gone")
     return account.name, account.role
+
+
+async def logout(request: Request) -> JSONResponse:
+    """End the caller's session: its token is refused from now on, everywhere."""
+    claims = _session(request)
+    await end_session(_relay(request).redis, claims)
+    return JSONResponse(LoggedOut().model_dump())
 
 
 def _summary(st: dict[str, str]) -> ConversationSummary:
@@ -487,6 +512,7 @@ def openapi_document() -> dict[str, Any]:
         VisitorTokenResponse,
         LoginRequest,
         LoginResponse,
+        LoggedOut,
         ConversationSummary,
         ConversationPage,
         Transcript,
@@ -533,6 +559,14 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "login",
                     "requestBody": _json_body(LoginRequest),
                     "responses": _responses(LoginResponse, 400, 401, 429),
+                }
+            },
+            "/api/logout": {
+                "post": {
+                    "summary": "End this session: its token stops working",
+                    "operationId": "logout",
+                    "security": bearer,
+                    "responses": _responses(LoggedOut, 401),
                 }
             },
             "/api/conversations": {

@@ -204,6 +204,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         Route("/openapi.json", openapi),
         Route("/api/visitors", api.create_visitor_token, methods=["POST", "OPTIONS"]),
         Route("/api/login", api.login, methods=["POST"]),
+        Route("/api/logout", api.logout, methods=["POST"]),
         Route("/api/conversations", api.list_conversations),
         Route("/api/conversations/{conv}", api.get_conversation),
         Route("/api/agents", api.list_agents),

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from server import protocol as p
-from server.accounts import get_account, list_accounts
+from server.accounts import get_account, list_accounts, session_account
 from server.coaching import (
     Coaching,
     CoachingError,
@@ -648,7 +648,7 @@ class Session:
     async def _hello_agent(self, frame: p.Hello) -> None:
         claims = verify(self.relay.secret, frame.token, "session", time.time())
         self._share_budget(f"user:{claims.sub}")
-        account = await get_account(self.relay.redis, claims.sub)
+        account = await session_account(self.relay.redis, claims)
         if account is None:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
         self.role = account.role

@@ -177,3 +177,33 @@ async def test_tokens_and_passwords_never_reach_the_log(
         )
     ]
     assert not leaked, f"{leaked} in the {level} log:\n{log[-2000:]}"
+
+
+async def test_logging_out_ends_that_session_and_no_other(redis_db: str) -> None:
+    async with running(redis_db) as srv, httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
+        await make_account(redis_db, "jelena")
+        login = {"username": "jelena", "password": PASSWORD}
+        here, elsewhere = [
+            (await http.post("/api/login", json=login)).json()["token"] for _ in range(2)
+        ]
+
+        def bearer(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        assert (await http.get("/api/agents", headers=bearer(here))).status_code == 200
+        r = await http.post("/api/logout", headers=bearer(here))
+        assert r.status_code == 200 and r.json() == {"ok": True}
+        # The token is refused from now on, by REST and by the WebSocket endpoint ...
+        r = await http.get("/api/agents", headers=bearer(here))
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+        assert "session has ended" in r.json()["message"]
+        refused = await connect(srv.ws, "/ws/agent", here)
+        assert refused.welcome["code"] == "token_invalid"
+        # ... while the same person's session on another computer goes on.
+        assert (await http.get("/api/agents", headers=bearer(elsewhere))).status_code == 200
+        ws = await connect(srv.ws, "/ws/agent", elsewhere)
+        assert ws.welcome["type"] == "welcome"
+        await ws.close()
+        # Logging out needs a session, and says so.
+        r = await http.post("/api/logout")
+        assert r.status_code == 401 and "Bearer" in r.json()["message"]
