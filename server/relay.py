@@ -1198,7 +1198,9 @@ class Session:
     async def _on_read(self, frame: p.Read) -> None:
         conv = self._conv_for(frame, frame.id)
         event = p.ReadEvent(conversation=conv, ts=now_ms(), by=self.party, up_to=frame.seq)
-        outcome, _ = await self._store(conv, event)
+        # The same receipt again (a second tab of the same person, a resend) is stored once.
+        dedup = f"read:{self.role}:{self.uid}:{frame.seq}"
+        outcome, _ = await self._store(conv, event, dedup=dedup)
         if outcome == "forbidden" and self.role == "agent" and await self._had(conv):
             return  # a receipt that crossed the hand-over (transfer, take-over): not an error
         self._raise_for(outcome, conv, frame.id)

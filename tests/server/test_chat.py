@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.server.support import agent, connect, running, visitor, visitor_token
+import httpx
+
+from tests.server.support import (
+    agent,
+    close_all,
+    connect,
+    running,
+    session_token,
+    visitor,
+    visitor_token,
+)
 
 
 async def test_whole_chat_between_visitor_and_agent(redis_db: str) -> None:
@@ -147,3 +157,30 @@ async def test_a_visitor_without_a_chat_hears_when_agents_for_their_language_com
         assert await vi.quiet("agents", within=0.5) == []
         for c in (vi, english, slovenian):
             await c.close()
+
+
+async def test_a_read_receipt_from_two_tabs_is_stored_and_shown_once(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "jelena")
+        vi = await visitor(srv)
+        ack = await vi.say("Is anyone there?")
+        conv, seq = ack["conversation"], ack["seq"]
+        await ag.expect("assignment", conversation=conv)
+        token = await session_token(srv.base, "jelena")
+        second_tab = await connect(srv.ws, "/ws/agent", token)
+        assert conv in [c["conversation"] for c in second_tab.welcome["conversations"]]
+        for tab in (ag, second_tab):
+            await tab.send(type="read", conversation=conv, seq=seq)
+        assert (await vi.expect("read"))["up_to"] == seq
+        # A later receipt still goes through, and is the next receipt the visitor sees.
+        reply = await ag.say("Yes, I'm here.", conversation=conv)
+        await vi.expect("message", id=reply["ref"])
+        await second_tab.send(type="read", conversation=conv, seq=reply["seq"])
+        assert (await vi.expect("read"))["up_to"] == reply["seq"]
+        async with httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
+            r = await http.get(
+                f"/api/conversations/{conv}", headers={"Authorization": f"Bearer {token}"}
+            )
+        reads = [e["up_to"] for e in r.json()["events"] if e["type"] == "read"]
+        assert reads == [seq, reply["seq"]]
+        await close_all(vi, ag, second_tab)
