@@ -70,6 +70,7 @@
     if (!c) return;
     if (!addEvent(c, f)) return;
     if (S.current === c.id && c.status !== 'gone') { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
+    if ((f.type === 'closed' || c.status === 'gone') && S.closing === c.id) $('close-confirm').close();
     if (f.type === 'closed') {
       dropCards(c, function () { return true; }); // nothing left to coach
       if (S.current === c.id) renderChatState(c);
@@ -674,6 +675,21 @@
     $('transfer').close();
   }
 
+  function confirmClose() {
+    var c = S.convs.get(S.current);
+    if (!c || c.status === 'closed') return;
+    S.closing = c.id;
+    $('close-title').textContent = 'Close the chat with ' + c.visitor.name + '?';
+    $('close-confirm').showModal();
+  }
+
+  /** The dialog's Close button ends the chat; Cancel and Escape leave it as it was. */
+  function submitClose(e) {
+    var c = S.closing && S.convs.get(S.closing);
+    if (!e.submitter || e.submitter.value !== 'close' || !c || c.status === 'closed') return;
+    S.socket.send({type: 'close', conversation: c.id, id: TL.uid('cl')});
+  }
+
   function toast(text) {
     $('toast').textContent = text;
     clearTimeout(S.toastOff);
@@ -732,9 +748,9 @@
   $('transfer-open').addEventListener('click', openTransfer);
   $('hand-back').addEventListener('click', handBack);
   $('transfer-form').addEventListener('submit', submitTransfer);
-  $('close-chat').addEventListener('click', function () {
-    S.socket.send({type: 'close', conversation: S.current, id: TL.uid('cl')});
-  });
+  $('close-chat').addEventListener('click', confirmClose);
+  $('close-form').addEventListener('submit', submitClose);
+  $('close-confirm').addEventListener('close', function () { S.closing = null; });
   TL.loginForm($('login-form'), start);
   if (TL.session()) start(); else { $('login').hidden = false; $('login-form').elements.username.focus(); }
 })();

@@ -65,6 +65,13 @@ async def chat_in_console(site: Site, new_page: Any, name: str,
     return console, shop
 
 
+async def close_chat(console: Any) -> None:
+    """Close the chat on show, confirming in the dialog that asks first."""
+    await console.get_by_role("button", name="Close chat").click()
+    await console.locator("#close-confirm").get_by_role("button", name="Close",
+                                                        exact=True).click()
+
+
 async def test_agent_answers_a_visitor_from_the_console(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
@@ -285,7 +292,7 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
                                          "this morning and arrives tomorrow before noon.")
     await console.locator("#draft").press("Enter")
     await wait_bubble(shop2, "arrives tomorrow before noon.", mine=False)
-    await console.get_by_role("button", name="Close chat").click()
+    await close_chat(console)
     await shop2.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
     await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
     # A closed chat can be taken off the list.
@@ -298,6 +305,37 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await expect(remove).to_have_count(0)
     await expect(console.locator("#chats .item")).to_have_count(0)
     await expect(console.locator("#empty")).to_be_visible()
+
+
+async def test_closing_a_chat_asks_first(site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "That's all, thanks.")
+    visitor = await console.locator("#chat-title").inner_text()
+    close = console.get_by_role("button", name="Close chat")
+    dialog = console.get_by_role("dialog", name=f"Close the chat with {visitor}?")
+    # Escape and Cancel leave the chat as it was.
+    await close.click()
+    await expect(dialog).to_be_visible()
+    await console.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(close).to_be_focused()  # back where the keyboard left off
+    await close.click()
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_be_hidden()
+    await console.wait_for_timeout(500)  # a close frame would have been answered by now
+    closed = console.locator("#transcript .sys").filter(has_text="Chat closed by")
+    await expect(closed).to_have_count(0)
+    await expect(console.locator("#draft")).to_be_enabled()
+    await expect(shop.locator(f"{W} form.csat")).to_be_hidden()
+    # From the keyboard: Enter on the button asks, Enter again closes.
+    await close.focus()
+    await console.keyboard.press("Enter")
+    await expect(dialog.get_by_role("button", name="Close", exact=True)).to_be_focused()
+    await console.keyboard.press("Enter")
+    await shop.locator(f"{W} form.csat").wait_for(state="visible", timeout=10_000)
+    await expect(console.locator("#draft")).to_be_disabled(timeout=5_000)
+    await expect(closed).to_have_count(1)
+    assert console.watched.errors == []
 
 
 async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any,
@@ -688,7 +726,7 @@ async def test_cards_come_most_urgent_first_and_introduce_yourself_goes_with_a_r
 async def test_a_chat_closed_without_thanks_shows_the_lesson_on_the_closed_chat(
         site: Site, new_page: Any) -> None:
     page, fake = await scripted_console(site, new_page)
-    await page.get_by_role("button", name="Close chat").click()
+    await close_chat(page)
     assert fake.of_type("close")[-1]["conversation"] == fake.CONV
     fake.send(type="closed", conversation=fake.CONV, seq="3000-0",
               ts=int(time.time() * 1000), reason="closed",
@@ -765,7 +803,7 @@ async def test_real_server_shows_the_missing_thanks_after_closing(
     await console.locator("#draft").fill("Your order left the warehouse today.")
     await console.locator("#draft").press("Enter")
     await wait_bubble(shop, "Your order left the warehouse today.", mine=False)
-    await console.get_by_role("button", name="Close chat").click()
+    await close_chat(console)
     lesson = console.locator("#after-close")
     await expect(lesson).to_contain_text("thank the customer before closing", timeout=10_000)
     await expect(console.locator("#draft")).to_be_disabled()
