@@ -72,10 +72,12 @@
     if (S.current === c.id && c.status !== 'gone') { renderEvent(c, f); markRead(c); if (f.type === 'message' && f.from.role === 'visitor') $('typing').textContent = ''; }
     if ((f.type === 'closed' || c.status === 'gone') && S.closing === c.id) $('close-confirm').close();
     if (f.type === 'closed') {
+      forgetDraft(c.id);
       dropCards(c, function () { return true; }); // nothing left to coach
       if (S.current === c.id) renderChatState(c);
     }
     if (c.status === 'gone') {
+      forgetDraft(c.id);
       S.convs.delete(c.id);
       if (S.current === c.id) select(null);
       toast('The chat with ' + c.visitor.name + ' was transferred.');
@@ -96,6 +98,7 @@
           view.events.forEach(function (ev) { addEvent(c, ev); });
           if (fresh) c.unread = 0;
         });
+        restoreDrafts();
         renderChats();
         if (S.current) select(S.current); else if (S.convs.size) select(S.convs.keys().next().value);
         if (S.wantStatus && f.role === 'agent') status(); // after a reconnect, as the agent chose
@@ -189,7 +192,7 @@
       if (p.li) p.li.remove();
       delete c.pending[f.ref];
       // A refused reply goes back into the box rather than being lost.
-      if (S.current === c.id && !$('draft').value.trim()) { $('draft').value = p.text; c.draft = p.text; }
+      if (S.current === c.id && !$('draft').value.trim()) { $('draft').value = p.text; c.draft = p.text; keepDraft(c); }
     });
   }
 
@@ -229,6 +232,7 @@
   }
 
   function removeChat(id) {
+    forgetDraft(id);
     S.convs.delete(id);
     if (S.current === id) select(S.convs.size ? S.convs.keys().next().value : null);
     renderChats();
@@ -262,6 +266,7 @@
     $('refusal').hidden = true;
     renderFlags(c); renderAssist(c); renderAfterClose(c); renderChatState(c); renderChats(); markRead(c);
     scrollDown();
+    if (c.recheck) { c.recheck = false; clearTimeout(S.draftTimer); sendDraft(c); } // a draft put back after a reload
   }
 
   function renderChatState(c) {
@@ -394,11 +399,72 @@
     }));
   }
 
+  // ---------------------------------------------------------------- drafts kept over a reload
+  // What the agent typed and has not sent, per chat, in this tab's sessionStorage under
+  // the agent's id: a reload puts it back in its chat. It goes when it is sent, when the
+  // chat closes or leaves the agent, and at log-out. sessionStorage rather than
+  // localStorage: each tab has its own reply boxes, and nothing typed outlives the tab.
+  var DRAFTS_KEY = 'tactline:drafts:';
+
+  function storedDrafts() {
+    var d = null;
+    try { d = JSON.parse(sessionStorage.getItem(DRAFTS_KEY + S.me.id)); } catch (e) { d = null; }
+    return d && typeof d === 'object' ? d : {};
+  }
+
+  function saveDrafts(drafts) {
+    try {
+      if (Object.keys(drafts).length) sessionStorage.setItem(DRAFTS_KEY + S.me.id, JSON.stringify(drafts));
+      else sessionStorage.removeItem(DRAFTS_KEY + S.me.id);
+    } catch (e) { /* storage full or turned off: the draft stays in the page only */ }
+  }
+
+  /** Keep the chat's draft for after a reload, or forget it once empty or closed. */
+  function keepDraft(c) {
+    if (!S.me) return;
+    var drafts = storedDrafts();
+    if (c.draft && c.status !== 'closed') drafts[c.id] = c.draft; else delete drafts[c.id];
+    saveDrafts(drafts);
+  }
+
+  function forgetDraft(id) {
+    if (!S.me) return;
+    var drafts = storedDrafts();
+    if (!(id in drafts)) return;
+    delete drafts[id];
+    saveDrafts(drafts);
+  }
+
+  /** After a welcome: kept drafts go back into their chats (the coach checks each again
+   * when its chat is shown); those of chats no longer here are dropped. */
+  function restoreDrafts() {
+    var drafts = storedDrafts(), kept = {};
+    Object.keys(drafts).forEach(function (id) {
+      var c = S.convs.get(id);
+      if (!c || c.status === 'closed' || typeof drafts[id] !== 'string') return;
+      kept[id] = drafts[id];
+      if (!c.draft) { c.draft = drafts[id]; c.recheck = true; }
+    });
+    saveDrafts(kept);
+  }
+
+  /** Every agent's kept drafts in this tab, once it starts without a session: after a
+   * log-out, in this tab or another. */
+  function forgetAllDrafts() {
+    try {
+      for (var i = sessionStorage.length - 1; i >= 0; i--) {
+        var k = sessionStorage.key(i);
+        if (k && k.indexOf(DRAFTS_KEY) === 0) sessionStorage.removeItem(k);
+      }
+    } catch (e) { /* storage turned off: nothing was kept */ }
+  }
+
   // ---------------------------------------------------------------- composer and flags
   function onDraftInput() {
     var c = S.current && S.convs.get(S.current);
     if (!c) return;
     c.draft = $('draft').value;
+    keepDraft(c);
     $('refusal').hidden = true;
     // Flags whose text no longer sits at their offsets go at once; the coach answers soon.
     c.flags = c.flags.filter(function (f) { return c.draft.slice(f.s, f.e) === f.t; });
@@ -478,6 +544,7 @@
     ta.focus();
     ta.setSelectionRange(x.s + s.length, x.s + s.length);
     c.draft = ta.value;
+    keepDraft(c);
     renderFlags(c);
     clearTimeout(S.draftTimer);
     sendDraft(c);
@@ -562,6 +629,7 @@
     dropCards(c, function (a) { return a.category === 'hold_without_update' || a.category === 'missing_introduction'; });
     if (!again) {
       $('draft').value = ''; c.draft = ''; c.flags = []; c.applied = []; c.typingAt = 0;
+      keepDraft(c);
       renderFlags(c);
       S.socket.send({type: 'typing', conversation: c.id, active: false});
     }
@@ -752,5 +820,6 @@
   $('close-form').addEventListener('submit', submitClose);
   $('close-confirm').addEventListener('close', function () { S.closing = null; });
   TL.loginForm($('login-form'), start);
-  if (TL.session()) start(); else { $('login').hidden = false; $('login-form').elements.username.focus(); }
+  if (TL.session()) start();
+  else { forgetAllDrafts(); $('login').hidden = false; $('login-form').elements.username.focus(); }
 })();

@@ -72,6 +72,21 @@ async def close_chat(console: Any) -> None:
                                                         exact=True).click()
 
 
+def frames_sent(page: Any) -> list[dict[str, Any]]:
+    """The frames ``page`` sends on the sockets it opens from now on (after a reload)."""
+    sent: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framesent", lambda data: sent.append(json.loads(data))))
+    return sent
+
+
+async def kept_drafts(console: Any, name: str) -> dict[str, str]:
+    """The unsent replies the console keeps for agent ``name`` over a reload."""
+    kept = await console.evaluate(
+        "name => sessionStorage.getItem('tactline:drafts:' + name)", name)
+    return json.loads(kept) if kept else {}
+
+
 async def test_agent_answers_a_visitor_from_the_console(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
@@ -263,6 +278,9 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     first, second = await agent_name(), await agent_name()
     console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
     other = await site.agent_client(second)
+    await console.locator("#draft").fill("Let me pass you to a colleague.")
+    assert list((await kept_drafts(console, first)).values()) == [
+        "Let me pass you to a colleague."]
     await console.get_by_role("button", name="Transfer…").click()
     dialog = console.locator("#transfer")
     await expect(dialog.locator("#transfer-agent option")).to_have_count(1, timeout=10_000)
@@ -272,6 +290,7 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     got = await other.expect("assignment", timeout=10)
     assert got["reason"] == "transfer" and got["note"] == "Refund approved, needs bank details."
     await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
+    assert await kept_drafts(console, first) == {}  # the reply is the next agent's to write
     await shop.locator(f"{W} .sys").filter(has_text="You are now chatting with").nth(1).wait_for(
         timeout=10_000)
     await other.close()
@@ -305,6 +324,58 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     await expect(remove).to_have_count(0)
     await expect(console.locator("#chats .item")).to_have_count(0)
     await expect(console.locator("#empty")).to_be_visible()
+
+
+async def test_an_unsent_reply_comes_back_after_a_reload_until_it_is_sent(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
+    other = await new_page()
+    await open_shop(other, site.base)
+    await open_widget(other)
+    await write(other, "Can I change my address?")
+    chats = console.locator("#chats .item")
+    await expect(chats).to_have_count(2, timeout=10_000)
+    sent = frames_sent(console)
+    # A reply half written in each chat, and one the console kept for a chat gone since.
+    await console.locator("#draft").fill(NOT_MY_JOB)
+    await chats.filter(has_text="Can I change my address?").click()
+    await console.locator("#draft").fill("Yes, which address")
+    await console.evaluate("""name => {
+        const key = 'tactline:drafts:' + name, kept = JSON.parse(sessionStorage.getItem(key));
+        kept.c_gone = 'For a chat that is no longer here';
+        sessionStorage.setItem(key, JSON.stringify(kept));
+    }""", name)
+
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(chats).to_have_count(2, timeout=10_000)
+    await chats.filter(has_text="Where is my order?").click()
+    await expect(console.locator("#draft")).to_have_value(NOT_MY_JOB)
+    # The coach checks the draft again, as if it had just been typed.
+    await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
+    assert NOT_MY_JOB in [f.get("text") for f in sent if f["type"] == "draft"], sent
+    await chats.filter(has_text="Can I change my address?").click()
+    await expect(console.locator("#draft")).to_have_value("Yes, which address")
+    await console.locator("#draft").press("End")
+    await console.locator("#draft").type("?")
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(other, "Yes, which address?", mine=False)
+    kept = await kept_drafts(console, name)
+    assert list(kept.values()) == [NOT_MY_JOB], kept  # the sent one and the stale one are gone
+
+    # Closing the chat drops its draft too: after a reload both reply boxes are empty.
+    await chats.filter(has_text="Where is my order?").click()
+    await close_chat(console)
+    await expect(console.locator("#draft")).to_be_disabled(timeout=10_000)
+    assert await kept_drafts(console, name) == {}
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(chats.first).to_be_visible(timeout=10_000)
+    for i in range(await chats.count()):
+        await chats.nth(i).click()
+        await expect(console.locator("#draft")).to_have_value("")
+    assert console.watched.errors == []
 
 
 async def test_closing_a_chat_asks_first(site: Site, new_page: Any, agent_name: Any) -> None:
