@@ -38,7 +38,8 @@ MAX_SCAN = 5000
 class VisitorTokenRequest(BaseModel):
     site: str = Field(min_length=1, max_length=64)
     lang: Lang = "en"
-    name: str = Field(default="Visitor", min_length=1, max_length=100)
+    #: None for a visitor who gave no name; they are shown as "Visitor 4F2A" (visitor_name).
+    name: str | None = Field(default=None, min_length=1, max_length=100)
     token: str | None = Field(default=None, max_length=2048)
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
     user_hash: str | None = Field(default=None, max_length=128)
@@ -47,11 +48,13 @@ class VisitorTokenRequest(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _readable_name(cls, value: str) -> str:
+    def _readable_name(cls, value: str | None) -> str | None:
         # Control characters and direction overrides could make what the agent reads
         # differ from what was typed; they go (a joiner in a Persian name stays).
+        if value is None:
+            return None
         cleaned = "".join(ch for ch in value if not _hidden(ch)).strip()
-        return cleaned or "Visitor"
+        return cleaned or None
 
     @field_validator("email")
     @classmethod
@@ -292,7 +295,7 @@ async def create_visitor_token(request: Request) -> Response:
             "sub": visitor_id,
             "site": req.site,
             "lang": req.lang,
-            "name": req.name,
+            **({"name": req.name} if req.name else {}),
             **({"email": req.email} if req.email else {}),
             "verified": verified,
             "exp": exp,

@@ -43,7 +43,15 @@ from server.metrics import Metrics
 from server.privacy import deleted_key
 from server.ratelimit import BucketsByKey, TokenBucket
 from server.routing import Names, Router
-from server.store import Store, Waiting, live_channel, now_ms, user_channel, visitor_of
+from server.store import (
+    Store,
+    Waiting,
+    live_channel,
+    now_ms,
+    user_channel,
+    visitor_name,
+    visitor_of,
+)
 from server.tokens import verify
 
 log = logging.getLogger("tactline.relay")
@@ -314,6 +322,7 @@ class Session:
         self.role: str | None = None
         self.uid = ""
         self.name = ""
+        self.given_name = ""  # a visitor's own, as the site gave it; "" for none
         self.email = ""  # a visitor's, as the site gave it
         self.lang = "en"
         self.site = ""
@@ -627,7 +636,8 @@ class Session:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is not valid")
         self.role = "visitor"
         self.uid = claims.sub
-        self.name = str(claims.data.get("name") or "Visitor")
+        self.given_name = str(claims.data.get("name") or "")
+        self.name = visitor_name(claims.sub, self.given_name)
         self.email = str(claims.data.get("email") or "")
         self.lang = str(claims.data.get("lang") or "en")
         self.site = str(claims.data["site"])
@@ -1166,7 +1176,7 @@ class Session:
         conv, _ = await self.relay.store.create_conversation(
             site=self.site,
             visitor=self.uid,
-            visitor_name=self.name,
+            visitor_name=self.given_name,
             visitor_email=self.email,
             lang=self.lang,
         )
@@ -1184,7 +1194,8 @@ class Session:
             raise ProtocolError(
                 ErrorCode.AGENTS_ONLINE, "agents are online: send a message", frame.id
             )
-        self.name = frame.name
+        self.given_name = frame.name
+        self.name = visitor_name(self.uid, frame.name)
         msg = p.Message(type="message", id=frame.id, text=frame.text)
         await self._on_message(msg, contact={"name": frame.name, "email": frame.email})
 
