@@ -325,11 +325,13 @@
         figure(num(a.csat), 'CSAT (1–5)', 'Average rating visitors gave after the chat')]),
       did,
       h('h3', {text: 'Flags per 100 messages, by category', title: 'Per 100 messages sent each day, ' + FLAGS_COUNTED}),
-      TLCharts.line(labels, flagSeries, {title: 'Flags per 100 messages'}), TLCharts.legend(flagSeries),
+      TLCharts.line(labels, flagSeries, {title: 'Flags per 100 messages', empty: 'No flags in this period'}),
+      TLCharts.legend(flagSeries),
       h('h3', {text: 'Suggestions applied', title: 'Each day, the share of the flags raised whose suggestion the agent applied'}),
-      TLCharts.line(labels, series('applied', 'applied_share', 100), {title: 'Suggestions applied', unit: '%', height: 120}),
-      h('h3', {text: 'First response time'}), TLCharts.line(labels, series('first response', 'first_response_s'), {title: 'First response time', unit: ' s', height: 120}),
-      h('h3', {text: 'CSAT'}), TLCharts.line(labels, series('CSAT', 'csat'), {title: 'CSAT', height: 120})]);
+      TLCharts.line(labels, series('applied', 'applied_share', 100), {title: 'Suggestions applied', unit: '%', height: 120, max: 100}),
+      h('h3', {text: 'First response time'}),
+      TLCharts.line(labels, series('first response', 'first_response_s'), {title: 'First response time', unit: ' s', height: 120, integer: true}),
+      h('h3', {text: 'CSAT'}), TLCharts.line(labels, series('CSAT', 'csat'), {title: 'CSAT', height: 120, max: 5, integer: true})]);
   }
 
   function figure(value, caption, title) {

@@ -390,6 +390,63 @@ async def test_scorecard_says_what_its_flag_figures_count(site: Site, new_page: 
         assert await outcome.get_attribute("title")
 
 
+QUIET_DAYS = [{"date": d, "messages": 0, "flags_per_100": {}, "applied_share": None,
+               "first_response_s": None, "handling_s": None, "csat": None} for d in DAYS]
+ZERO_DAYS = [{"date": d, "messages": 30, "flags_per_100": {"dont_know": 0.0},
+              "applied_share": 0.0, "first_response_s": 0, "handling_s": 400, "csat": None}
+             for d in DAYS]
+SPARSE = {"items": [
+    SCORECARDS["items"][0],
+    {"agent": "quiet", "name": "Marko", "messages": 0, "flags_raised": 0, "flags_per_100": {},
+     "outcomes": {}, "outcome_shares": None, "days": QUIET_DAYS},
+    {"agent": "zero", "name": "Ivana", "messages": 150, "flags_raised": 0,
+     "flags_per_100_total": 0.0, "flags_per_100": {"dont_know": 0.0}, "outcomes": {},
+     "outcome_shares": None, "days": ZERO_DAYS}]}
+
+
+async def test_charts_say_when_there_is_no_data_and_label_their_scale_in_round_numbers(
+        site: Site, new_page: Any, out_dir: Path) -> None:
+    page = await new_page(width=1280, height=1400)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/scorecards*",
+                     lambda route: route.fulfill(json=SPARSE))
+    await login(page, site, hash_="#/scorecards")
+    cards = page.locator(".scorecard")
+    await expect(cards).to_have_count(3, timeout=10_000)
+
+    def ticks(chart: Any) -> Any:
+        return chart.locator("text.tick")
+
+    # With data, the lines and points are drawn as before, over a scale in round steps.
+    busy = cards.nth(0).locator("svg.chart")
+    await expect(busy.first.locator("path")).to_have_count(3)
+    await expect(busy.first.locator("circle")).to_have_count(15)
+    await expect(ticks(busy.nth(0))).to_have_text(["0", "1", "2", "3", "4", "5"])
+    await expect(ticks(busy.nth(1))).to_have_text(["0", "20", "40", "60", "80", "100"])
+    await expect(ticks(busy.nth(2))).to_have_text(["0", "20", "40", "60"])
+    await expect(ticks(busy.nth(3))).to_have_text(["0", "1", "2", "3", "4", "5"])
+    assert await busy.locator("[data-empty]").count() == 0
+
+    # Nothing in the period: each chart says so, with no scale and no line.
+    quiet = cards.nth(1).locator("svg.chart")
+    await expect(quiet).to_have_count(4)
+    await expect(quiet.locator(".no-data")).to_have_text(
+        ["No flags in this period"] + ["No data in this period"] * 3)
+    assert await quiet.locator("text.tick, path, circle").count() == 0
+    assert await quiet.nth(3).get_attribute("aria-label") == "CSAT: no data in this period"
+
+    # All zero: the line lies on 0 under a scale of whole numbers, not 0, 0.3, 0.5…
+    zero = cards.nth(2).locator("svg.chart")
+    await expect(ticks(zero.nth(0))).to_have_text(["0", "1"])
+    await expect(zero.nth(0).locator("circle")).to_have_count(5)
+    await expect(ticks(zero.nth(1))).to_have_text(["0", "20", "40", "60", "80", "100"])
+    await expect(ticks(zero.nth(2))).to_have_text(["0", "1"])
+    await expect(zero.nth(3).locator(".no-data")).to_have_text("No data in this period")
+    await cards.nth(2).screenshot(path=out_dir / "review-scorecard-zero.png")
+    await cards.nth(1).screenshot(path=out_dir / "review-scorecard-empty.png")
+    assert page.watched.errors == []
+
+
 async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: Any) -> None:
     page, api = await review_page(site, new_page, "#/rules")
     rows = page.locator("tbody tr[data-rule]")
