@@ -426,6 +426,7 @@ async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any
     await expect(console.locator("#transcript .msg .text")).to_have_text(
         ["My parcel is late."], timeout=10_000)
     await expect(back).to_be_visible()
+    visitor_name = await console.locator("#chat-title").inner_text()
     await console.locator("#draft").fill("Hello, I'm the supervisor; one moment.")
     await console.locator("#draft").press("Enter")
     await expect(console.locator("#transcript .msg.mine .state")).to_have_count(1)
@@ -445,7 +446,7 @@ async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any
         "My parcel is late.", "Hello, I'm the supervisor; one moment."]
     await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
     await expect(console.locator("#toast")).to_have_text(
-        "The chat with Visitor was transferred.", timeout=10_000)
+        f"The chat with {visitor_name} was transferred.", timeout=10_000)
     # The agent answers again; the visitor was told who is with them.
     await visitor.expect("transferred", agent={"id": name, "name": name.capitalize()},
                          timeout=10)
