@@ -791,7 +791,7 @@
   $('capacity').addEventListener('change', status);
   $('logout').addEventListener('click', function () {
     S.socket.send({type: 'status', status: 'offline'});
-    S.socket.stop(); TL.setSession(null); location.reload();
+    S.socket.stop(); TL.logout();
   });
   var ta = $('draft');
   ta.addEventListener('input', onDraftInput);

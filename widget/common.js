@@ -76,6 +76,16 @@
     session = s;
   }
 
+  /** Log out: the server ends this session, so its token is refused from now on,
+   * and every tab of the browser starts again at the login form. */
+  function logout() {
+    var s = session, again = function () { location.reload(); };
+    setSession(null);
+    if (!s) return again();
+    fetch('/api/logout', {method: 'POST', headers: {Authorization: 'Bearer ' + s.token}, keepalive: true})
+      .then(again, again);
+  }
+
   // Another tab logged in or out: start again as it left things.
   window.addEventListener('storage', function (e) {
     if (e.key !== SESSION_KEY && e.key !== null) return;
@@ -192,5 +202,5 @@
 
   window.TL = {h: h, svg: svg, cmpSeq: cmpSeq, uid: uid, duration: duration, clock: clock, utf16: utf16,
     api: api, ApiError: ApiError, loginForm: loginForm, Socket: Socket,
-    session: function () { return session; }, setSession: setSession};
+    session: function () { return session; }, setSession: setSession, logout: logout};
 })();

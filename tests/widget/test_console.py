@@ -207,10 +207,16 @@ async def test_a_second_tab_shares_the_login_and_logging_out_ends_both(
         await expect(first.locator("#conn")).to_have_text("Connected")
         await expect(second.locator("#conn")).to_have_text("Connected")
 
+        token = await first.evaluate("TL.session().token")
         await first.get_by_role("button", name="Log out").click()
         await expect(first.locator("#login")).to_be_visible()
         await expect(second.locator("#login")).to_be_visible(timeout=10_000)
         await expect(second.locator("#workspace")).to_be_hidden()
+        # The server ended the session: the token the tabs held works no more.
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(site.base + "/api/agents",
+                               headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, r.text
         # And a tab opened now asks to log in.
         third = await context.new_page()
         await third.goto(site.base + "/agent")
