@@ -217,9 +217,7 @@
         }).concat(cues.filter(function (c) { return c.seq === ev.seq && inText(ev.text, c); }).map(function (c) {
           return {start: c.start, end: c.end, cls: 'cue', title: humanize(c.category) + ' (customer)'};
         }));
-        log.append(h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [
-          h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
-          h('span', {'class': 'text'}, marked(ev.text, spans))]));
+        log.append(messageItem(ev, marked(ev.text, spans)));
       } else {
         var said = eventText(ev);
         if (said) log.append(h('li', {'class': 'sys', text: said + (ev.type === 'transferred' && ev.note ? ' · note: ' + ev.note : '')}));
@@ -245,6 +243,14 @@
         (t.site ? ' · site ' + t.site : '') + (t.csat != null ? ' · CSAT ' + t.csat : ''), ' ',
         coached ? exportButtons('/api/review/conversations/' + encodeURIComponent(id) + '/export', id) : null]),
       h('div', {'class': 'transcript-view'}, [log, side]));
+  }
+
+  /** A message as a transcript shows it: the speaker's name and the time over the text, the
+   * visitor's on the left and the agent's (or a supervisor's) on the right. */
+  function messageItem(ev, text) {
+    return h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [
+      h('span', {'class': 'from'}, [ev.from.name || ev.from.role, ev.ts ? h('span', {'class': 'time', text: TL.clock(ev.ts)}) : null]),
+      h('span', {'class': 'text'}, text)]);
   }
 
   function flagItem(f, changed) {
@@ -384,6 +390,9 @@
     return STATUS_WORDS[status] || status || '';
   }
 
+  function agentOf(c) { return c.agent_name || (c.agent && (c.agent.name || c.agent)) || ''; }
+  function visitorOf(c) { return (c.visitor && (c.visitor.name || c.visitor.id || c.visitor)) || ''; }
+
   function live() {
     var body = h('tbody'), agents = h('tbody');
     var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
@@ -397,7 +406,7 @@
       if (location.hash.indexOf('#/live') !== 0) return;
       TL.api('/api/review/live').then(function (data) {
         body.replaceChildren.apply(body, items(data).map(function (c) {
-          var agent = c.agent_name || (c.agent && (c.agent.name || c.agent)), vis = c.visitor && (c.visitor.name || c.visitor.id || c.visitor);
+          var agent = agentOf(c), vis = visitorOf(c);
           var cue = c.last_cue, flag = c.last_flag;
           var gone = c.agent_status === 'disconnected';
           return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}),
@@ -406,7 +415,7 @@
             h('td', {'class': 'cue', text: cue ? humanize(cue.category) + (cue.text ? ': “' + cue.text + '”' : '') : ''}),
             h('td', {'class': 'flag', text: flag ? humanize(flag.category) + (flag.text ? ': “' + flag.text + '”' : '') +
               (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
-            h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c.conversation, panel); }}}, ['Watch'])])]);
+            h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);
         }));
       }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(
         h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
@@ -434,14 +443,14 @@
     return null;
   }
 
-  /** One event or frame of the watched conversation as a line, each seq once and in order. */
+  /** One event or frame of the watched conversation, each seq once and in order. */
   function watchLine(w, f) {
     if (f.seq) {
       if (w.last && TL.cmpSeq(f.seq, w.last) <= 0) return;
       w.last = f.seq;
     }
-    var line = f.type === 'message' ? (f.from.name || f.from.role) + ': ' + f.text
-      : f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
+    if (f.type === 'message') { w.log.append(messageItem(f, [f.text])); return; }
+    var line = f.type === 'coach' ? 'coach: ' + (f.flags || []).map(function (x) { return humanize(x.category); }).join(', ')
       : f.type === 'assigned' || f.type === 'transferred' || f.type === 'closed' ? eventText(f)
       // Receipts and typing say nothing a watcher needs.
       : f.type === 'typing' || f.type === 'read' ? null : humanize(f.type) + (f.message ? ': ' + f.message : '');
@@ -484,21 +493,30 @@
     return S.socket;
   }
 
-  function watch(id, panel) {
-    var sock = socket();
+  /** Watch a conversation of the live list (c: its item) in the panel under the list: the
+   * chat as it goes, a whisper box private to the agent, and taking the chat over. */
+  function watch(c, panel) {
+    var sock = socket(), id = c.conversation, agent = agentOf(c) || 'the agent';
     // Watching the same chat again starts over: the server sends its history only on a new watch.
     if (S.watching) sock.send({type: 'unwatch', conversation: S.watching.id});
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Watched conversation'});
     S.watching = {id: id, last: null, log: log};
-    var input = h('input', {'aria-label': 'Whisper to the agent', placeholder: 'Whisper to the agent (the visitor does not see it)', maxlength: '1000'});
-    panel.replaceChildren(h('h2', {text: 'Watching ' + id}), log,
-      h('form', {on: {submit: function (e) {
-        e.preventDefault();
-        if (!input.value.trim()) return;
-        sock.send({type: 'whisper', conversation: id, text: input.value.trim()});
-        log.append(h('li', {'class': 'whisper', text: 'You whispered: ' + input.value.trim()}));
-        input.value = '';
-      }}}, [input, h('button', {type: 'submit'}, ['Whisper'])]),
+    var input = h('input', {'aria-label': 'Whisper to the agent', maxlength: '1000',
+      placeholder: 'Only ' + agent + ' sees this; the visitor does not'});
+    var whisper = h('form', {'class': 'whisper', 'aria-label': 'Private to ' + agent, on: {submit: function (e) {
+      e.preventDefault();
+      var text = input.value.trim();
+      if (!text) return;
+      sock.send({type: 'whisper', conversation: id, text: text});
+      log.append(h('li', {'class': 'whisper'}, [h('strong', {text: 'You whispered to ' + agent}),
+        ' · ' + TL.clock(Date.now()) + ' · not shown to the visitor\n' + text]));
+      input.value = '';
+    }}}, [h('strong', {text: 'Whisper to ' + agent + ' (private)'}), input, h('button', {type: 'submit'}, ['Whisper'])]);
+    whisper.style.alignItems = 'center';
+    panel.replaceChildren(
+      h('h2', {text: 'Watching ' + (agentOf(c) || 'an unassigned chat') + (visitorOf(c) ? ' with ' + visitorOf(c) : '')}),
+      h('p', {'class': 'meta', text: id + (c.lang ? ' · ' + c.lang : '')}),
+      log, whisper,
       h('p', {}, [h('button', {type: 'button', on: {click: function () {
         sock.send({type: 'take_over', conversation: id});
         toast('You are taking over ' + id + '; answer it in the agent console.');

@@ -213,8 +213,8 @@ async def test_watch_shows_the_conversation_so_far_once_then_live(
                                                                                    timeout=10_000)
     await write(shop, "Thanks, it is order 4411.")
     await expect(lines.filter(has_text="order 4411")).to_have_count(1, timeout=10_000)
-    said = [t for t in await lines.all_inner_texts() if ": " in t]
-    assert [t.split(": ", 1)[1] for t in said] == [
+    said = page.locator(".live-watch .transcript .msg .text")
+    assert await said.all_inner_texts() == [
         "Where is my order?", "Let me check that for you.", "Thanks, it is order 4411."]
     # Events are told in words; receipts are not told at all.
     bare = [t for t in await lines.all_inner_texts() if t.strip() in ("read", "assigned")]
@@ -551,3 +551,55 @@ async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> N
     assert ("whisper", CONV, "Offer the refund now.") in kinds
     assert ("take_over", CONV, None) in kinds
     assert await page.locator(".live-watch img").count() == 0
+
+
+async def test_watched_chat_reads_by_speaker_and_the_whisper_box_says_it_is_private(
+        site: Site, new_page: Any, out_dir: Path) -> None:
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    said = [({"role": "visitor", "id": "v_1", "name": "Ana"}, "My parcel is late.", 1763632800000),
+            ({"role": "agent", "id": "agent1", "name": "Jelena"}, "Let me check.", 1763632860000)]
+    events = [{"type": "message", "conversation": CONV, "seq": f"{i + 1}-0", "ts": ts,
+               "id": f"m{i}", "from": who, "text": text}
+              for i, (who, text, ts) in enumerate(said)]
+
+    def fake_socket(ws: Any) -> None:
+        def on_message(raw: str | bytes) -> None:
+            frame = json.loads(raw)
+            if frame["type"] == "hello":
+                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
+                                    "user": {"id": "supervisor", "name": "Ana"},
+                                    "agents_online": 1, "conversations": []}))
+            elif frame["type"] == "watch":
+                ws.send(json.dumps({"v": 1, "type": "watching", "conversation": CONV,
+                                    "events": events, "history_truncated": False}))
+        ws.on_message(on_message)
+
+    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await login(page, site, hash_="#/live")
+    row = page.locator(f"tr[data-conv='{CONV}']")
+    await expect(row).to_have_count(1, timeout=10_000)
+    await row.get_by_role("button", name="Watch").click()
+    panel = page.locator(".live-watch")
+    await expect(panel.get_by_role("heading")).to_have_text("Watching Jelena with Ana")
+    msgs = panel.locator(".transcript .msg")
+    await expect(msgs).to_have_count(2, timeout=10_000)
+    times = [await page.evaluate(f"TL.clock({ts})") for _, _, ts in said]
+    await expect(msgs.locator(".from")).to_have_text([f"Ana{times[0]}", f"Jelena{times[1]}"])
+    await expect(msgs.locator(".text")).to_have_text(["My parcel is late.", "Let me check."])
+    # The visitor on the left, the agent on the right.
+    await expect(msgs.nth(0)).not_to_have_class(re.compile(r"\bmine\b"))
+    await expect(msgs.nth(1)).to_have_class(re.compile(r"\bmine\b"))
+    left, right = [await m.bounding_box() for m in await msgs.all()]
+    assert left and right and left["x"] < right["x"]
+    box = panel.get_by_role("form", name="Private to Jelena")
+    await expect(box).to_contain_text("Whisper to Jelena (private)")
+    whisper = box.get_by_label("Whisper to the agent")
+    await expect(whisper).to_have_attribute("placeholder", re.compile("the visitor does not"))
+    await whisper.fill("Offer the refund now.")
+    await box.get_by_role("button", name="Whisper").click()
+    await expect(panel.locator(".transcript .whisper")).to_contain_text(
+        ["You whispered to Jelena"])
+    await expect(panel.locator(".transcript .whisper")).to_contain_text("not shown to the visitor")
+    await panel.screenshot(path=out_dir / "review-live-watch.png")
+    assert page.watched.errors == []
