@@ -93,8 +93,6 @@
     var said = opts.empty || NO_DATA, summary = (opts.title || 'Chart') + ': ' + said.toLowerCase();
     var x = across(labels.length, W, L, R);
     var note = svg('text', {'class': 'no-data', x: (L + W - R) / 2, y: (H - B) / 2 + 4, 'text-anchor': 'middle'}, [said]);
-    note.style.fontSize = '13px';  // larger than the axis labels
-    note.style.fontStyle = 'italic';
     var kids = [svg('title', {}, [summary]), svg('line', {'class': 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B}), note];
     return svg('svg', {'class': 'chart', 'data-empty': 'true', viewBox: '0 0 ' + W + ' ' + H, width: W, height: H,
       role: 'img', 'aria-label': summary}, kids.concat(days(labels, x, H)));

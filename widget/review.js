@@ -512,7 +512,6 @@
         ' · ' + TL.clock(Date.now()) + ' · not shown to the visitor\n' + text]));
       input.value = '';
     }}}, [h('strong', {text: 'Whisper to ' + agent + ' (private)'}), input, h('button', {type: 'submit'}, ['Whisper'])]);
-    whisper.style.alignItems = 'center';
     panel.replaceChildren(
       h('h2', {text: 'Watching ' + (agentOf(c) || 'an unassigned chat') + (visitorOf(c) ? ' with ' + visitorOf(c) : '')}),
       h('p', {'class': 'meta', text: id + (c.lang ? ' · ' + c.lang : '')}),
@@ -554,7 +553,7 @@
     route();
   }
 
-  $('logout').addEventListener('click', function () { if (S.socket) S.socket.stop(); TL.setSession(null); location.reload(); });
+  $('logout').addEventListener('click', function () { if (S.socket) S.socket.stop(); TL.logout(); });
   TL.loginForm($('login-form'), start);
   if (TL.session()) start(TL.session()); else { $('login').hidden = false; $('login-form').elements.username.focus(); }
 })();

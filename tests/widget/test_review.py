@@ -603,3 +603,16 @@ async def test_watched_chat_reads_by_speaker_and_the_whisper_box_says_it_is_priv
     await expect(panel.locator(".transcript .whisper")).to_contain_text("not shown to the visitor")
     await panel.screenshot(path=out_dir / "review-live-watch.png")
     assert page.watched.errors == []
+
+
+async def test_logging_out_of_the_review_pages_ends_the_session(site: Site,
+                                                                 new_page: Any) -> None:
+    page, _ = await review_page(site, new_page)
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible(timeout=10_000)
+    token = await page.evaluate("TL.session().token")
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_label("User name")).to_be_visible(timeout=10_000)
+    status = await page.evaluate(
+        "t => fetch('/api/agents', {headers: {Authorization: 'Bearer ' + t}}).then(r => r.status)",
+        token)
+    assert status == 401
