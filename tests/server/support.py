@@ -26,6 +26,7 @@ from tests.conftest import TEST_SECRET
 # Timeouts
 RECV_TIMEOUT_S = 5.0
 QUIET_S = 0.3
+READY_TIMEOUT_S = 60.0
 
 SITE_SECRET = "acme-site-secret"
 PASSWORD = "correct horse battery"
@@ -105,6 +106,39 @@ async def running(
         yield server
     finally:
         await server.stop()
+
+
+async def wait_ready(base: str) -> str:
+    """Wait until ``/readyz`` answers 200 (the coach has loaded its rules); its text."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_S
+        while loop.time() < deadline:
+            r = await http.get(base + "/readyz")
+            if r.status_code == 200:
+                return r.text
+            await asyncio.sleep(0.1)
+    raise TimeoutError("server never became ready")
+
+
+@contextlib.asynccontextmanager
+async def running_with_coach(redis_url: str, **overrides: Any) -> AsyncIterator[InProcessServer]:
+    """An in-process server with the real coach, once it is ready."""
+    async with running(redis_url, coach=True, **overrides) as server:
+        await wait_ready(server.base)
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def redis_pipeline(redis_url: str) -> AsyncIterator[Any]:
+    """A pipeline of commands to Redis, sent at the end of the block."""
+    conns = await redisconn.connect(redis_url)
+    try:
+        pipe = conns.commands.pipeline(transaction=False)
+        yield pipe
+        await pipe.execute()
+    finally:
+        await conns.aclose()
 
 
 class Client:
@@ -270,3 +304,62 @@ async def agent(
         )
         await client.expect("queue_snapshot")
     return client
+
+
+async def open_chat(srv: Any, ag: Client, text: str, **visitor_kw: Any) -> tuple[Client, str]:
+    """A new visitor says ``text``; them and the conversation, once ``ag`` is assigned it."""
+    vi = await visitor(srv, **visitor_kw)
+    conv = str((await vi.say(text))["conversation"])
+    await ag.expect("assignment", conversation=conv)
+    return vi, conv
+
+
+async def start_chat(
+    srv: Any, redis_url: str, name: str = "ana", lang: str = "en"
+) -> tuple[Client, Client, str]:
+    """Agent ``name`` goes online and gets visitor Marko's chat: agent, visitor, conversation."""
+    ag = await agent(srv, redis_url, name)
+    vi, conv = await open_chat(srv, ag, "Hello, my parcel is late.", lang=lang, name="Marko")
+    return ag, vi, conv
+
+
+async def apply_a_suggestion(ag: Client, conv: str) -> dict[str, Any]:
+    """The agent sends the coach's first suggestion for "I don't know."; its ``coach_checked``."""
+    await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+    shown = await ag.expect("coach", conversation=conv)
+    suggestion = shown["flags"][0]["suggestions"][0]
+    ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
+    return await ag.expect("coach_checked", ref=ack["ref"])
+
+
+async def ignore_a_suggestion(ag: Client, conv: str) -> dict[str, Any]:
+    """The agent sends "Calm down." as drafted, despite the coach; its ``coach_checked``."""
+    await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
+    await ag.expect("coach", conversation=conv, draft_id=2)
+    ack = await ag.say("Calm down.", conversation=conv)
+    return await ag.expect("coach_checked", ref=ack["ref"])
+
+
+async def console(srv: Any, name: str) -> Client:
+    """Log ``name`` in and open their console, without going online."""
+    return await connect(srv.ws, "/ws/agent", await session_token(srv.base, name))
+
+
+async def http_as(srv: Any, name: str) -> httpx.AsyncClient:
+    """Log ``name`` in: an HTTP client that sends their session token."""
+    token = await session_token(srv.base, name)
+    return httpx.AsyncClient(
+        base_url=srv.base, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+async def supervisor_http(srv: Any, redis_url: str, name: str = "sanja") -> httpx.AsyncClient:
+    """Add supervisor ``name`` and log them in over HTTP."""
+    await make_account(redis_url, name, role="supervisor")
+    return await http_as(srv, name)
+
+
+async def close_all(*clients: Client) -> None:
+    """Close every client's connection."""
+    for client in clients:
+        await client.close()

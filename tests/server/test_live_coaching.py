@@ -6,61 +6,30 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.server.support import (
-    Client,
     agent,
+    apply_a_suggestion,
+    close_all,
+    console,
+    http_as,
+    ignore_a_suggestion,
     make_account,
-    running,
-    session_token,
+    running_with_coach,
+    start_chat,
+    supervisor_http,
     visitor,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Timeouts
-READY_TIMEOUT_S = 60.0
-
-
-async def wait_ready(base: str) -> str:
-    async with httpx.AsyncClient(timeout=5) as http:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT_S
-        while loop.time() < deadline:
-            r = await http.get(base + "/readyz")
-            if r.status_code == 200:
-                return r.text
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server never became ready")
-
-
-async def chat(
-    srv: Any, redis_db: str, name: str = "ana", lang: str = "en"
-) -> tuple[Any, Any, str]:
-    ag = await agent(srv, redis_db, name)
-    vi = await visitor(srv, lang=lang, name="Marko")
-    ack = await vi.say("Hello, my parcel is late.")
-    conv = ack["conversation"]
-    await ag.expect("assignment", conversation=conv)
-    return ag, vi, conv
-
-
-async def supervisor_http(srv: Any, redis_db: str, name: str = "sanja") -> httpx.AsyncClient:
-    await make_account(redis_db, name, role="supervisor")
-    token = await session_token(srv.base, name)
-    return httpx.AsyncClient(
-        base_url=srv.base, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-
 
 async def test_drafts_are_coached_and_the_newest_wins(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await ag.send(
             type="draft", conversation=conv, draft_id=2, text="I don't know, that's not my job."
         )
@@ -78,8 +47,7 @@ async def test_drafts_are_coached_and_the_newest_wins(redis_db: str) -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             metrics = (await http.get(srv.base + "/metrics")).text
         assert "tactline_draft_check_seconds_count 2" in metrics
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_a_burst_of_drafts_is_answered_for_the_newest_without_a_backlog(
@@ -88,9 +56,8 @@ async def test_a_burst_of_drafts_is_answered_for_the_newest_without_a_backlog(
     # Forty drafts arrive in one TCP write, as from a fast typist on a slow link: the
     # newest takes the place of those still waiting, so the agent gets the answer to
     # draft 40 and not a queue of answers to drafts already outdated.
-    async with running(redis_db, coach=True, rate_conn_burst="100") as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db, rate_conn_burst="100") as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         typed = "I don't know, that's not my job, but let me check"
         protocol = ag.ws.protocol
         for n in range(1, 41):
@@ -104,14 +71,12 @@ async def test_a_burst_of_drafts_is_answered_for_the_newest_without_a_backlog(
         earlier += await ag.quiet("coach")
         assert len(earlier) < 10, [f["draft_id"] for f in earlier]
         assert all(f["draft_id"] < 40 for f in earlier)
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_draft_for_someone_elses_chat_is_an_error(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         other = await agent(srv, redis_db, "boris")
         await other.send(type="draft", id="d1", conversation=conv, draft_id=1, text="hello")
         err = await other.expect("error")
@@ -120,25 +85,11 @@ async def test_draft_for_someone_elses_chat_is_an_error(redis_db: str) -> None:
         assert (await vi.expect("error"))["code"] == "unknown_type"
 
 
-async def apply_a_suggestion(ag: Client, conv: str) -> dict[str, Any]:
-    """The agent drafts "I don't know.", sends the coach's first suggestion instead,
-    and gets the ``coach_checked`` frame of that message."""
-    await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
-    shown = await ag.expect("coach", conversation=conv)
-    suggestion = shown["flags"][0]["suggestions"][0]
-    ack = await ag.say(f"Hi, I'm Ana. {suggestion}.", conversation=conv)
-    return await ag.expect("coach_checked", ref=ack["ref"])
-
-
 async def test_sent_message_records_what_the_agent_did(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
-        await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
-        await ag.expect("coach", conversation=conv, draft_id=2)
-        ack = await ag.say("Calm down.", conversation=conv)
-        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "ignored"
+        assert (await ignore_a_suggestion(ag, conv))["outcome"] == "ignored"
         async with await supervisor_http(srv, redis_db) as sup:
             t = (await sup.get(f"/api/review/conversations/{conv}")).json()
             outcomes = sorted(f["outcome"] for f in t["flags"])
@@ -146,9 +97,8 @@ async def test_sent_message_records_what_the_agent_did(redis_db: str) -> None:
 
 
 async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         ask = "Please send me your full card number and the CVV."
         await ag.send(type="message", id="s1", conversation=conv, text=ask)
         err = await ag.expect("error", ref="s1")
@@ -165,18 +115,16 @@ async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str)
 
 
 async def test_card_numbers_are_masked_for_everyone(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await vi.say("my card is 4111 1111 1111 1111")
         got = await ag.expect("message", conversation=conv, text="my card is •••• •••• •••• 1111")
         assert "4111" not in got["text"]
 
 
 async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await vi.say("This is ridiculous, I am so angry!!!")
         script = await ag.expect("script", conversation=conv)
         assert script["category"] == "frustration" and script["scripts"]
@@ -198,8 +146,7 @@ REPEAT_AND_UPSET = {
 async def test_the_message_that_opens_a_chat_gives_its_agent_the_scripts(
     redis_db: str, script: str, agent_online: bool
 ) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
+    async with running_with_coach(redis_db) as srv:
         if agent_online:
             ag = await agent(srv, redis_db, "ana", languages=["sr"])
         vi = await visitor(srv, lang="sr", name="Marko")
@@ -217,8 +164,7 @@ async def test_the_message_that_opens_a_chat_gives_its_agent_the_scripts(
 async def test_scripts_of_a_chat_closed_before_an_agent_had_it_go_to_nobody(
     redis_db: str,
 ) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
+    async with running_with_coach(redis_db) as srv:
         vi = await visitor(srv, lang="sr", name="Marko")
         conv = (await vi.say(REPEAT_AND_UPSET["sr-Latn"]))["conversation"]
         await vi.expect("queue", conversation=conv)
@@ -230,31 +176,26 @@ async def test_scripts_of_a_chat_closed_before_an_agent_had_it_go_to_nobody(
 
 
 async def test_waiting_customer_nudges_the_agent(redis_db: str) -> None:
-    async with running(redis_db, coach=True, hold_after_s=1.0) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db, hold_after_s=1.0) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         nudge = await ag.expect("nudge", conversation=conv, timeout=8)
         assert nudge["category"] == "hold_without_update" and nudge["suggestions"]
         assert nudge["waited_s"] >= 1
 
 
 async def test_first_reply_without_introduction_is_nudged(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await ag.say("How can I help?", conversation=conv)
         nudge = await ag.expect("nudge", conversation=conv, category="missing_introduction")
         assert "Ana" in nudge["suggestions"][0]
 
 
 async def test_whisper_reaches_the_agent_and_never_the_visitor(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await make_account(redis_db, "sanja", role="supervisor")
-        from tests.server.support import connect
-
-        sup = await connect(srv.ws, "/ws/agent", await session_token(srv.base, "sanja"))
+        sup = await console(srv, "sanja")
         await sup.send(type="watch", conversation=conv)
         watching = await sup.expect("watching", conversation=conv)
         assert [e["text"] for e in watching["events"] if e["type"] == "message"] == [
@@ -280,9 +221,8 @@ async def test_whisper_reaches_the_agent_and_never_the_visitor(redis_db: str) ->
 
 
 async def test_review_filters_false_alarms_exports_and_roles(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await ag.say("I don't know.", conversation=conv)
         await ag.expect("coach_checked")
         await ag.send(type="close", conversation=conv)
@@ -320,10 +260,7 @@ async def test_review_filters_false_alarms_exports_and_roles(redis_db: str) -> N
             assert "I don't know." in txt
             bad = await sup.get("/api/review/export", params={"format": "pdf"})
             assert bad.status_code == 400
-        token = await session_token(srv.base, "ana")
-        async with httpx.AsyncClient(
-            base_url=srv.base, headers={"Authorization": f"Bearer {token}"}
-        ) as http:
+        async with await http_as(srv, "ana") as http:
             assert (await http.get("/api/review/conversations")).status_code == 403
             assert (await http.post("/api/rules/reload")).status_code == 403
 
@@ -333,9 +270,8 @@ async def test_rules_reload_keeps_running_rules_when_a_file_is_bad(
 ) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)
-    async with running(redis_db, coach=True, rules_dir=rules, data_dir=tmp_path / "var") as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db, rules_dir=rules, data_dir=tmp_path / "var") as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         async with await supervisor_http(srv, redis_db) as sup:
             bad = rules / "en" / "dont_know.yaml"
             good_text = bad.read_text(encoding="utf-8")
@@ -372,9 +308,8 @@ async def test_rules_reload_keeps_running_rules_when_a_file_is_bad(
 async def test_serbian_cyrillic_draft_gets_cyrillic_suggestions(
     redis_db: str, lang: str, text: str, category: str
 ) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db, lang=lang)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db, lang=lang)
         await ag.send(type="draft", conversation=conv, draft_id=1, text=text)
         coach = await ag.expect("coach", conversation=conv)
         [flag] = [f for f in coach["flags"] if f["category"] == category]
@@ -382,9 +317,8 @@ async def test_serbian_cyrillic_draft_gets_cyrillic_suggestions(
 
 
 async def test_review_names_people_by_their_display_names(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         await ag.say("I don't know.", conversation=conv)
         await ag.expect("coach_checked")
         async with await supervisor_http(srv, redis_db) as sup:
@@ -399,9 +333,8 @@ async def test_review_names_people_by_their_display_names(redis_db: str) -> None
 
 
 async def test_review_list_counts_every_flag_and_those_left_to_review(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
         ack = await ag.say("Calm down.", conversation=conv)
         assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] != "applied"
@@ -419,9 +352,8 @@ async def test_review_list_counts_every_flag_and_those_left_to_review(redis_db: 
 async def test_live_waiting_counts_from_the_unanswered_message_not_the_start(
     redis_db: str,
 ) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         async with await supervisor_http(srv, redis_db) as sup:
             [row] = (await sup.get("/api/review/live")).json()["items"]
             assert row["waiting_s"] is not None

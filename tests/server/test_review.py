@@ -11,12 +11,16 @@ import pytest
 from server import redisconn
 from server.accounts import add_account
 from server.review import waiting_since
-from tests.server.support import PASSWORD, connect, running, session_token
-from tests.server.test_live_coaching import (
+from tests.server.support import (
+    PASSWORD,
     apply_a_suggestion,
-    chat,
+    close_all,
+    console,
+    ignore_a_suggestion,
+    running,
+    running_with_coach,
+    start_chat,
     supervisor_http,
-    wait_ready,
 )
 
 
@@ -60,9 +64,8 @@ async def rename(redis_url: str, name: str, display_name: str) -> None:
 async def test_rule_quality_lists_every_rule_that_fired_before_any_false_alarm(
     redis_db: str,
 ) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"  # dont_know
         for text in ("That's not my job.", "That's not my job, sorry."):
             ack = await ag.say(text, conversation=conv)
@@ -96,21 +99,16 @@ async def test_rule_quality_lists_every_rule_that_fired_before_any_false_alarm(
                 ], params
             bad = await sup.get("/api/review/rule-quality", params={"from": "yesterday"})
             assert bad.status_code == 400
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_scorecard_counts_the_flags_the_conversation_list_counts(redis_db: str) -> None:
     # Applied, ignored, not seen and overridden: every flag raised counts once, in the
     # scorecard as in the list and the transcript.
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
-        await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
-        await ag.expect("coach", conversation=conv, draft_id=2)
-        ack = await ag.say("Calm down.", conversation=conv)
-        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "ignored"
+        assert (await ignore_a_suggestion(ag, conv))["outcome"] == "ignored"
         ack = await ag.say("That's not my job.", conversation=conv)
         assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "not_seen"
         ask = "Please send me your full card number and the CVV."
@@ -140,14 +138,12 @@ async def test_scorecard_counts_the_flags_the_conversation_list_counts(redis_db:
             assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
             [today_card] = [d for d in card["days"] if d["day"] == today()]
             assert today_card["flags_raised"] == total
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_a_renamed_agent_has_the_new_name_at_once_on_every_server(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as one, running(redis_db) as two:
-        await wait_ready(one.base)
-        ag, vi, conv = await chat(one, redis_db)  # names the agent in the assigned event
+    async with running_with_coach(redis_db) as one, running(redis_db) as two:
+        ag, vi, conv = await start_chat(one, redis_db)  # names the agent in the assigned event
         sups = [await supervisor_http(srv, redis_db) for srv in (one, two)]
 
         async def named() -> list[set[str | None]]:
@@ -171,14 +167,12 @@ async def test_a_renamed_agent_has_the_new_name_at_once_on_every_server(redis_db
         assert await named() == [{"Ana Petrović"}, {"Ana Petrović"}]
         for sup in sups:
             await sup.aclose()
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_live_shows_the_last_cue_and_the_last_flag(redis_db: str) -> None:
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         async with await supervisor_http(srv, redis_db) as sup:
             [row] = (await sup.get("/api/review/live")).json()["items"]
             assert (row["last_cue"], row["last_flag"]) == (None, None)
@@ -191,18 +185,16 @@ async def test_live_shows_the_last_cue_and_the_last_flag(redis_db: str) -> None:
             assert row["last_flag"]["category"] == "not_my_job"
             assert row["last_flag"]["text"] == "That's not my job"
             assert row["last_flag"]["outcome"] == "not_seen"
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)
 
 
 async def test_agent_filter_finds_chats_a_supervisor_took_over(redis_db: str) -> None:
     # Taken over, answered, then handed back: the chat is the agent's again, and the
     # supervisor who held it still finds it under their name.
-    async with running(redis_db, coach=True) as srv:
-        await wait_ready(srv.base)
-        ag, vi, conv = await chat(srv, redis_db)
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
         async with await supervisor_http(srv, redis_db) as sup:
-            boss = await connect(srv.ws, "/ws/agent", await session_token(srv.base, "sanja"))
+            boss = await console(srv, "sanja")
             await boss.send(type="take_over", conversation=conv)
             await boss.expect("assignment", conversation=conv)
             await boss.say("Hi, I'm Sanja, the supervisor.", conversation=conv)
@@ -217,5 +209,4 @@ async def test_agent_filter_finds_chats_a_supervisor_took_over(redis_db: str) ->
             assert await listed("ana") == [conv]
             assert await listed("nobody") == []
             await boss.close()
-        await vi.close()
-        await ag.close()
+        await close_all(vi, ag)

@@ -19,8 +19,11 @@ from server.store import now_ms, user_channel
 from tests.server.support import (
     Client,
     agent,
+    close_all,
     connect,
     make_account,
+    open_chat,
+    redis_pipeline,
     running,
     session_token,
     visitor,
@@ -37,8 +40,7 @@ async def answered_by_marko_not_jelena(
     assert (await vi.expect("message", id=reply["ref"]))["from"]["id"] == "marko"
     await first.send(type="message", id="old", text="still here?", conversation=conv)
     assert (await first.expect("error"))["code"] == "not_in_conversation"
-    for c in (first, second, vi):
-        await c.close()
+    await close_all(first, second, vi)
 
 
 @pytest.mark.parametrize(
@@ -67,8 +69,7 @@ async def test_new_conversation_goes_to_least_busy_agent_who_speaks_the_language
         conv2 = (await v_en.say("Hello"))["conversation"]
         # srbian has one chat, enonly none: the English chat goes to enonly.
         await en.expect("assignment", conversation=conv2)
-        for c in (en, sr, v_sr, v_en):
-            await c.close()
+        await close_all(en, sr, v_sr, v_en)
 
 
 async def test_queue_positions_then_assignment_when_an_agent_comes_online(redis_db: str) -> None:
@@ -89,8 +90,7 @@ async def test_queue_positions_then_assignment_when_an_agent_comes_online(redis_
         await ag.send(type="close", conversation=convs[0])
         await ag.expect("assignment", conversation=convs[1])
         await visitors[2].expect("queue", position=1)
-        for c in (*visitors, ag):
-            await c.close()
+        await close_all(*visitors, ag)
 
 
 async def test_fifty_visitors_five_agents_no_double_assignment(redis_db: str) -> None:
@@ -137,16 +137,13 @@ async def test_fifty_visitors_five_agents_no_double_assignment(redis_db: str) ->
             zip(queued, await asyncio.gather(*(position(v) for v in waiting)), strict=True)
         )
         assert sorted(positions.values()) == list(range(1, 31))
-        for c in (*agents, *(v for v, _ in pairs)):
-            await c.close()
+        await close_all(*agents, *(v for v, _ in pairs))
 
 
 async def test_transfer_to_agent_with_note(redis_db: str) -> None:
     async with running(redis_db) as srv:
         first = await agent(srv, redis_db, "jelena")
-        vi = await visitor(srv)
-        conv = (await vi.say("I need a refund"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "I need a refund")
         second = await agent(srv, redis_db, "marko")
         await first.send(
             type="transfer",
@@ -170,9 +167,7 @@ async def test_a_supervisor_who_takes_over_answers_from_the_console_and_keeps_th
 ) -> None:
     async with running(redis_db) as srv:
         first = await agent(srv, redis_db, "jelena")
-        vi = await visitor(srv)
-        conv = (await vi.say("Where is my parcel?"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "Where is my parcel?")
         await make_account(redis_db, "sanja", role="supervisor")
         token = await session_token(srv.base, "sanja")
         review = await connect(srv.ws, "/ws/agent", token)  # the Live page
@@ -227,16 +222,13 @@ async def test_a_supervisor_who_takes_over_answers_from_the_console_and_keeps_th
         await console.close()
         console = await connect(srv.ws, "/ws/agent", token)
         assert console.welcome["conversations"] == []
-        for c in (first, review, console, vi):
-            await c.close()
+        await close_all(first, review, console, vi)
 
 
 async def test_transfer_to_team_queues_at_front_for_that_team(redis_db: str) -> None:
     async with running(redis_db) as srv:
         first = await agent(srv, redis_db, "jelena", teams=["support"])
-        vi = await visitor(srv)
-        conv = (await vi.say("invoice question"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "invoice question")
         await make_account(redis_db, "bob", teams=["billing"])
         await first.send(type="transfer", conversation=conv, to_team="billing", note="Invoice 7")
         told = await vi.expect("transferred")
@@ -245,8 +237,7 @@ async def test_transfer_to_team_queues_at_front_for_that_team(redis_db: str) -> 
         billing = await agent(srv, redis_db, "bob", teams=["billing"], create=False)
         got = await billing.expect("assignment", conversation=conv)
         assert (got["reason"], got["note"]) == ("transfer", "Invoice 7")
-        for c in (first, billing, vi):
-            await c.close()
+        await close_all(first, billing, vi)
 
 
 async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: str) -> None:
@@ -269,8 +260,7 @@ async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: st
         told = await vi.expect("transferred", timeout=5)
         assert told["agent"] is None
         await vi.expect("assigned")
-        await other.close()
-        await vi.close()
+        await close_all(other, vi)
 
 
 async def snapshot_where(
@@ -302,6 +292,18 @@ async def frames_of(client: Client, *types: str) -> list[dict[str, Any]]:
     """Frames of ``types`` the client got so far or gets within a moment (expected: none)."""
     kept = [f for f in client.skipped if f["type"] in types]
     return kept + await client.quiet(*types)
+
+
+async def both_accept(a1: Client, a2: Client, conv: str) -> list[str]:
+    """Two agents accept the same chat at once; what each is told (reason or error code)."""
+    await asyncio.gather(
+        a1.send(type="accept", conversation=conv), a2.send(type="accept", conversation=conv)
+    )
+    outcomes = []
+    for a in (a1, a2):
+        frame = await a.expect("assignment", "error")
+        outcomes.append(frame.get("reason") or frame.get("code"))
+    return outcomes
 
 
 async def test_a_left_message_waits_in_the_queue_until_an_agent_accepts_it(
@@ -339,8 +341,7 @@ async def test_a_left_message_waits_in_the_queue_until_an_agent_accepts_it(
         assert picked["left_message"] is True
         reply = await ag.say("Hello Ana, I am calling you now.", conversation=conv)
         await vi.expect("message", id=reply["ref"])
-        for c in (ag, vi, live):
-            await c.close()
+        await close_all(ag, vi, live)
 
 
 async def test_accept_takes_a_left_message_once(redis_db: str) -> None:
@@ -349,18 +350,11 @@ async def test_accept_takes_a_left_message_once(redis_db: str) -> None:
         conv = (await leave_message(vi, "Call me back, please."))["conversation"]
         a1 = await agent(srv_a, redis_db, "jelena")
         a2 = await agent(srv_b, redis_db, "marko")
-        await asyncio.gather(
-            a1.send(type="accept", conversation=conv), a2.send(type="accept", conversation=conv)
-        )
-        outcomes = []
-        for a in (a1, a2):
-            frame = await a.expect("assignment", "error")
-            outcomes.append(frame.get("reason") or frame.get("code"))
+        outcomes = await both_accept(a1, a2, conv)
         assert sorted(outcomes) == ["accepted", "not_queued"]
         assert (await vi.expect("assigned"))["left_message"] is True
         assert await vi.quiet("assigned") == []
-        for c in (a1, a2, vi):
-            await c.close()
+        await close_all(a1, a2, vi)
 
 
 async def test_a_left_message_does_not_count_as_ahead_of_live_visitors(redis_db: str) -> None:
@@ -370,8 +364,7 @@ async def test_a_left_message_does_not_count_as_ahead_of_live_visitors(redis_db:
         vi = await visitor(srv)
         conv = (await vi.say("Hello?"))["conversation"]
         assert (await vi.expect("queue", conversation=conv))["position"] == 1
-        for c in (left, vi):
-            await c.close()
+        await close_all(left, vi)
 
 
 async def test_agents_online_counts_only_agents_who_speak_the_visitors_language(
@@ -392,8 +385,7 @@ async def test_agents_online_counts_only_agents_who_speak_the_visitors_language(
             type="leave_message", id="lm2", name="Ana", email="ana@example.com", text="Zdravo"
         )
         assert (await serbian.expect("error", ref="lm2"))["code"] == "agents_online"
-        for c in (ag, serbian, slovenian):
-            await c.close()
+        await close_all(ag, serbian, slovenian)
 
 
 async def test_agents_online_follows_the_languages_and_status_an_agent_sets(
@@ -436,8 +428,7 @@ async def test_a_visitor_nobody_online_speaks_to_is_given_no_wait_then_routed_wh
         assigned = await vi.expect("assigned")
         assert assigned["agent"]["id"] == "marko" and assigned["left_message"] is False
         assert await jelena.quiet("assignment") == []
-        for c in (jelena, marko, vi):
-            await c.close()
+        await close_all(jelena, marko, vi)
 
 
 async def test_a_waiting_visitor_may_leave_a_message_instead(redis_db: str) -> None:
@@ -459,8 +450,7 @@ async def test_a_waiting_visitor_may_leave_a_message_instead(redis_db: str) -> N
         got = await marko.expect("assignment", conversation=conv)
         texts = [e["text"] for e in got["events"] if e["type"] == "message"]
         assert texts == ["Pozdravljeni", "Pokličite me, prosim."]
-        for c in (jelena, marko, vi):
-            await c.close()
+        await close_all(jelena, marko, vi)
 
 
 async def test_a_left_message_an_agent_hands_back_waits_to_be_accepted_again(
@@ -480,8 +470,7 @@ async def test_a_left_message_an_agent_hands_back_waits_to_be_accepted_again(
         snapshot = await snapshot_where(marko, lambda s: waiting(s, conv) is not None)
         assert (waiting(snapshot, conv) or {}).get("left_message") is True
         assert await marko.quiet("assignment", within=1.0) == []
-        for c in (jelena, marko, vi):
-            await c.close()
+        await close_all(jelena, marko, vi)
 
 
 @pytest.mark.parametrize("leaves", ["offline", "grace_period"])
@@ -526,8 +515,7 @@ async def test_a_live_chat_whose_agent_left_is_routed_as_a_live_chat_again(
         got = await marko.expect("assignment", conversation=conv)
         assert got["reason"] == "requeue"
         assert (await vi.expect("assigned"))["left_message"] is False
-        for c in (marko, observer, vi):
-            await c.close()
+        await close_all(marko, observer, vi)
 
 
 async def test_visitor_cannot_reach_another_visitors_conversation(redis_db: str) -> None:
@@ -542,8 +530,7 @@ async def test_visitor_cannot_reach_another_visitors_conversation(redis_db: str)
         await mallory.send(type="read", seq="1-0", conversation=conv)
         assert (await mallory.expect("error"))["code"] == "not_in_conversation"
         assert await mallory.quiet("message") == []
-        for c in (alice, mallory):
-            await c.close()
+        await close_all(alice, mallory)
 
 
 async def test_accept_takes_a_queued_conversation_once(redis_db: str) -> None:
@@ -553,17 +540,10 @@ async def test_accept_takes_a_queued_conversation_once(redis_db: str) -> None:
         vi = await visitor(srv, lang="sl")  # nobody speaks it: stays queued
         conv = (await vi.say("Pozdravljeni"))["conversation"]
         await vi.expect("queue", position=1)
-        await asyncio.gather(
-            a1.send(type="accept", conversation=conv), a2.send(type="accept", conversation=conv)
-        )
-        outcomes = []
-        for a in (a1, a2):
-            frame = await a.expect("assignment", "error")
-            outcomes.append(frame.get("reason") or frame.get("code"))
+        outcomes = await both_accept(a1, a2, conv)
         assert sorted(outcomes) == ["accepted", "not_queued"]
         await vi.expect("assigned")
-        for c in (a1, a2, vi):
-            await c.close()
+        await close_all(a1, a2, vi)
 
 
 async def test_an_assignment_a_dead_process_never_announced_is_announced(
@@ -576,24 +556,19 @@ async def test_an_assignment_a_dead_process_never_announced_is_announced(
         conv = (await vi.say("is anyone there?"))["conversation"]
         await vi.expect("queue", position=1)
         ag = await agent(srv, redis_db, "jelena", online=False)
-        conns = await redisconn.connect(redis_db)
-        r = conns.commands
-        pipe = r.pipeline(transaction=False)  # what the routing script writes
-        pipe.zrem("{tl}:queue", conv)
-        pipe.hdel("{tl}:qlang", conv)
-        pipe.hset("{tl}:assign", conv, "jelena")
-        pipe.sadd("{tl}:aconvs:jelena", conv)
-        pipe.zadd("{tl}:ahist:jelena", {conv: now_ms()})
-        await pipe.execute()
-        await conns.aclose()
+        async with redis_pipeline(redis_db) as pipe:  # what the routing script writes
+            pipe.zrem("{tl}:queue", conv)
+            pipe.hdel("{tl}:qlang", conv)
+            pipe.hset("{tl}:assign", conv, "jelena")
+            pipe.sadd("{tl}:aconvs:jelena", conv)
+            pipe.zadd("{tl}:ahist:jelena", {conv: now_ms()})
         assigned = await vi.expect("assigned", timeout=10)
         assert assigned["agent"]["name"] == "Jelena"
         await ag.expect("assignment", conversation=conv, timeout=10)
         assert await vi.quiet("assigned", within=1.5) == []  # announced once
         await vi.say("thanks")
         await ag.expect("message", conversation=conv)
-        for c in (vi, ag):
-            await c.close()
+        await close_all(vi, ag)
 
 
 async def test_a_transfer_a_dead_process_never_announced_is_announced_as_a_transfer(
@@ -603,20 +578,14 @@ async def test_a_transfer_a_dead_process_never_announced_is_announced_as_a_trans
     # the `transferred` event: the visitor is told of a hand-over, not a first agent.
     async with running(redis_db, repair_interval_s=0.3, repair_after_s=0.5) as srv:
         first = await agent(srv, redis_db, "jelena")
-        vi = await visitor(srv)
-        conv = (await vi.say("I need a refund"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "I need a refund")
         await vi.expect("assigned")
         second = await agent(srv, redis_db, "marko")
-        conns = await redisconn.connect(redis_db)
-        r = conns.commands
-        pipe = r.pipeline(transaction=False)  # what the transfer script writes
-        pipe.srem("{tl}:aconvs:jelena", conv)
-        pipe.hset("{tl}:assign", conv, "marko")
-        pipe.sadd("{tl}:aconvs:marko", conv)
-        pipe.zadd("{tl}:ahist:marko", {conv: now_ms()})
-        await pipe.execute()
-        await conns.aclose()
+        async with redis_pipeline(redis_db) as pipe:  # what the transfer script writes
+            pipe.srem("{tl}:aconvs:jelena", conv)
+            pipe.hset("{tl}:assign", conv, "marko")
+            pipe.sadd("{tl}:aconvs:marko", conv)
+            pipe.zadd("{tl}:ahist:marko", {conv: now_ms()})
         told = await vi.expect("transferred", "assigned", timeout=10)
         assert told["type"] == "transferred"
         assert told["agent"] == {"id": "marko", "name": "Marko"}
@@ -654,8 +623,7 @@ async def test_a_second_notice_for_a_chat_the_agent_has_repeats_no_message(
         assert await ag.quiet("message", within=0.5) == []
         reply = await ag.say("It leaves today.", conversation=conv)
         assert (await vi.expect("message", id=reply["ref"]))["text"] == "It leaves today."
-        for c in (ag, vi):
-            await c.close()
+        await close_all(ag, vi)
 
 
 async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
@@ -665,9 +633,7 @@ async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
     # was queued: the routing keys still give it to Jelena, who handed it on.
     async with running(redis_db, repair_interval_s=0.3, repair_after_s=0.5) as srv:
         first = await agent(srv, redis_db, "jelena", teams=["support"])
-        vi = await visitor(srv)
-        conv = (await vi.say("invoice question"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "invoice question")
         await vi.expect("assigned")
         billing = await agent(srv, redis_db, "bob", teams=["billing"])
         event = p.dump(
@@ -698,8 +664,7 @@ async def test_a_transfer_to_a_team_that_never_reached_the_queue_is_queued(
         assigned = await vi.expect("assigned", timeout=5)
         assert assigned["agent"] == {"id": "bob", "name": "Bob"}
         assert await first.quiet("assignment", within=1.0) == []
-        for c in (first, billing, vi):
-            await c.close()
+        await close_all(first, billing, vi)
 
 
 async def test_a_hand_off_to_the_queue_under_way_is_left_to_its_process(
@@ -710,9 +675,7 @@ async def test_a_hand_off_to_the_queue_under_way_is_left_to_its_process(
     # twice, the chat would be taken back from whoever got it in between.
     async with running(redis_db, repair_interval_s=3600) as srv:
         first = await agent(srv, redis_db, "jelena", teams=["support"])
-        vi = await visitor(srv)
-        conv = (await vi.say("invoice question"))["conversation"]
-        await first.expect("assignment", conversation=conv)
+        vi, conv = await open_chat(srv, first, "invoice question")
         await vi.expect("assigned")
         relay = srv.app.state.relay
         await relay.redis.zadd("{tl}:ahist:jelena", {conv: now_ms() - 60_000})
@@ -738,8 +701,7 @@ async def test_a_hand_off_to_the_queue_under_way_is_left_to_its_process(
         await relay.router.repair(0)
         assert await relay.redis.zscore("{tl}:queue", conv) is not None
         assert await relay.redis.hget("{tl}:assign", conv) is None
-        for c in (first, vi):
-            await c.close()
+        await close_all(first, vi)
 
 
 async def test_an_assignment_made_while_hello_is_answered_comes_after_welcome(
