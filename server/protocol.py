@@ -390,6 +390,8 @@ class QueueEntry(BaseModel):
     team: str | None = None
     left_message: bool = False
     preview: str = ""
+    #: Who is waiting, as agents will see them: the name they gave, or "Visitor 4F2A".
+    visitor_name: str = ""
 
 
 class AgentState(BaseModel):

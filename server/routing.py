@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from server import protocol as p
 from server.accounts import get_account
-from server.store import QUEUE_CHANNEL, Store, Waiting, now_ms, user_channel
+from server.store import QUEUE_CHANNEL, Store, Waiting, now_ms, user_channel, visitor_name
 
 log = logging.getLogger("tactline.routing")
 
@@ -265,7 +265,9 @@ class Router:
         now = now_ms()
         pipe = r.pipeline(transaction=False)
         for conv, _ in queue:
-            pipe.hmget(f"{{conv:{conv}}}:state", "lang", "created", "preview")
+            pipe.hmget(
+                f"{{conv:{conv}}}:state", "lang", "created", "preview", "visitor", "visitor_name"
+            )
             pipe.hget("{tl}:qteam", conv)
         rows = await pipe.execute() if queue else []
         active = sorted(cast(set[str], await r.smembers("{tl}:active")))
@@ -279,7 +281,7 @@ class Router:
         entries: list[p.QueueEntry] = []
         updates: dict[str, p.QueueUpdate] = {}
         for i, (conv, left) in enumerate(queue):
-            (lang, created, preview), team = rows[2 * i : 2 * i + 2]
+            (lang, created, preview, visitor, given_name), team = rows[2 * i : 2 * i + 2]
             lang = lang or "en"
             entries.append(
                 p.QueueEntry(
@@ -290,6 +292,7 @@ class Router:
                     team=team or None,
                     left_message=left,
                     preview=preview or "",
+                    visitor_name=visitor_name(visitor or "", given_name),
                 )
             )
             if not left:  # the live chats come first: i + 1 is the place in line

@@ -203,7 +203,7 @@
     $('queue').replaceChildren.apply($('queue'), S.queue.map(function (q) {
       return h('li', {'class': 'queue-item'}, [
         h('div', {'class': 'body'}, [
-          h('span', {'class': 'who', text: (q.left_message ? 'Left a message' : 'Visitor') + ' · ' + q.lang}),
+          h('span', {'class': 'who', text: (q.visitor_name || 'Visitor') + (q.left_message ? ' left a message' : '') + ' · ' + q.lang}),
           h('span', {'class': 'wait', text: ' waiting ' + TL.duration(q.waiting_s + elapsed)}),
           h('span', {'class': 'preview', text: q.preview || ''})]),
         h('button', {type: 'button', 'aria-label': 'Accept chat: ' + (q.preview || q.conversation),

@@ -116,3 +116,20 @@ async def test_chats_from_before_labels_are_shown_with_labels(redis_db: str) -> 
         assert [e["from"]["name"] for e in t["events"] if e["type"] == "message"] == [label]
         for c in (anon, jelena):
             await c.close()
+
+
+async def test_the_queue_names_who_is_waiting(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena", capacity=1)
+        first = await visitor(srv)
+        await jelena.expect("assignment", conversation=(await first.say("Hi"))["conversation"])
+        anon, named = await visitor(srv), await visitor(srv, name="Ana Kovač")
+        waiting = [(await v.say("Still there?"))["conversation"] for v in (anon, named)]
+        for _ in range(50):
+            snapshot = await jelena.expect("queue_snapshot")
+            if [q["conversation"] for q in snapshot["queue"]] == waiting:
+                break
+        names = [q["visitor_name"] for q in snapshot["queue"]]
+        assert names == [visitor_name(anon.welcome["user"]["id"], None), "Ana Kovač"], snapshot
+        for c in (first, anon, named, jelena):
+            await c.close()

@@ -511,6 +511,8 @@ async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: An
     queued = console.locator("#queue .queue-item")
     await expect(queued).to_have_count(1, timeout=10_000)
     await expect(queued.locator(".preview")).to_have_text("second in line")
+    # Who waits, by the label that tells anonymous visitors apart.
+    await expect(queued.locator(".who")).to_have_text(re.compile(r"^Visitor [0-9A-F]{4} · en$"))
     await console.locator("#capacity").fill("2")
     await console.locator("#capacity").dispatch_event("change")
     await expect(console.locator("#chats .item")).to_have_count(2, timeout=10_000)
