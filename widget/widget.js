@@ -22,6 +22,7 @@
       agent: 'Support', queue: 'You are number {n} in line. Estimated wait: {w}.',
       min: '{n} min', lt1: 'under a minute',
       with: 'You are now chatting with {name}', picked: '{name} has picked up your message.',
+      gone: '{name} is no longer in the chat. You are waiting for the next agent, who will see everything you wrote.',
       closed: 'The chat has ended.',
       rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
       thanks: 'Thank you for your feedback!', newChat: 'Start a new chat',
@@ -37,6 +38,7 @@
       typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
       min: '{n} min', lt1: 'manje od minuta',
       with: 'Sada razgovarate sa: {name}', picked: 'Vašom porukom se bavi: {name}',
+      gone: '{name} više nije u razgovoru. Čekate sledećeg slobodnog operatera, koji će videti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocenu', thanks: 'Hvala na oceni!', newChat: 'Započni novi razgovor',
@@ -51,6 +53,7 @@
       typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
       min: '{n} мин', lt1: 'мање од минута',
       with: 'Сада разговарате са: {name}', picked: 'Вашом поруком се бави: {name}',
+      gone: '{name} више није у разговору. Чекате следећег слободног оператера, који ће видети све што сте написали.',
       closed: 'Разговор је завршен.',
       rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
       rateSend: 'Пошаљи оцену', thanks: 'Хвала на оцени!', newChat: 'Започни нови разговор',
@@ -65,6 +68,7 @@
       typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
       min: '{n} min', lt1: 'manje od minute',
       with: 'Sada razgovarate s: {name}', picked: 'Vašom porukom bavi se: {name}',
+      gone: '{name} više nije u razgovoru. Čekate sljedećeg slobodnog operatera, koji će vidjeti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
       rateSend: 'Pošalji ocjenu', thanks: 'Hvala na ocjeni!', newChat: 'Započni novi razgovor',
@@ -79,6 +83,7 @@
       agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.',
       min: '{n} min', lt1: 'manj kot minuta', with: 'Zdaj se pogovarjate z: {name}',
       picked: 'Z vašim sporočilom se ukvarja: {name}',
+      gone: '{name} ni več v pogovoru. Čakate na naslednjega prostega operaterja, ki bo videl vse, kar ste napisali.',
       closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
       rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
       offline: 'Trenutno ni nikogar na voljo. Pustite sporočilo in oglasili se vam bomo.', name: 'Ime',
@@ -322,6 +327,12 @@
         state.agentName = ev.agent.name; offerLeave(false);
         // A left message an agent took is not a live chat that started.
         system(t(ev.left_message ? 'picked' : 'with', {name: ev.agent.name}));
+      } else if (state.agentName) {
+        // Back in the queue (the agent went away, or a transfer to a team): the place in
+        // line or, with nobody who speaks the language online, the offer to leave a
+        // message come with the next `queue` frame.
+        system(t('gone', {name: state.agentName}));
+        state.agentName = null;
       }
       state.status = ev.agent ? 'assigned' : 'queued';
       ui.notice.textContent = '';

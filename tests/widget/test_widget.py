@@ -445,6 +445,33 @@ async def test_a_waiting_visitor_is_offered_to_leave_a_message_when_their_agents
         await agent.close()
 
 
+async def test_a_visitor_whose_agent_left_is_told_and_may_leave_a_message(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    # The site's grace period is 2 s: then the agent's chats go back to the queue.
+    name = await agent_name(["en", "sl"])
+    slovenian = await site.agent_client(name)
+    page = await new_page()
+    await open_shop(page, site.base, "sl")
+    await open_widget(page)
+    await write(page, "Pozdravljeni, paket ni prišel.")
+    assignment = await slovenian.expect("assignment", timeout=10)
+    shown = assignment["events"][-1]["agent"]["name"]
+    await slovenian.say("Takoj preverim.", conversation=assignment["conversation"])
+    await wait_bubble(page, "Takoj preverim.", mine=False)
+    await slovenian.close()  # gone for good: nobody else online speaks Slovenian
+    await page.locator(f"{W} .sys").filter(
+        has_text=f"{shown} ni več v pogovoru.").wait_for(timeout=15_000)
+    # What was said stays in view, and the visitor can leave a message for later.
+    await leave_a_message(page, "Ana", "ana@example.si", "Pokličite me, prosim.",
+                          "Pošlji sporočilo")
+    await page.locator(f"{W} .sys").filter(
+        has_text="Oglasili se vam bomo po e-pošti.").wait_for(timeout=10_000)
+    texts = [t.strip() for t in await page.locator(f"{W} .log li").all_inner_texts()]
+    assert any("paket ni prišel" in t for t in texts) and any("Takoj preverim" in t
+                                                               for t in texts), texts
+    assert page.watched.errors == []
+
+
 async def test_a_paste_over_the_limit_is_cut_with_a_notice(site: Site, new_page: Any,
                                                            agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name(["en", "sl"]))
