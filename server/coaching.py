@@ -237,12 +237,13 @@ class Coaching:
             and not any(g.rule == f.rule and g.text == f.text for g in check.flags)
         ]
         shown_rules = {f.rule for f in shown}
+        agent_id = agent.get("id", "")
         records: list[dict[str, Any]] = []
         for f in _unique(applied):
-            records.append(_record(f, conv, msg_id, seq, ts, "applied", override=False))
+            records.append(_record(f, conv, msg_id, seq, ts, agent_id, "applied", override=False))
         for f in check.flags:
             outcome = "ignored" if f.rule in shown_rules else "not_seen"
-            records.append(_record(f, conv, msg_id, seq, ts, outcome, override=override))
+            records.append(_record(f, conv, msg_id, seq, ts, agent_id, outcome, override=override))
         if drafts is not None:
             drafts.shown.clear()
             drafts.last_id = max(drafts.last_id, 0)
@@ -250,7 +251,6 @@ class Coaching:
             outcome = "applied" if applied and not check.flags else records[-1]["outcome"]
         else:
             outcome = "clean"
-        agent_id = agent.get("id", "")
         day = day_of(ts)
         pipe = self.redis.pipeline(transaction=False)
         sk = score_key(agent_id, day)
@@ -567,14 +567,24 @@ def coach_frame(conv: str, draft_id: int, flags: list[Flag]) -> dict[str, Any]:
 
 
 def _record(
-    f: Flag, conv: str, msg_id: str, seq: str, ts: int, outcome: str, *, override: bool
+    f: Flag,
+    conv: str,
+    msg_id: str,
+    seq: str,
+    ts: int,
+    agent_id: str,
+    outcome: str,
+    *,
+    override: bool,
 ) -> dict[str, Any]:
+    """A flag as stored: with the message it was raised on and the account that sent it."""
     return {
         "id": "f_" + secrets.token_hex(6),
         "conversation": conv,
         "ref": msg_id,
         "seq": seq,
         "ts": ts,
+        "agent": agent_id,
         **f.model_dump(),
         "outcome": outcome,
         "override": override,

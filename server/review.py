@@ -197,6 +197,53 @@ async def _names(request: Request, uids: Iterable[str | None]) -> dict[str, str]
     return await display_names(_relay(request).redis, (u for u in uids if u))
 
 
+def _agents_of(events: list[dict[str, Any]], holder: str | None) -> list[str]:
+    """Every account that took part in a conversation, in the order they joined: given
+    the chat (routed, accepted, transferred to, taken over) or writing in it; the one
+    holding it now (``holder``) last if no event names them."""
+    seen: dict[str, None] = {}
+    for e in events:
+        kind = e.get("type")
+        if kind in ("assigned", "transferred"):
+            for ref in (e.get("from_agent"), e.get("agent")):
+                if ref and ref.get("id"):
+                    seen.setdefault(ref["id"])
+        elif kind == "message":
+            sender = e.get("from") or {}
+            if sender.get("role") in ("agent", "supervisor") and sender.get("id"):
+                seen.setdefault(sender["id"])
+    if holder:
+        seen.setdefault(holder)
+    return list(seen)
+
+
+def _credit(flags: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Name on each flag the account that sent the flagged message: as stored with the
+    flag, or for a flag stored without it, the sender of the message it was raised on."""
+    senders = {
+        e.get("seq"): (e.get("from") or {}).get("id") for e in events if e.get("type") == "message"
+    }
+    for f in flags:
+        f["agent"] = f.get("agent") or senders.get(f.get("seq")) or None
+
+
+async def _with_agents(request: Request, items: list[dict[str, Any]]) -> None:
+    """Add ``agents`` (``[{id, name}]``, see ``_agents_of``) and ``agent_name`` to list
+    items."""
+    pipe = _relay(request).redis.pipeline(transaction=False)
+    for item in items:
+        pipe.xrange(conv_key(item["conversation"], "events"))
+    read = await pipe.execute()
+    taking_part = [
+        _agents_of([decode_event(seq, fields["e"]) for seq, fields in entries], item["agent"])
+        for item, entries in zip(items, read, strict=True)
+    ]
+    names = await _names(request, (a for ids in taking_part for a in ids))
+    for item, ids in zip(items, taking_part, strict=True):
+        item["agent_name"] = names.get(item["agent"] or "")
+        item["agents"] = [{"id": a, "name": names.get(a, a)} for a in ids]
+
+
 async def list_flagged(request: Request) -> JSONResponse:
     await _supervisor(request)
     q = request.query_params
@@ -204,9 +251,7 @@ async def list_flagged(request: Request) -> JSONResponse:
     per_page = _int(q.get("per_page"), "per_page", 20, 1, MAX_PAGE)
     items = await _filtered(request)
     chunk = items[(page - 1) * per_page : page * per_page]
-    names = await _names(request, (item["agent"] for item in chunk))
-    for item in chunk:
-        item["agent_name"] = names.get(item["agent"] or "")
+    await _with_agents(request, chunk)
     return JSONResponse({"items": chunk, "page": page, "per_page": per_page, "total": len(items)})
 
 
@@ -234,10 +279,15 @@ async def _transcript(request: Request, conv: str) -> dict[str, Any]:
     ]
     timeline.sort(key=lambda t: t.get("ts") or 0)
     summary = _summary(st, flags)
-    names = await _names(request, [summary["agent"]])
+    _credit(flags, events)
+    taking_part = _agents_of(events, summary["agent"])
+    names = await _names(request, taking_part + [f["agent"] for f in flags])
+    for f in flags:
+        f["agent_name"] = names.get(f["agent"] or "")
     return {
         **summary,
         "agent_name": names.get(summary["agent"] or ""),
+        "agents": [{"id": a, "name": names.get(a, a)} for a in taking_part],
         "events": events,
         "flags": flags,
         "cues": [r for r in log if r.get("kind") == "cue"],
@@ -256,7 +306,8 @@ async def get_transcript(request: Request) -> JSONResponse:
 
 
 def _as_text(t: dict[str, Any]) -> str:
-    lines = [f"Conversation {t['conversation']} ({t['lang']}, agent {t['agent'] or '-'})"]
+    agents = " -> ".join(a["name"] for a in t["agents"]) or "-"
+    lines = [f"Conversation {t['conversation']} ({t['lang']}, agents {agents})"]
     flags_by_seq: dict[str, list[dict[str, Any]]] = {}
     for f in t["flags"]:
         flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
@@ -267,7 +318,8 @@ def _as_text(t: dict[str, Any]) -> str:
             lines.append(f"[{when}] {who.get('name') or who.get('role')}: {e.get('text', '')}")
             for f in flags_by_seq.get(e.get("seq", ""), []):
                 lines.append(
-                    f"    ! {f['severity']} {f['category']} {f['text']!r} ({f['outcome']})"
+                    f"    ! {f['severity']} {f['category']} {f['text']!r}"
+                    f" ({f['agent_name'] or f['agent'] or '-'}: {f['outcome']})"
                     + (f" -> {f['suggestions'][0]!r}" if f.get("suggestions") else "")
                 )
         else:

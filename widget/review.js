@@ -28,6 +28,17 @@
   function person(name, id) {
     return h('td', Object.assign({text: name || id || ''}, id && name && name !== id ? {title: id} : {}));
   }
+  /** Everyone who took part in a chat, in the order they joined ("Jelena → Marko"), from
+   * `agents` ([{id, name}]); the agent holding it when the server does not list them. */
+  function agentsText(c) {
+    var all = c.agents || [];
+    return all.length ? all.map(function (a) { return a.name || a.id; }).join(' → ') : c.agent_name || c.agent || '';
+  }
+  function agentsCell(c) {
+    var all = c.agents || [];
+    if (all.length < 2) return person(c.agent_name || (all[0] && all[0].name), c.agent || (all[0] && all[0].id));
+    return h('td', {text: agentsText(c), title: all.map(function (a) { return a.id; }).join(' → ')});
+  }
   function items(data) { return Array.isArray(data) ? data : (data && (data.items || data.agents)) || []; }
 
   function unavailable(err) {
@@ -122,13 +133,13 @@
           click: function () { location.hash = '#/conversation/' + encodeURIComponent(c.conversation); },
           keydown: function (e) { if (e.key === 'Enter') location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
           h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
-          person(c.agent_name, c.agent), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
+          agentsCell(c), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
           h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
           h('td', {'class': 'flags'}, [flagCount(f.total != null ? f.total : f.count, f.open != null ? f.open : f.count),
             ' ', f.worst ? tag(f.worst, f.worst) : null]),
           h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
       });
-      page().append(table(['Conversation', 'Agent', 'Lang', 'Site', 'Started', 'CSAT', {text: 'Flags', title:
+      page().append(table(['Conversation', {text: 'Agent', title: 'Everyone who had the chat or wrote in it, in the order they joined'}, 'Lang', 'Site', 'Started', 'CSAT', {text: 'Flags', title:
         "Every flag the coach raised on the agents' messages in the conversation, applied or not (as its transcript " +
         'lists them and the scorecards count them), and those still to review: neither applied nor marked'},
         {text: 'Categories', title: 'The categories of the flags whose suggestion was not applied'}], rows));
@@ -239,7 +250,7 @@
     page().replaceChildren(
       h('p', {}, [h('a', {href: '#/conversations', text: '← Conversations'})]),
       h('h1', {text: 'Conversation ' + id}),
-      h('p', {}, ['Agent: ' + (t.agent_name || t.agent || '—') + ' · Visitor: ' + visitor + ' · ' + (t.lang || '') +
+      h('p', {}, [((t.agents || []).length > 1 ? 'Agents: ' : 'Agent: ') + (agentsText(t) || '—') + ' · Visitor: ' + visitor + ' · ' + (t.lang || '') +
         (t.site ? ' · site ' + t.site : '') + (t.csat != null ? ' · CSAT ' + t.csat : ''), ' ',
         coached ? exportButtons('/api/review/conversations/' + encodeURIComponent(id) + '/export', id) : null]),
       h('div', {'class': 'transcript-view'}, [log, side]));
@@ -259,8 +270,8 @@
       h('p', {}, [tag(humanize(f.category), f.severity), ' ', h('q', {text: f.text})]),
       h('p', {text: f.message}),
       (f.suggestions || []).length ? h('p', {}, ['Suggested: ', h('em', {text: f.suggestions.join(' / ')})]) : null,
-      h('p', {}, ['Agent: ', h('strong', {'class': 'outcome', text: humanize(f.outcome || 'unknown')}),
-        f.override ? ' · sent anyway (override)' : '']),
+      h('p', {}, ['Sent by ', h('strong', {'class': 'sender', text: f.agent_name || f.agent || 'unknown'}), ': ',
+        h('strong', {'class': 'outcome', text: humanize(f.outcome || 'unknown')}), f.override ? ' · sent anyway (override)' : '']),
       h('p', {'class': 'review-status', text: review ? 'Review: ' + humanize(review) : ''})]);
     function mark(status) {
       TL.api('/api/review/flags/' + encodeURIComponent(f.id), {method: 'POST', body: {status: status, note: ''}})

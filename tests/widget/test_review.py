@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -333,6 +334,27 @@ async def test_list_and_transcript_name_the_agent_not_the_account(site: Site,
     await row.click()
     await expect(page.locator(".page > p").nth(1)).to_contain_text("Agent: Jelena",
                                                                    timeout=10_000)
+
+
+TRANSFERRED = [{"id": "agent1", "name": "Jelena"}, {"id": "agent2", "name": "Marko"}]
+
+
+async def test_a_transferred_chat_credits_each_flag_to_its_sender(
+        site: Site, new_page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Jelena's flagged message, then the chat went to Marko, who holds it now.
+    monkeypatch.setattr(sys.modules[__name__], "LIST", {**LIST, "items": [
+        {**LIST["items"][0], "agent": "agent2", "agent_name": "Marko", "agents": TRANSFERRED}]})
+    monkeypatch.setattr(sys.modules[__name__], "TRANSCRIPT", {
+        **TRANSCRIPT, "agent": "agent2", "agent_name": "Marko", "agents": TRANSFERRED,
+        "flags": [{**f, "agent": "agent1", "agent_name": "Jelena"} for f in TRANSCRIPT["flags"]]})
+    page, _ = await review_page(site, new_page)
+    row = page.locator(f"tbody tr[data-conv='{CONV}']")
+    await expect(row.locator("td").nth(1)).to_have_text("Jelena → Marko", timeout=10_000)
+    await row.click()
+    await expect(page.locator(".page > p").nth(1)).to_contain_text("Agents: Jelena → Marko",
+                                                                   timeout=10_000)
+    flag = page.locator(".flag-list li[data-flag='f1']")
+    await expect(flag).to_contain_text("Sent by Jelena: ignored")
 
 
 async def test_list_counts_all_flags_and_those_left_to_review(site: Site,
