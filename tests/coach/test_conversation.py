@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coach import Coach
@@ -147,3 +149,28 @@ def test_without_a_known_topic_scripts_leave_it_out(coach: Coach) -> None:
     chat = ConversationCoach(coach, "en", now=0)
     review = chat.customer_message("This is ridiculous!!!", now=1)
     assert all("{" not in s and "about ." not in s for f in review.scripts for s in f.suggestions)
+
+
+@pytest.mark.parametrize(
+    "lang, first_reply, asks",
+    [
+        ("en", "Let me check that.", "May I have your name?"),
+        ("sr", "Proveriću to.", "Kako se vi zovete?"),
+        ("hr", "Provjerit ću to.", "Kako se vi zovete?"),
+        ("sl", "Preverim.", "Kako vam je ime?"),
+    ],
+)
+def test_the_introduction_nudge_asks_a_name_only_when_it_is_not_known(
+    coach, lang, first_reply, asks
+) -> None:
+    def nudge(values: dict[str, str]) -> Any:
+        chat = ConversationCoach(coach, lang, now=0)
+        chat.customer_message("Hi", now=1)
+        [got] = chat.agent_message(first_reply, now=2, values=values)
+        return got
+
+    unknown = nudge({"agent_name": "Ana"})
+    assert any(asks in s for s in unknown.suggestions), unknown.suggestions
+    known = nudge(NAMES)
+    assert all("Marko" in s and asks not in s for s in known.suggestions), known.suggestions
+    assert "Marko" in known.message and "Marko" not in unknown.message
