@@ -73,6 +73,8 @@ class ConversationState:
     thanked: bool = False
     last_frustration_at: float | None = None
     scripts_offered_at: dict[str, float] = field(default_factory=dict)
+    #: The agent the scripts of ``scripts_offered_at`` went to ("" before anyone had the chat).
+    scripts_for: str = ""
     closed: bool = False
     #: The script of the chat (Serbian: Cyrillic or Latin), from the latest message.
     cyrillic: bool = False
@@ -133,10 +135,23 @@ class ConversationCoach:
     # Events.
 
     def customer_message(
-        self, text: str, now: float, values: Mapping[str, str | None] | None = None
+        self,
+        text: str,
+        now: float,
+        values: Mapping[str, str | None] | None = None,
+        *,
+        agent: str = "",
     ) -> CustomerReview:
-        """A customer wrote: their wait starts (if it had not), cues are read."""
+        """A customer wrote: their wait starts (if it had not), cues are read.
+
+        ``agent`` is who has the chat now: the cooldown of a script is per agent, so an
+        agent who takes over a chat is offered what the one before them was.
+        """
         st = self.state
+        if agent and agent != st.scripts_for:
+            if st.scripts_for:
+                st.scripts_offered_at.clear()
+            st.scripts_for = agent
         st.last_customer_at = now
         if st.waiting_since is None:
             st.waiting_since = now

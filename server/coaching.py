@@ -318,7 +318,7 @@ class Coaching:
         async with self._conversation(conv, state) as chat:
             if chat is None:
                 return []
-            review = chat.customer_message(text, ts / 1000, values)
+            review = chat.customer_message(text, ts / 1000, values, agent=agent_id)
         frames = []
         log_records: list[dict[str, Any]] = []
         for cue in review.cues:

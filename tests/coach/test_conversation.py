@@ -174,3 +174,22 @@ def test_the_introduction_nudge_asks_a_name_only_when_it_is_not_known(
     known = nudge(NAMES)
     assert all("Marko" in s and asks not in s for s in known.suggestions), known.suggestions
     assert "Marko" in known.message and "Marko" not in unknown.message
+
+
+def test_a_script_is_offered_again_to_the_agent_who_takes_the_chat_over(coach) -> None:
+    chat = ConversationCoach(coach, "en", now=0)
+    upset = "This is ridiculous!!"
+    first = chat.customer_message(upset, now=1, values=NAMES, agent="jelena")
+    assert [s.category for s in first.scripts] == ["frustration"]
+    # Within the cooldown, the same agent is not offered it twice ...
+    assert chat.customer_message(upset, now=30, values=NAMES, agent="jelena").scripts == []
+    # ... but the agent the chat went to has not seen it.
+    again = chat.customer_message(upset, now=60, values=NAMES, agent="marko")
+    assert [s.category for s in again.scripts] == ["frustration"]
+    assert chat.customer_message(upset, now=90, values=NAMES, agent="marko").scripts == []
+    # Scripts held while nobody had the chat go to its first agent: not offered twice.
+    queued = ConversationCoach(coach, "en", now=0)
+    assert queued.customer_message(upset, now=1, values=NAMES).scripts
+    assert queued.customer_message(upset, now=30, values=NAMES, agent="jelena").scripts == []
+    restored = ConversationCoach.from_dict(coach, chat.to_dict())
+    assert restored.state.scripts_for == "marko"

@@ -135,6 +135,23 @@ async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
         await vi.close()
 
 
+async def test_the_agent_a_chat_is_transferred_to_is_offered_the_script_again(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await vi.say("This is ridiculous, I am so angry!!!")
+        await ag.expect("script", conversation=conv)
+        marko = await agent(srv, redis_db, "marko")
+        await ag.send(type="transfer", conversation=conv, to_agent="marko", note="upset")
+        await marko.expect("assignment", conversation=conv)
+        await vi.say("Still ridiculous!!!")
+        script = await marko.expect("script", conversation=conv)
+        assert script["category"] == "frustration"
+        assert await ag.quiet("script", within=0.5) == []
+        await close_all(vi, ag, marko)
+
+
 REPEAT_AND_UPSET = {
     "sr-Cyrl": "Ово је ТРЕЋИ ПУТ да питам!!! И даље није решено",
     "sr-Latn": "Ovo je TREĆI PUT da pitam!!! I dalje nije rešeno",
