@@ -151,6 +151,7 @@
         }
         sc.assist = sc.assist.filter(function (a) { return !(a.type === f.type && a.category === f.category); });
         sc.assist.push(f);
+        sc.openCard = null; // the most urgent card opens again
         if (S.current === sc.id) renderAssist(sc);
         break;
       }
@@ -378,24 +379,31 @@
     return i < 0 ? URGENCY.indexOf('hold_without_update') : i;
   }
 
+  /** The chat's cards, most urgent first. One is open at a time, so that the cards take
+   * little room: the most urgent, or the one the agent opened; the others show their title. */
   function renderAssist(c) {
     var cards = c.assist.slice().sort(function (a, b) { return urgency(a) - urgency(b); });
-    $('assist').scrollTop = 0; // the most urgent card in view
-    $('assist').replaceChildren.apply($('assist'), cards.map(function (a) {
+    var open = c.openCard === 'none' ? null : cards.indexOf(c.openCard) >= 0 ? c.openCard : cards[0];
+    $('coaching').scrollTop = 0; // the refusal or the most urgent card in view
+    $('assist').replaceChildren.apply($('assist'), cards.map(function (a, i) {
       var options = (a.type === 'script' ? a.scripts : a.suggestions || []).map(function (text) {
         return h('button', {type: 'button', 'class': 'insert', 'aria-label': 'Insert: ' + text,
           on: {click: function () { insert(text); dropCards(c, function (x) { return x === a; }); }}}, [text]);
       });
+      var id = 'card-' + i;
       return h('div', {'class': 'card ' + a.type, 'data-category': a.category}, [
-        h('h3', {}, [CATEGORY[a.category] || a.category,
+        h('h3', {}, [
+          h('button', {type: 'button', 'class': 'toggle', 'aria-expanded': String(a === open), 'aria-controls': id,
+            on: {click: function () { c.openCard = a === open ? 'none' : a; renderAssist(c); }}},
+          [CATEGORY[a.category] || a.category]),
           a.waited_s ? h('span', {'class': 'tag', text: 'waiting ' + TL.duration(a.waited_s)}) : null,
-          h('span', {'class': 'spacer'}),
           h('button', {type: 'button', 'aria-label': 'Dismiss', on: {click: function () {
             c.assist = c.assist.filter(function (x) { return x !== a; }); renderAssist(c);
           }}}, ['×'])]),
-        a.cue ? h('p', {'class': 'cue'}, ['“', a.cue.text, '”']) : null,
-        h('p', {text: a.message}),
-        h('div', {'class': 'options'}, options)]);
+        h('div', {'class': 'body', id: id, hidden: a !== open}, [
+          a.cue ? h('p', {'class': 'cue'}, ['“', a.cue.text, '”']) : null,
+          h('p', {text: a.message}),
+          h('div', {'class': 'options'}, options)])]);
     }));
   }
 
@@ -656,8 +664,7 @@
     });
     var box = $('refusal');
     box.replaceChildren.apply(box, [
-      h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}),
-      h('p', {text: f.message}),
+      h('p', {}, [h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}), ' ', f.message]),
       h('p', {}, ['Your message: ', h('q', {text: text})]),
       options.length ? h('p', {'class': 'suggested-label', text: 'Say it another way:'}) : null,
       options.length ? h('div', {'class': 'suggested', role: 'group', 'aria-label': 'Suggestions'}, options) : null,
@@ -668,6 +675,7 @@
           box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway'])])
     ].filter(Boolean));
     box.hidden = false;
+    $('coaching').scrollTop = 0;
     box.querySelector('button').focus();
   }
 

@@ -495,6 +495,84 @@ async def test_a_chat_handed_back_after_a_take_over_shows_at_once_and_stays(
         await client.close()
 
 
+def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two bounding boxes share any area."""
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+CONTROLS = "button, input, select, textarea, a[href], [tabindex]"
+
+
+async def visible_boxes(page: Any, selector: str) -> list[dict[str, Any]]:
+    """The boxes of the visible elements matching ``selector``, each with its ``label``."""
+    return list(await page.evaluate("""sel => [...document.querySelectorAll(sel)]
+        .filter(el => el.getClientRects().length && getComputedStyle(el).visibility !== 'hidden')
+        .map(el => { const r = el.getBoundingClientRect();
+          return {x: r.x, y: r.y, width: r.width, height: r.height,
+                  label: el.id || el.getAttribute('aria-label') || el.textContent.slice(0, 40)}; })
+        .filter(b => b.width && b.height)""", selector))
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (1024, 700)])
+async def test_cards_and_toasts_leave_the_conversation_and_controls_in_view(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path, width: int,
+        height: int) -> None:
+    name = await agent_name()
+    console = await new_page(width=width, height=height)
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "This is ridiculous, I've called three times already about my parcel.")
+    joined = console.locator("#transcript .sys").filter(has_text="joined")
+    await expect(joined).to_have_count(1, timeout=10_000)
+    cards = console.locator("#assist .card")
+    await expect(cards).to_have_count(2, timeout=10_000)  # upset, and contacted us before
+    await console.locator("#draft").fill("Please send me your card number and CVV.")
+    await console.locator("#draft").press("Enter")
+    await expect(console.locator("#refusal")).to_be_visible(timeout=10_000)
+    other = await new_page()
+    await open_shop(other, site.base)
+    await open_widget(other)
+    await write(other, "Hello?")
+    await expect(console.locator("#toast")).to_contain_text("New chat: ", timeout=10_000)
+    await console.screenshot(path=out_dir / f"console-cards-{width}x{height}.png")
+
+    # The conversation keeps most of its pane, its lines in view, under no card.
+    pane = await console.locator("#conversation").bounding_box()
+    transcript = await console.locator("#transcript").bounding_box()
+    assert pane is not None and transcript is not None
+    assert transcript["height"] >= pane["height"] / 3, (transcript, pane)
+    for line in (joined, console.locator("#transcript .msg").first):
+        box = await line.bounding_box()
+        assert box is not None
+        assert transcript["y"] <= box["y"] and (
+            box["y"] + box["height"] <= transcript["y"] + transcript["height"]), (box, transcript)
+    coaching = await visible_boxes(console, "#assist .card, #refusal, #flags li, #popover")
+    assert len(coaching) >= 3, coaching
+    for box in coaching:
+        assert not overlap(box, transcript), (box, transcript)
+    # The reply box and its Send button are on the page.
+    for control in (console.locator("#draft"), console.locator("#composer button")):
+        box = await control.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= height, box
+    # The toast covers nothing anyone could click, nor the conversation.
+    toast = await console.locator("#toast").bounding_box()
+    assert toast is not None
+    for box in await visible_boxes(console, CONTROLS) + [transcript]:
+        assert not overlap(toast, box), (toast, box)
+    # Below the refusal, one card open at a time: the most urgent.
+    await expect(cards.locator(".body:visible")).to_have_count(1)
+    await cards.nth(1).get_by_role("button", name="The customer has contacted us before").click()
+    await expect(cards.nth(1).locator(".body")).to_be_visible()
+    await expect(cards.nth(1).locator(".toggle")).to_have_attribute("aria-expanded", "true")
+    await expect(cards.first.locator(".body")).to_be_hidden()
+    await console.locator("#coaching").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    await console.screenshot(path=out_dir / f"console-cards-{width}x{height}-scrolled.png")
+    assert console.watched.errors == []
+
+
 async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: Any,
                                                         agent_name: Any) -> None:
     name = await agent_name()
