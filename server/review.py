@@ -305,14 +305,31 @@ async def get_transcript(request: Request) -> JSONResponse:
     return JSONResponse(await _transcript(request, request.path_params["conv"]))
 
 
+def _iso(ts: int | None) -> str:
+    """A time in ms as ISO 8601 in UTC, to the millisecond: ``2026-11-23T10:04:05.120Z``."""
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 def _as_text(t: dict[str, Any]) -> str:
     agents = " -> ".join(a["name"] for a in t["agents"]) or "-"
     lines = [f"Conversation {t['conversation']} ({t['lang']}, agents {agents})"]
+    if t["csat"] is not None:
+        comment = t["csat_comment"]
+        lines.append(
+            f"CSAT {t['csat']}" + (f", the customer's comment: {comment!r}" if comment else "")
+        )
     flags_by_seq: dict[str, list[dict[str, Any]]] = {}
     for f in t["flags"]:
         flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
-    for e in t["events"]:
-        when = datetime.fromtimestamp((e.get("ts") or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # Whispers go between the events by time; an event and a whisper of one millisecond,
+    # the event first.
+    said = [(e.get("ts") or 0, 0, e) for e in t["events"]]
+    said += [(w.get("ts") or 0, 1, {**w, "type": "whisper"}) for w in t["whispers"]]
+    said.sort(key=lambda x: (x[0], x[1]))
+    for ts, _, e in said:
+        when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         if e.get("type") == "message":
             who = e.get("from", {})
             lines.append(f"[{when}] {who.get('name') or who.get('role')}: {e.get('text', '')}")
@@ -322,6 +339,9 @@ def _as_text(t: dict[str, Any]) -> str:
                     f" ({f['agent_name'] or f['agent'] or '-'}: {f['outcome']})"
                     + (f" -> {f['suggestions'][0]!r}" if f.get("suggestions") else "")
                 )
+        elif e.get("type") == "whisper":
+            who = (e.get("from") or {}).get("name") or (e.get("from") or {}).get("id") or "-"
+            lines.append(f"[{when}] (whisper, private to the agent) {who}: {e.get('text', '')}")
         else:
             lines.append(f"[{when}] -- {e.get('type')}")
     return "\n".join(lines) + "\n"
@@ -331,6 +351,7 @@ _CSV_FIELDS = [
     "conversation",
     "seq",
     "ts",
+    "time",
     "from",
     "text",
     "flag_rule",
@@ -339,6 +360,8 @@ _CSV_FIELDS = [
     "flag_text",
     "flag_outcome",
     "flag_review",
+    "csat",
+    "csat_comment",
 ]
 
 
@@ -354,8 +377,11 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
             "conversation": t["conversation"],
             "seq": e.get("seq"),
             "ts": e.get("ts"),
+            "time": _iso(e.get("ts")),
             "from": (e.get("from") or {}).get("role"),
             "text": e.get("text", ""),
+            "csat": t["csat"],
+            "csat_comment": t["csat_comment"],
         }
         flags = flags_by_seq.get(e.get("seq", ""), [])
         if not flags:

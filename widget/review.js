@@ -221,7 +221,13 @@
     var flags = t.flags || [], cues = t.cues || [];
     var visitor = t.visitor && (t.visitor.name || t.visitor.id) || 'Visitor';
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Transcript'});
+    // Whispers go between the events by time, each before the first event sent after it.
+    var whispers = (t.whispers || []).slice();
+    function whispersUpTo(ts) {
+      while (whispers.length && (ts == null || (whispers[0].ts || 0) < ts)) log.append(whisperItem(whispers.shift()));
+    }
     (t.events || []).forEach(function (ev) {
+      whispersUpTo(ev.ts || 0);
       if (ev.type === 'message') {
         var spans = flags.filter(function (f) { return f.seq === ev.seq && inText(ev.text, f); }).map(function (f) {
           return {start: f.start, end: f.end, id: f.id, cls: 'sev-' + f.severity, title: humanize(f.category) + ': ' + f.message};
@@ -234,6 +240,7 @@
         if (said) log.append(h('li', {'class': 'sys', text: said + (ev.type === 'transferred' && ev.note ? ' · note: ' + ev.note : '')}));
       }
     });
+    whispersUpTo(null);
     var heading = h('h2');
     function count() {
       heading.textContent = 'Flags (' + flags.length + (flags.length ? ', ' + flags.filter(isOpen).length + ' to review' : '') + ')';
@@ -254,6 +261,9 @@
         (t.site ? ' · site ' + t.site : '') + (t.csat != null ? ' · CSAT ' + t.csat : ''), ' ',
         coached ? exportButtons('/api/review/conversations/' + encodeURIComponent(id) + '/export', id) : null]),
       h('div', {'class': 'transcript-view'}, [log, side]));
+    if (t.csat_comment) {
+      page().lastChild.before(h('p', {'class': 'csat-comment'}, ["The customer's comment with the rating: ", h('q', {text: t.csat_comment})]));
+    }
   }
 
   /** A message as a transcript shows it: the speaker's name and the time over the text, the
@@ -262,6 +272,13 @@
     return h('li', {'class': 'msg' + (ev.from.role !== 'visitor' ? ' mine' : ''), 'data-seq': ev.seq}, [
       h('span', {'class': 'from'}, [ev.from.name || ev.from.role, ev.ts ? h('span', {'class': 'time', text: TL.clock(ev.ts)}) : null]),
       h('span', {'class': 'text'}, text)]);
+  }
+
+  /** A supervisor's whisper, as the watched chat shows one: private to the agent. */
+  function whisperItem(w) {
+    var who = (w.from && (w.from.name || w.from.id)) || 'A supervisor';
+    return h('li', {'class': 'whisper'}, [h('strong', {text: who + ' whispered to the agent'}),
+      (w.ts ? ' · ' + TL.clock(w.ts) : '') + ' · not shown to the visitor\n' + (w.text || '')]);
   }
 
   function flagItem(f, changed) {

@@ -4,11 +4,16 @@ with the real coach and Redis."""
 
 from __future__ import annotations
 
+import csv
+import io
+import re
+from datetime import datetime
 from typing import Any
 
 from tests.server.support import (
     agent,
     close_all,
+    console,
     ignore_a_suggestion,
     running_with_coach,
     start_chat,
@@ -57,3 +62,36 @@ async def test_each_flag_is_credited_to_the_agent_who_sent_the_message(redis_db:
             assert by_agent["marko"]["messages"] == 1
             assert by_agent["marko"]["flags_raised"] == 0
         await close_all(vi, jelena, marko)
+
+
+async def test_exports_carry_the_rating_comment_and_the_whispers(redis_db: str) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await console(srv, "sanja")
+            await boss.send(type="whisper", id="w1", conversation=conv, text="Offer the refund.")
+            await boss.expect("pong", ref="w1")
+            await ag.say("Hi, I'm Ana, I have refunded the parcel.", conversation=conv)
+            await ag.send(type="close", conversation=conv)
+            await vi.expect("closed")
+            comment = "Took far too long, and nobody said sorry."
+            await vi.send(type="csat", id="r1", conversation=conv, score=1, comment=comment)
+            await vi.expect("pong", ref="r1")
+            url = f"/api/review/conversations/{conv}/export"
+            text = (await sup.get(url, params={"format": "txt"})).text
+            assert f"CSAT 1, the customer's comment: {comment!r}" in text
+            lines = text.splitlines()
+            [whisper] = [i for i, line in enumerate(lines) if "Offer the refund." in line]
+            assert "(whisper, private to the agent) Sanja: Offer the refund." in lines[whisper]
+            [reply] = [i for i, line in enumerate(lines) if "I have refunded" in line]
+            assert whisper < reply
+            rows = list(
+                csv.DictReader(io.StringIO((await sup.get(url, params={"format": "csv"})).text))
+            )
+            assert rows and all((r["csat"], r["csat_comment"]) == ("1", comment) for r in rows)
+            for r in rows:
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r
+                when = datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
+                assert int(when.timestamp() * 1000) == int(r["ts"])
+            await boss.close()
+        await close_all(vi, ag)

@@ -357,6 +357,23 @@ async def test_a_transferred_chat_credits_each_flag_to_its_sender(
     await expect(flag).to_contain_text("Sent by Jelena: ignored")
 
 
+async def test_transcript_shows_the_rating_comment_and_the_whispers_in_their_place(
+        site: Site, new_page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    whisper = {"kind": "whisper", "ts": 1763632830000, "from": {"id": "sanja", "name": "Sanja"},
+               "text": "Apologise first."}
+    monkeypatch.setattr(sys.modules[__name__], "TRANSCRIPT", {
+        **TRANSCRIPT, "csat": 1, "csat_comment": "Nobody said sorry.", "whispers": [whisper]})
+    page, _ = await review_page(site, new_page, f"#/conversation/{CONV}")
+    await expect(page.locator(".csat-comment")).to_have_text(
+        "The customer's comment with the rating: Nobody said sorry.", timeout=10_000)
+    lines = page.locator(".transcript > li")
+    await expect(lines).to_have_count(3)
+    await expect(lines.nth(1)).to_have_class("whisper")
+    await expect(lines.nth(1)).to_contain_text("Sanja whispered to the agent")
+    await expect(lines.nth(1)).to_contain_text("not shown to the visitor")
+    await expect(lines.nth(1)).to_contain_text("Apologise first.")
+
+
 async def test_list_counts_all_flags_and_those_left_to_review(site: Site,
                                                                new_page: Any) -> None:
     page, _ = await review_page(site, new_page)
