@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from coach.taxonomy import CUSTOMER_CATEGORIES
 from server import false_alarms
 from server.accounts import display_names
 from server.api import Presence, _caller, _json, _relay, presence_of
@@ -112,7 +113,7 @@ def _summary(st: dict[str, str], flags: list[dict[str, Any]]) -> dict[str, Any]:
             "count": len(fired),
             "open": sum(1 for f in flags if _open(f)),
             "worst": worst,
-            "categories": sorted({f["category"] for f in fired}),
+            "categories": sorted({f["category"] for f in flags}),
             "ignored": sum(1 for f in fired if f.get("outcome") == "ignored"),
             "applied": sum(1 for f in flags if f.get("outcome") == "applied"),
         },
@@ -132,7 +133,10 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
     severity = q.get("severity")
     if severity and severity not in SEVERITY_RANK:
         raise ApiError(400, "invalid_request", "severity: info, warning or alert")
-    index = FLAGGED if has_flags or ignored or q.get("category") or severity else f"{G}convs"
+    category = q.get("category") or None
+    cue = category in CUSTOMER_CATEGORIES
+    needs_flags = has_flags or ignored or severity or (category and not cue)
+    index = FLAGGED if needs_flags else f"{G}convs"
     # Flagged conversations are scored by their last flag, others by their start;
     # either way the start is checked below.
     low, high = (start, f"({end}") if index != FLAGGED else (start, "+inf")
@@ -145,14 +149,17 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
     for conv in ids:
         pipe.hgetall(conv_key(conv, "state"))
         pipe.hvals(conv_key(conv, "flags"))
+        if cue:
+            pipe.lrange(conv_key(conv, "coachlog"), 0, -1)
     if agent and ids:
         # Every chat the account was given: routed, accepted, transferred to, taken over.
         pipe.zmscore(f"{G}ahist:{agent}", ids)
     results = await pipe.execute()
     held = results[-1] if agent and ids else []
     out = []
+    per = 3 if cue else 2
     for i, conv in enumerate(ids):
-        st, raw_flags = results[2 * i], results[2 * i + 1]
+        st, raw_flags = results[per * i], results[per * i + 1]
         if not st:
             continue
         st.setdefault("id", conv)
@@ -169,7 +176,9 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
             continue
         if csat is not None and summary["csat"] != csat:
             continue
-        if q.get("category") and q["category"] not in summary["flags"]["categories"]:
+        if cue and category not in _cue_categories(results[per * i + 2]):
+            continue
+        if category and not cue and category not in summary["flags"]["categories"]:
             continue
         if severity and (
             summary["flags"]["worst"] is None
@@ -189,6 +198,11 @@ async def _filtered(request: Request) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _cue_categories(log: list[str]) -> list[str]:
+    """The categories of the customer cues among coaching records."""
+    return sorted({r.get("category") for r in map(json.loads, log) if r.get("kind") == "cue"})
 
 
 async def _names(request: Request, uids: Iterable[str | None]) -> dict[str, str]:
@@ -227,21 +241,23 @@ def _credit(flags: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
         f["agent"] = f.get("agent") or senders.get(f.get("seq")) or None
 
 
-async def _with_agents(request: Request, items: list[dict[str, Any]]) -> None:
-    """Add ``agents`` (``[{id, name}]``, see ``_agents_of``) and ``agent_name`` to list
-    items."""
+async def _details(request: Request, items: list[dict[str, Any]]) -> None:
+    """Add to list items ``agents`` (``[{id, name}]``, see ``_agents_of``), ``agent_name``
+    and ``cues``, the categories of the customer cues."""
     pipe = _relay(request).redis.pipeline(transaction=False)
     for item in items:
         pipe.xrange(conv_key(item["conversation"], "events"))
+        pipe.lrange(conv_key(item["conversation"], "coachlog"), 0, -1)
     read = await pipe.execute()
     taking_part = [
         _agents_of([decode_event(seq, fields["e"]) for seq, fields in entries], item["agent"])
-        for item, entries in zip(items, read, strict=True)
+        for item, entries in zip(items, read[0::2], strict=True)
     ]
     names = await _names(request, (a for ids in taking_part for a in ids))
-    for item, ids in zip(items, taking_part, strict=True):
+    for item, ids, log in zip(items, taking_part, read[1::2], strict=True):
         item["agent_name"] = names.get(item["agent"] or "")
         item["agents"] = [{"id": a, "name": names.get(a, a)} for a in ids]
+        item["cues"] = _cue_categories(log)
 
 
 async def list_flagged(request: Request) -> JSONResponse:
@@ -251,7 +267,7 @@ async def list_flagged(request: Request) -> JSONResponse:
     per_page = _int(q.get("per_page"), "per_page", 20, 1, MAX_PAGE)
     items = await _filtered(request)
     chunk = items[(page - 1) * per_page : page * per_page]
-    await _with_agents(request, chunk)
+    await _details(request, chunk)
     return JSONResponse({"items": chunk, "page": page, "per_page": per_page, "total": len(items)})
 
 

@@ -8,8 +8,11 @@
   // Timeouts
   var LIVE_REFRESH_MS = 5000, TOAST_MS = 6000;
 
-  var CATEGORIES = ['dont_know', 'not_my_job', 'blame', 'dismissive', 'absolute_no', 'refusal',
-    'sensitive_data_request', 'frustration', 'repeat_contact', 'escalation_request', 'upsell_when_upset'];
+  // What the Category filter offers (coach/taxonomy.py): flags on the agent's messages,
+  // whatever the agent did with them, and cues in the customer's.
+  var FLAG_CATEGORIES = ['dont_know', 'not_my_job', 'policy_refusal', 'absolute_no', 'dismissive', 'blame',
+    'overpromise', 'sensitive_data_request'];
+  var CUE_CATEGORIES = ['frustration', 'repeat_contact', 'escalation_request'];
   var S = {socket: null, watching: null, liveTimer: null, watchLog: null};
 
   function toast(text) {
@@ -86,7 +89,7 @@
       location.hash = '#/conversations?' + q.toString();
     }}}, [
       label('From', input('from', 'date')), label('To', input('to', 'date')),
-      label('Agent', agentSelect(params)), label('Category', select('category', CATEGORIES)),
+      label('Agent', agentSelect(params)), label('Category', categorySelect(params)),
       label('Severity', select('severity', ['info', 'warning', 'alert'])),
       label('Language', select('lang', ['en', 'sr', 'hr', 'sl'])), label('Site', input('site', 'text', {size: 8})),
       label('CSAT', select('csat', ['1', '2', '3', '4', '5'])),
@@ -94,6 +97,15 @@
       label('Suggestion ignored', input('flag_ignored', 'checkbox')),
       h('button', {type: 'submit'}, ['Apply'])]);
     return form;
+  }
+
+  /** The Category filter: the agents' flags and the customers' cues, in two groups. */
+  function categorySelect(params) {
+    var current = params.get('category') || '';
+    function option(o) { return h('option', {value: o, text: humanize(o), selected: current === o}); }
+    return h('select', {name: 'category'}, [h('option', {value: '', text: 'any'}),
+      h('optgroup', {label: "Flags on the agent's messages"}, FLAG_CATEGORIES.map(option)),
+      h('optgroup', {label: "Cues in the customer's messages"}, CUE_CATEGORIES.map(option))]);
   }
 
   /** The Agent filter: display names, filled from /api/agents, with the account id as the
@@ -137,12 +149,13 @@
           h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
           h('td', {'class': 'flags'}, [flagCount(f.total != null ? f.total : f.count, f.open != null ? f.open : f.count),
             ' ', f.worst ? tag(f.worst, f.worst) : null]),
-          h('td', {text: (f.categories || []).map(humanize).join(', ')})]);
+          h('td', {'class': 'categories', text: (f.categories || []).map(humanize).concat((c.cues || []).map(function (k) {
+            return humanize(k) + ' (customer)'; })).join(', ')})]);
       });
       page().append(table(['Conversation', {text: 'Agent', title: 'Everyone who had the chat or wrote in it, in the order they joined'}, 'Lang', 'Site', 'Started', 'CSAT', {text: 'Flags', title:
         "Every flag the coach raised on the agents' messages in the conversation, applied or not (as its transcript " +
         'lists them and the scorecards count them), and those still to review: neither applied nor marked'},
-        {text: 'Categories', title: 'The categories of the flags whose suggestion was not applied'}], rows));
+        {text: 'Categories', title: "The categories of all the flags, whatever the agent did with them, then those of the customer's cues"}], rows));
       var total = data.total || 0, per = data.per_page || rows.length, at = data.page || 1;
       if (total > per) page().append(pager(params, at, Math.ceil(total / per)));
     }, function (err) {

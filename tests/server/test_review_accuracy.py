@@ -12,9 +12,11 @@ from typing import Any
 
 from tests.server.support import (
     agent,
+    apply_a_suggestion,
     close_all,
     console,
     ignore_a_suggestion,
+    open_chat,
     running_with_coach,
     start_chat,
     supervisor_http,
@@ -95,3 +97,29 @@ async def test_exports_carry_the_rating_comment_and_the_whispers(redis_db: str) 
                 assert int(when.timestamp() * 1000) == int(r["ts"])
             await boss.close()
         await close_all(vi, ag)
+
+
+async def test_category_filter_finds_flags_of_every_outcome_and_customer_cues(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, applied_vi, applied = await start_chat(srv, redis_db)
+        assert (await apply_a_suggestion(ag, applied))["outcome"] == "applied"  # dont_know
+        upset_vi, upset = await open_chat(srv, ag, "This is ridiculous, I am so angry!!!")
+        await ag.expect("script", conversation=upset)
+        ack = await ag.say("Hi, I'm Ana, let me check that for you.", conversation=upset)
+        assert (await ag.expect("coach_checked", ref=ack["ref"]))["outcome"] == "clean"
+        async with await supervisor_http(srv, redis_db) as sup:
+
+            async def listed(**params: str) -> dict[str, dict[str, Any]]:
+                r = await sup.get("/api/review/conversations", params=params)
+                return {c["conversation"]: c for c in r.json()["items"]}
+
+            everything = await listed()
+            assert everything[applied]["flags"]["total"] == 1
+            assert everything[applied]["flags"]["categories"] == ["dont_know"]
+            assert everything[upset]["cues"] == ["frustration"]
+            assert list(await listed(category="dont_know")) == [applied]
+            assert list(await listed(category="frustration")) == [upset]
+            assert list(await listed(category="escalation_request")) == []
+        await close_all(applied_vi, upset_vi, ag)

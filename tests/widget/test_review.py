@@ -374,6 +374,25 @@ async def test_transcript_shows_the_rating_comment_and_the_whispers_in_their_pla
     await expect(lines.nth(1)).to_contain_text("Apologise first.")
 
 
+async def test_category_filter_offers_flags_and_customer_cues_the_list_shows(
+        site: Site, new_page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    item = {**LIST["items"][0], "cues": ["frustration"]}
+    monkeypatch.setattr(sys.modules[__name__], "LIST", {**LIST, "items": [item]})
+    page, api = await review_page(site, new_page)
+    row = page.locator(f"tbody tr[data-conv='{CONV}']")
+    await expect(row.locator("td.categories")).to_have_text(
+        "don't know, not my job, frustration (customer)", timeout=10_000)
+    groups = page.get_by_label("Category").locator("optgroup")
+    await expect(groups.nth(0).locator("option")).to_have_count(8)
+    await expect(groups.nth(1).locator("option")).to_have_text(
+        ["frustration", "repeat contact", "escalation request"])
+    category = page.get_by_label("Category")
+    assert await category.locator("option[value='upsell_when_upset']").count() == 0
+    await category.select_option("frustration")
+    await page.get_by_role("button", name="Apply").click()
+    await api.last_query("/api/review/conversations", category=["frustration"])
+
+
 async def test_list_counts_all_flags_and_those_left_to_review(site: Site,
                                                                new_page: Any) -> None:
     page, _ = await review_page(site, new_page)
