@@ -417,11 +417,11 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _export(transcripts: list[dict[str, Any]], fmt: str, name: str) -> Response:
+def _export(transcripts: list[dict[str, Any]] | dict[str, Any], fmt: str, name: str) -> Response:
+    """Transcripts in ``fmt``: a set as a list (in JSON, whatever its length), one
+    transcript as itself."""
     if fmt == "json":
-        body = json.dumps(
-            transcripts if len(transcripts) != 1 else transcripts[0], ensure_ascii=False, indent=1
-        )
+        body = json.dumps(transcripts, ensure_ascii=False, indent=1)
         return Response(
             body,
             media_type="application/json",
@@ -431,7 +431,7 @@ def _export(transcripts: list[dict[str, Any]], fmt: str, name: str) -> Response:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        for t in transcripts:
+        for t in _listed(transcripts):
             writer.writerows(_csv_rows(t))
         return Response(
             buf.getvalue(),
@@ -440,17 +440,21 @@ def _export(transcripts: list[dict[str, Any]], fmt: str, name: str) -> Response:
         )
     if fmt == "txt":
         return PlainTextResponse(
-            "\n".join(_as_text(t) for t in transcripts),
+            "\n".join(_as_text(t) for t in _listed(transcripts)),
             headers={"content-disposition": f'attachment; filename="{name}.txt"'},
         )
     raise ApiError(400, "invalid_request", "format: json, csv or txt")
+
+
+def _listed(transcripts: list[dict[str, Any]] | dict[str, Any]) -> list[dict[str, Any]]:
+    return transcripts if isinstance(transcripts, list) else [transcripts]
 
 
 async def export_one(request: Request) -> Response:
     await _supervisor(request)
     conv = request.path_params["conv"]
     return _export(
-        [await _transcript(request, conv)], request.query_params.get("format", "json"), conv
+        await _transcript(request, conv), request.query_params.get("format", "json"), conv
     )
 
 

@@ -123,3 +123,25 @@ async def test_category_filter_finds_flags_of_every_outcome_and_customer_cues(
             assert list(await listed(category="frustration")) == [upset]
             assert list(await listed(category="escalation_request")) == []
         await close_all(applied_vi, upset_vi, ag)
+
+
+async def test_a_set_export_is_a_list_whatever_its_length(redis_db: str) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+
+            async def exported(**params: str) -> Any:
+                r = await sup.get("/api/review/export", params={"format": "json", **params})
+                assert r.status_code == 200
+                return r.json()
+
+            assert await exported(lang="sl") == []
+            [one] = await exported()
+            assert one["conversation"] == conv
+            alone = await sup.get(
+                f"/api/review/conversations/{conv}/export", params={"format": "json"}
+            )
+            assert alone.json()["conversation"] == conv
+            other_vi, other = await open_chat(srv, ag, "Where is my refund?")
+            assert {t["conversation"] for t in await exported()} == {conv, other}
+        await close_all(vi, other_vi, ag)
