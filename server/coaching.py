@@ -47,7 +47,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from coach import Coach, Flag
+from coach import Coach, Flag, script
 from coach.conversation import ConversationCoach, Nudge
 from server.masking import mask_cards
 from server.rules_runtime import RulesRuntime
@@ -212,7 +212,7 @@ class Coaching:
         flags = coach.check(masked_text, lang, "agent") if coach is not None else []
         sensitive = [f for f in flags if f.category == "sensitive_data_request"]
         if sensitive and not override:
-            raise CoachingError(_REFUSALS.get(_lang(lang), _REFUSALS["en"]), sensitive)
+            raise CoachingError(_refusal(_lang(lang), masked_text), sensitive)
         return SentCheck(masked_text, masked, flags)
 
     async def record_sent(
@@ -609,6 +609,15 @@ def _slots(state: dict[str, str], agent: dict[str, str]) -> dict[str, str | None
         "agent_name": agent.get("name") or None,
         "topic": state.get("topic") or None,
     }
+
+
+def _refusal(lang: str, text: str) -> str:
+    """Why a message was refused, in the language and, for Serbian, the script of the
+    message, as the coach writes its flags' messages."""
+    message = _REFUSALS.get(lang, _REFUSALS["en"])
+    if lang == "sr" and script.is_cyrillic(text):
+        message = script.latin_to_cyrillic(message)
+    return message
 
 
 def _lang(lang: str) -> str:

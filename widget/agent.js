@@ -655,7 +655,7 @@
     // Each suggestion as the sentence it becomes; a click puts it in place of the
     // sentence that asked, which no splice of the flagged words alone could mend.
     var options = refusalSuggestions(text, f).map(function (x) {
-      return h('button', {type: 'button', 'class': 'use',
+      return h('button', {type: 'button', 'class': 'use', lang: c.lang || null,
         'aria-label': x.old ? 'Replace “' + x.old + '” with “' + x.sentence + '”' : 'Use “' + x.sentence + '”',
         on: {click: function () {
           $('draft').value = x.old ? text.slice(0, x.a) + x.sentence + text.slice(x.b) : x.sentence;
@@ -664,7 +664,8 @@
     });
     var box = $('refusal');
     box.replaceChildren.apply(box, [
-      h('p', {}, [h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}), ' ', f.message]),
+      h('p', {}, [h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}), ' ',
+        h('span', {'class': 'why', lang: c.lang || null, text: f.message})]),
       h('p', {}, ['Your message: ', h('q', {text: text})]),
       options.length ? h('p', {'class': 'suggested-label', text: 'Say it another way:'}) : null,
       options.length ? h('div', {'class': 'suggested', role: 'group', 'aria-label': 'Suggestions'}, options) : null,

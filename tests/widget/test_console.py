@@ -924,6 +924,32 @@ async def test_a_refused_request_for_card_data_offers_whole_sentences(
     assert "CVV." not in " ".join(await shop.locator(f"{W} .log .m .text").all_inner_texts())
 
 
+async def test_a_refusal_in_a_cyrillic_chat_speaks_cyrillic(site: Site, new_page: Any,
+                                                           agent_name: Any) -> None:
+    name = await agent_name(["sr"])
+    console = await new_page()
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base, lang="sr-Cyrl")
+    await open_widget(shop)
+    await write(shop, "Желим да платим поруџбину 1182.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").fill("Хвала! Пошаљите ми број картице.")
+    await console.locator("#draft").press("Enter")
+    refusal = console.locator("#refusal")
+    await expect(refusal).to_be_visible(timeout=10_000)
+    # What the coach says is in the chat's script; what the console says is its own English.
+    why = refusal.locator(".why")
+    await expect(why).to_have_attribute("lang", "sr")
+    latin = re.compile("[A-Za-zčćžšđČĆŽŠĐ]")
+    for text in [await why.inner_text(), *await refusal.locator(".use").all_inner_texts()]:
+        assert text and not latin.search(text), text
+    await expect(refusal.locator("strong")).to_have_text(
+        "Not sent: this asks for sensitive data in chat.")
+    await expect(refusal.locator(".suggested-label")).to_have_text("Say it another way:")
+    assert console.watched.errors == []
+
+
 async def test_console_works_without_a_coaching_server(site: Site, new_page: Any,
                                                        agent_name: Any) -> None:
     """Drafts that the server does not know must not stop messages from being sent."""
