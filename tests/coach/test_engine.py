@@ -391,6 +391,8 @@ SPLICES = [
      ["Morda niste prebrali navodil.", "Verjetno niste prebrali navodil."]),
     ("hr", "Iskreno, ne znamo kada će roba stići.", "hr.dont_know.provjerit_cu_sto",
      ["Provjerit ću kada će roba stići.", "Odmah ću provjeriti kada će roba stići."]),
+    ("hr", "Kunem se da je sve u redu.", "hr.overpromise.kunem_se_da",
+     ["U sustavu vidim da je sve u redu.", "Koliko sada vidim, izgleda da je sve u redu."]),
     ("hr", "Nije mi dopušteno odobriti popust.", "hr.policy_refusal.nije_mi_dopusteno_uciniti",
      ["Provjerit ću kako mogu odobriti popust.",
       "Zamolit ću nadređenog da mi dopusti odobriti popust."]),
