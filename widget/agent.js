@@ -16,6 +16,9 @@
     missing_thanks: 'Thank the customer', upsell_when_upset: 'Not the moment for an offer'
   };
 
+  // A message sent after the coach refused it (the review pages say the same).
+  var SENT_ANYWAY = 'sent anyway';
+
   // The cards' order, most urgent first: what the customer feels or asks for now, then
   // the wait, then habits (introductions, thanks) that can come last.
   var URGENCY = ['frustration', 'escalation_request', 'upsell_when_upset', 'repeat_contact',
@@ -32,7 +35,7 @@
     if (!c) {
       c = {id: id, visitor: {name: 'Visitor'}, lang: '', status: 'assigned', events: [], last: null,
         unread: 0, waitingSince: null, draft: '', draftId: 0, draftTexts: {}, flags: [], applied: [],
-        assist: [], notes: [], lastRead: null, pending: {}};
+        assist: [], notes: [], lastRead: null, pending: {}, overridden: {}};
       S.convs.set(id, c);
     }
     return c;
@@ -166,7 +169,9 @@
       case 'coach_checked': {
         var cc = S.convs.get(f.conversation);
         var li = cc && document.querySelector('#transcript [data-id="' + CSS.escape(f.ref) + '"] .state');
-        if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + f.outcome;
+        // Sent after a refusal, on purpose: said as the review pages say it.
+        if (li && cc.overridden[f.ref]) li.textContent = SENT_ANYWAY;
+        else if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + f.outcome;
         break;
       }
       case 'error': onError(f); break;
@@ -311,7 +316,7 @@
         h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
         h('span', {'class': 'text', text: ev.text}),
         ev.contact ? h('span', {'class': 'sys', text: ' (' + ev.contact.name + ', ' + ev.contact.email + ')'}) : null,
-        mine ? h('span', {'class': 'state'}) : null]);
+        mine ? h('span', {'class': 'state', text: c.overridden[ev.id] ? SENT_ANYWAY : ''}) : null]);
     } else if (ev.type === 'whisper') {
       li = h('li', {'class': 'whisper', 'aria-label': 'Private whisper from ' + ev.from.name},
         [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
@@ -626,7 +631,7 @@
     var id = again ? again.id : TL.uid('a');
     var frame = {type: 'message', id: id, conversation: c.id, text: text};
     if (S.coachSeen) frame.draft_id = again ? again.draft_id : c.draftId;
-    if (override) frame.override = true;
+    if (override) { frame.override = true; c.overridden[id] = true; }
     var li = h('li', {'class': 'msg mine pending', 'data-id': id}, [
       h('span', {'class': 'from', text: S.me.name}), h('span', {'class': 'text', text: text}), h('span', {'class': 'state'})]);
     c.pending[id] = {li: li, text: text, draft_id: frame.draft_id};

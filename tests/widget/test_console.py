@@ -950,6 +950,26 @@ async def test_a_refusal_in_a_cyrillic_chat_speaks_cyrillic(site: Site, new_page
     assert console.watched.errors == []
 
 
+async def test_a_message_sent_anyway_says_so_as_the_review_does(site: Site, new_page: Any,
+                                                               agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "I'd like to pay for order 1182.")
+    asked = "Please send me your card number and CVV."
+    await console.locator("#draft").fill(asked)
+    await console.locator("#draft").press("Enter")
+    await console.locator("#refusal").get_by_role("button", name="Send anyway").click()
+    await wait_bubble(shop, asked, mine=False)
+    state = console.locator("#transcript .msg.mine .state")
+    await expect(state).to_have_text("sent anyway", timeout=10_000)
+    # And so it stays once the coach has told how it recorded the message.
+    deadline = time.monotonic() + 10
+    while not any('"coach_checked"' in note for note in console.watched.trail):
+        assert time.monotonic() < deadline, "no coach_checked frame"
+        await asyncio.sleep(0.1)
+    await expect(state).to_have_text("sent anyway")
+    assert console.watched.errors == []
+
+
 async def test_console_works_without_a_coaching_server(site: Site, new_page: Any,
                                                        agent_name: Any) -> None:
     """Drafts that the server does not know must not stop messages from being sent."""
