@@ -171,7 +171,7 @@
         var li = cc && document.querySelector('#transcript [data-id="' + CSS.escape(f.ref) + '"] .state');
         // Sent after a refusal, on purpose: said as the review pages say it.
         if (li && cc.overridden[f.ref]) li.textContent = SENT_ANYWAY;
-        else if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + f.outcome;
+        else if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + TL.humanize(f.outcome);
         break;
       }
       case 'error': onError(f); break;
@@ -528,7 +528,7 @@
     syncScroll();
     $('flags').replaceChildren.apply($('flags'), c.flags.map(function (x, i) {
       return h('li', {'class': 'sev-' + x.flag.severity, 'data-rule': x.flag.rule}, [
-        h('span', {'class': 'tag sev-' + x.flag.severity, text: x.flag.category.replace(/_/g, ' ')}), ' ',
+        h('span', {'class': 'tag sev-' + x.flag.severity, text: TL.humanize(x.flag.category)}), ' ',
         h('q', {text: x.t}), ' ', h('span', {text: x.flag.message}),
         h('div', {'class': 'options'}, suggestionButtons(c, i))]);
     }));
@@ -573,7 +573,7 @@
     if (!x) return hidePopover();
     if (pop.dataset.i === String(i) && !pop.hidden) return;
     pop.dataset.i = String(i);
-    pop.replaceChildren(h('p', {}, [h('span', {'class': 'tag sev-' + x.flag.severity, text: x.flag.category.replace(/_/g, ' ')}),
+    pop.replaceChildren(h('p', {}, [h('span', {'class': 'tag sev-' + x.flag.severity, text: TL.humanize(x.flag.category)}),
       ' ', x.flag.message]), h('div', {'class': 'options'}, suggestionButtons(c, i)));
     var host = $('conversation').getBoundingClientRect();
     pop.hidden = false;

@@ -57,6 +57,13 @@
     return Array.from(text).slice(0, cp).join('').length;
   }
 
+  // Words for the names the protocol uses (categories, outcomes, review states) where
+  // spaces for underscores are not enough; the console and the review pages say the same.
+  var WORDS = {dont_know: "don't know"};
+
+  /** A protocol name as people read it: "dont_know" -> "don't know", "not_my_job" -> "not my job". */
+  function humanize(s) { return WORDS[s] || String(s || '').replace(/_/g, ' '); }
+
   // ---------------------------------------------------------------- session
   // Kept in localStorage, so every tab of the browser shares one login: a new tab
   // starts logged in, and logging in or out in one tab does the same in the others.
@@ -201,6 +208,6 @@
   };
 
   window.TL = {h: h, svg: svg, cmpSeq: cmpSeq, uid: uid, duration: duration, clock: clock, utf16: utf16,
-    api: api, ApiError: ApiError, loginForm: loginForm, Socket: Socket,
+    humanize: humanize, api: api, ApiError: ApiError, loginForm: loginForm, Socket: Socket,
     session: function () { return session; }, setSession: setSession, logout: logout};
 })();

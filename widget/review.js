@@ -25,8 +25,7 @@
   function label(text, control) { return h('label', {}, [text, control]); }
   function dt(ms) { return ms ? new Date(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms).toLocaleString() : ''; }
   function tag(text, sev) { return h('span', {'class': 'tag' + (sev ? ' sev-' + sev : ''), text: text}); }
-  var WORDS = {dont_know: "don't know"};
-  function humanize(s) { return WORDS[s] || String(s || '').replace(/_/g, ' '); }
+  var humanize = TL.humanize;
   /** A person's display name, with the account id as a tooltip where the name differs. */
   function person(name, id) {
     return h('td', Object.assign({text: name || id || ''}, id && name && name !== id ? {title: id} : {}));

@@ -1013,6 +1013,19 @@ async def test_real_server_shows_the_missing_thanks_after_closing(
     await expect(console.locator("#draft")).to_be_disabled()
 
 
+async def test_flag_badges_use_the_words_of_the_review_pages(site: Site, new_page: Any,
+                                                             agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
+    await console.locator("#draft").type(NOT_MY_JOB, delay=10)
+    badges = console.locator("#flags li .tag")
+    await expect(badges).to_have_text(["don't know", "not my job"], timeout=5_000)
+    assert await console.evaluate("TL.humanize('dont_know')") == "don't know"
+    await console.locator("#draft").press("Home")  # the cursor in the first phrase
+    await console.locator("#draft").press("ArrowRight")
+    await expect(console.locator("#popover .tag")).to_have_text("don't know", timeout=5_000)
+
+
 async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_page: Any,
                                                               agent_name: Any) -> None:
     name = await agent_name()
