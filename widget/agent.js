@@ -24,6 +24,8 @@
   var URGENCY = ['frustration', 'escalation_request', 'upsell_when_upset', 'repeat_contact',
     'hold_without_update', 'missing_thanks', 'missing_introduction'];
 
+  var REPLY_PLACEHOLDER = $('draft').placeholder;
+
   var S = {
     me: null, role: null, socket: null, convs: new Map(), current: null, queue: [], agents: [],
     snapshotAt: Date.now(), coachSeen: false, coachOff: false, draftSentAt: 0
@@ -279,6 +281,9 @@
     var closed = c.status === 'closed';
     $('draft').disabled = closed; $('close-chat').disabled = closed; $('transfer-open').disabled = closed;
     $('composer').querySelector('button').disabled = closed;
+    $('closed-note').hidden = !closed; $('flags-help').hidden = closed;
+    $('draft').setAttribute('aria-describedby', closed ? 'closed-note' : 'flags-help');
+    $('draft').placeholder = closed ? 'This chat is closed.' : REPLY_PLACEHOLDER;
     var back = !closed && takenFrom(c), button = $('hand-back');
     button.hidden = !back;
     button.textContent = back ? 'Hand back to ' + back.name : '';
@@ -585,7 +590,7 @@
   function hidePopover() {
     var pop = $('popover');
     pop.hidden = true; pop.dataset.i = '';
-    $('draft').setAttribute('aria-describedby', 'flags-help');
+    $('draft').setAttribute('aria-describedby', $('draft').disabled ? 'closed-note' : 'flags-help');
   }
 
   function markRect(i) {

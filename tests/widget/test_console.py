@@ -1026,6 +1026,34 @@ async def test_flag_badges_use_the_words_of_the_review_pages(site: Site, new_pag
     await expect(console.locator("#popover .tag")).to_have_text("don't know", timeout=5_000)
 
 
+async def test_a_closed_chats_reply_box_looks_closed_and_says_so(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "That's all, thanks.")
+
+    async def looks() -> dict[str, str]:
+        return dict(await console.evaluate("""() => ({
+            box: getComputedStyle(document.querySelector('.editor')).backgroundColor,
+            send: getComputedStyle(document.querySelector('#composer button')).backgroundColor})"""))
+
+    open_look = await looks()
+    note = console.locator("#closed-note")
+    await expect(note).to_be_hidden()
+    await close_chat(console)
+    await expect(console.locator("#draft")).to_be_disabled(timeout=10_000)
+    await expect(note).to_be_visible()
+    await expect(note).to_contain_text("This chat is closed")
+    await expect(console.locator("#draft")).to_have_attribute("aria-describedby", "closed-note")
+    await expect(console.locator("#flags-help")).to_be_hidden()
+    closed_look = await looks()
+    assert closed_look["box"] != open_look["box"], (open_look, closed_look)
+    assert closed_look["send"] != open_look["send"], (open_look, closed_look)
+    # The line sits by the reply box it explains.
+    said, box = await note.bounding_box(), await console.locator("#draft").bounding_box()
+    assert said is not None and box is not None and 0 <= box["y"] - (said["y"] + said["height"]) < 40
+    await console.screenshot(path=out_dir / "console-closed-chat.png")
+
+
 async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_page: Any,
                                                               agent_name: Any) -> None:
     name = await agent_name()
