@@ -309,6 +309,8 @@ class TransferredEvent(Event):
     agent: AgentRef | None = None
     team: str | None = None
     note: str | None = None
+    #: A supervisor took the chat over (``take_over``); ``agent`` is the supervisor.
+    taken_over: bool = False
 
 
 class ClosedEvent(Event):

@@ -1148,7 +1148,7 @@ class Session:
             return  # already theirs
         # As a transfer: the visitor is told who is with them now, every connection of
         # the supervisor gets the chat as an ``assignment``, the previous agent loses it.
-        await self.relay.router.hand_over(conv, previous, self.uid, frame.note)
+        await self.relay.router.hand_over(conv, previous, self.uid, frame.note, taken_over=True)
         await self.relay.router.notify_queue_changed()
 
     async def _on_csat(self, frame: p.Csat) -> None:

@@ -358,6 +358,12 @@ def _as_text(t: dict[str, Any]) -> str:
         elif e.get("type") == "whisper":
             who = (e.get("from") or {}).get("name") or (e.get("from") or {}).get("id") or "-"
             lines.append(f"[{when}] (whisper, private to the agent) {who}: {e.get('text', '')}")
+        elif e.get("type") == "transferred":
+            to = (e.get("agent") or {}).get("name") or e.get("team") or "-"
+            if e.get("taken_over"):
+                lines.append(f"[{when}] -- {to} (supervisor) took the chat over")
+            else:
+                lines.append(f"[{when}] -- transferred to {to}")
         else:
             lines.append(f"[{when}] -- {e.get('type')}")
     return "\n".join(lines) + "\n"

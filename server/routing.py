@@ -174,9 +174,12 @@ class Router:
             return None  # given to this agent from the queue afterwards
         return str(event.get("team") or ""), at
 
-    async def hand_over(self, conv: str, previous: str, agent: str, note: str = "") -> None:
-        """Announce a chat the routing keys moved from ``previous`` to ``agent``:
-        the ``transferred`` event, the new agent's assignment, the old one's revocation."""
+    async def hand_over(
+        self, conv: str, previous: str, agent: str, note: str = "", *, taken_over: bool = False
+    ) -> None:
+        """Announce a chat the routing keys moved from ``previous`` to ``agent`` (a
+        supervisor taking it over when ``taken_over``): the ``transferred`` event, the new
+        agent's assignment, the old one's revocation."""
         event = p.dump(
             p.TransferredEvent(
                 conversation=conv,
@@ -184,6 +187,7 @@ class Router:
                 from_agent=await self.names.agent(previous) if previous else None,
                 agent=await self.names.agent(agent),
                 note=note or None,
+                taken_over=taken_over,
             )
         )
         event.pop("seq")

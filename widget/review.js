@@ -479,6 +479,9 @@
   function eventText(ev) {
     if (ev.type === 'closed') return 'Closed' + (ev.by ? ' by ' + ev.by.name : '');
     if (ev.type === 'assigned') return ev.agent ? ev.agent.name + ' joined' : null;
+    if (ev.type === 'transferred' && ev.taken_over) {
+      return (ev.agent ? ev.agent.name : 'A supervisor') + ' (supervisor) took the chat over' + (ev.from_agent ? ' from ' + ev.from_agent.name : '');
+    }
     if (ev.type === 'transferred') return 'Transferred' + (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '');
     return null;
   }
@@ -521,6 +524,8 @@
         }
         if (f.type === 'error') { toast(f.message || f.code); return; }
         if (!w || f.conversation !== w.id) return;
+        // The chat is the supervisor's now (taken over): no line, the panel says so.
+        if (f.type === 'assignment') { w.taken(); return; }
         if (f.type === 'watching') {
           // The conversation so far; its events follow live.
           if (f.history_truncated && !w.last) w.log.append(h('li', {'class': 'sys', text: 'Earlier messages are not shown.'}));
@@ -540,7 +545,16 @@
     // Watching the same chat again starts over: the server sends its history only on a new watch.
     if (S.watching) sock.send({type: 'unwatch', conversation: S.watching.id});
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Watched conversation'});
-    S.watching = {id: id, last: null, log: log};
+    var takeOver = h('p', {}, [h('button', {type: 'button', on: {click: function (e) {
+      e.target.disabled = true;
+      sock.send({type: 'take_over', conversation: id});
+      toast('You are taking over ' + id + '; answer it in the agent console.');
+    }}}, ['Take over']), ' ', h('a', {href: '/agent', text: 'Open the agent console'})]);
+    // Once the chat is the supervisor's, whispers would go to themselves: answer it instead.
+    S.watching = {id: id, last: null, log: log, taken: function () {
+      whisper.hidden = true;
+      takeOver.replaceChildren('You have this chat now; answer it in the ', h('a', {href: '/agent', text: 'agent console'}), '.');
+    }};
     var input = h('input', {'aria-label': 'Whisper to the agent', maxlength: '1000',
       placeholder: 'Only ' + agent + ' sees this; the visitor does not'});
     var whisper = h('form', {'class': 'whisper', 'aria-label': 'Private to ' + agent, on: {submit: function (e) {
@@ -555,11 +569,9 @@
     panel.replaceChildren(
       h('h2', {text: 'Watching ' + (agentOf(c) || 'an unassigned chat') + (visitorOf(c) ? ' with ' + visitorOf(c) : '')}),
       h('p', {'class': 'meta', text: id + (c.lang ? ' · ' + c.lang : '')}),
-      log, whisper,
-      h('p', {}, [h('button', {type: 'button', on: {click: function () {
-        sock.send({type: 'take_over', conversation: id});
-        toast('You are taking over ' + id + '; answer it in the agent console.');
-      }}}, ['Take over']), ' ', h('a', {href: '/agent', text: 'Open the agent console'})]));
+      log, whisper, takeOver);
+    var me = TL.session();
+    if (me && me.user && c.agent && (c.agent.id || c.agent) === me.user.id) S.watching.taken();
     panel.hidden = false;
     sock.send(watchFrame(S.watching));
   }

@@ -145,3 +145,26 @@ async def test_a_set_export_is_a_list_whatever_its_length(redis_db: str) -> None
             other_vi, other = await open_chat(srv, ag, "Where is my refund?")
             assert {t["conversation"] for t in await exported()} == {conv, other}
         await close_all(vi, other_vi, ag)
+
+
+async def test_a_take_over_reads_as_one_and_a_transfer_as_a_transfer(redis_db: str) -> None:
+    async with running_with_coach(redis_db) as srv:
+        jelena, marko, vi, conv = await transferred_chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await console(srv, "sanja")
+            await boss.send(type="take_over", conversation=conv)
+            await boss.expect("assignment", conversation=conv)
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            moves = [
+                (e["agent"]["id"], e["taken_over"])
+                for e in t["events"]
+                if e["type"] == "transferred"
+            ]
+            assert moves == [("marko", False), ("sanja", True)]
+            text = (
+                await sup.get(f"/api/review/conversations/{conv}/export", params={"format": "txt"})
+            ).text
+            assert "-- transferred to Marko" in text
+            assert "-- Sanja (supervisor) took the chat over" in text
+            await boss.close()
+        await close_all(vi, jelena, marko)

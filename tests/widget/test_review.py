@@ -611,6 +611,43 @@ async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> N
     assert await page.locator(".live-watch img").count() == 0
 
 
+async def test_taking_a_watched_chat_over_says_so_and_leaves_no_button(
+        site: Site, new_page: Any) -> None:
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+
+    def fake_socket(ws: Any) -> None:
+        def on_message(raw: str | bytes) -> None:
+            frame = json.loads(raw)
+            if frame["type"] == "hello":
+                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
+                                    "user": {"id": "supervisor", "name": "Ana"},
+                                    "agents_online": 1, "conversations": []}))
+            elif frame["type"] == "take_over":
+                # What the server sends the supervisor: the event, then the assignment.
+                ws.send(json.dumps({
+                    "v": 1, "type": "transferred", "conversation": CONV, "seq": "6-0", "ts": 2,
+                    "from_agent": {"id": "agent1", "name": "Jelena"},
+                    "agent": {"id": "supervisor", "name": "Ana"}, "team": None, "note": None,
+                    "taken_over": True}))
+                ws.send(json.dumps({"v": 1, "type": "assignment", "conversation": CONV,
+                                    "reason": "transfer", "from_agent": "agent1"}))
+        ws.on_message(on_message)
+
+    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await login(page, site, hash_="#/live")
+    row = page.locator(f"tr[data-conv='{CONV}']")
+    await expect(row).to_contain_text("this is a disgrace", timeout=10_000)
+    await row.get_by_role("button", name="Watch").click()
+    panel = page.locator(".live-watch")
+    await panel.get_by_role("button", name="Take over").click()
+    await expect(panel).to_contain_text("You have this chat now", timeout=10_000)
+    await expect(panel.get_by_role("button", name="Take over")).to_have_count(0)
+    await expect(panel.locator("form.whisper")).to_be_hidden()
+    await expect(panel.locator(".transcript li")).to_have_text(
+        ["Ana (supervisor) took the chat over from Jelena"])
+
+
 async def test_watched_chat_reads_by_speaker_and_the_whisper_box_says_it_is_private(
         site: Site, new_page: Any, out_dir: Path) -> None:
     page = await new_page(width=1280, height=900)
