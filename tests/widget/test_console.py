@@ -1034,7 +1034,8 @@ async def test_a_closed_chats_reply_box_looks_closed_and_says_so(
     async def looks() -> dict[str, str]:
         return dict(await console.evaluate("""() => ({
             box: getComputedStyle(document.querySelector('.editor')).backgroundColor,
-            send: getComputedStyle(document.querySelector('#composer button')).backgroundColor})"""))
+            send: getComputedStyle(document.querySelector('#composer button'))
+                .backgroundColor})"""))
 
     open_look = await looks()
     note = console.locator("#closed-note")
@@ -1050,7 +1051,8 @@ async def test_a_closed_chats_reply_box_looks_closed_and_says_so(
     assert closed_look["send"] != open_look["send"], (open_look, closed_look)
     # The line sits by the reply box it explains.
     said, box = await note.bounding_box(), await console.locator("#draft").bounding_box()
-    assert said is not None and box is not None and 0 <= box["y"] - (said["y"] + said["height"]) < 40
+    assert said is not None and box is not None
+    assert 0 <= box["y"] - (said["y"] + said["height"]) < 40
     await console.screenshot(path=out_dir / "console-closed-chat.png")
 
 
