@@ -665,16 +665,20 @@ async def live(request: Request) -> JSONResponse:
         pipe.xrevrange(conv_key(conv, "events"), "+", "-", count=WAIT_SCAN)
         pipe.lrange(conv_key(conv, "coachlog"), -LOG_SCAN, -1)
         pipe.hvals(conv_key(conv, "flags"))
+        pipe.zscore(f"{G}left", conv)
     read = await pipe.execute()
-    events, logs, flags = read[0::3], read[1::3], read[2::3]
+    events, logs, flags, left = read[0::4], read[1::4], read[2::4], read[3::4]
     names = await _names(request, (st.get("agent") for _, st, *_ in open_))
     present = await presence_of(relay, (st.get("agent") or "" for _, st, *_ in open_))
+    online = await relay.store.online_by_lang(chat_lang(st) for _, st, *_ in open_)
     items = []
-    for (conv, st, last, wait_due), recent, log, raw_flags in zip(
-        open_, events, logs, flags, strict=True
+    for (conv, st, last, wait_due), recent, log, raw_flags, left_at in zip(
+        open_, events, logs, flags, left, strict=True
     ):
         last_rec = json.loads(last) if last else None
         since = waiting_since([decode_event(seq, fields["e"]) for seq, fields in recent])
+        lang = chat_lang(st)
+        queued = st.get("status") == "queued"
         items.append(
             {
                 "conversation": conv,
@@ -683,7 +687,10 @@ async def live(request: Request) -> JSONResponse:
                 "agent_name": names.get(st.get("agent") or ""),
                 **_agent_presence(present.get(st.get("agent") or "")),
                 "visitor": visitor_of(st),
-                "lang": st.get("lang", ""),
+                "lang": lang,
+                "left_message": queued and left_at is not None,
+                "agents_online": online[lang],
+                "no_agent_for_lang": queued and online[lang] == 0,
                 "started_at": int(st.get("created") or 0),
                 "waiting": wait_due is not None,
                 "last_coach": last_rec,
@@ -694,6 +701,11 @@ async def live(request: Request) -> JSONResponse:
             }
         )
     return JSONResponse({"items": items})
+
+
+def chat_lang(st: dict[str, str]) -> str:
+    """A conversation's language as agents list theirs: ``sr`` for ``sr-Cyrl`` and ``sr-Latn``."""
+    return (st.get("lang") or "en").split("-", 1)[0].lower()
 
 
 def _last_cue(log: list[str]) -> dict[str, Any] | None:

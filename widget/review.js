@@ -433,11 +433,21 @@
   function agentOf(c) { return c.agent_name || (c.agent && (c.agent.name || c.agent)) || ''; }
   function visitorOf(c) { return (c.visitor && (c.visitor.name || c.visitor.id || c.visitor)) || ''; }
 
+  /** A live row's language; for a chat waiting for an agent, whether it is a left message
+   * and, when no online agent speaks its language, a warning the supervisor can act on. */
+  function langCell(c) {
+    var lang = c.lang || '';
+    return h('td', {'class': 'lang'}, [lang,
+      c.left_message ? h('span', {'class': 'note left-message', text: ' · Left message'}) : null,
+      c.no_agent_for_lang ? h('strong', {'class': 'no-agent', role: 'status',
+        text: ' · No agent online speaks ' + lang}) : null]);
+  }
+
   function live() {
     var body = h('tbody'), agents = h('tbody');
     var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
     page().replaceChildren(h('h1', {text: 'Live'}), h('table', {'class': 'grid', 'aria-label': 'Conversations'}, [
-      h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Visitor', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
+      h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Visitor', 'Language', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
         return h('th', {scope: 'col', text: t}); }))]), body]), panel,
       h('h2', {text: 'Agents'}), h('table', {'class': 'grid', 'aria-label': 'Agents'}, [
         h('thead', {}, [h('tr', {}, ['Agent', 'Status', 'Chats', 'Languages'].map(function (t) {
@@ -451,14 +461,15 @@
           var gone = c.agent_status === 'disconnected';
           return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}),
             h('td', {'class': 'agent'}, [agent || '—', gone ? h('span', {'class': 'note agent-status', text: ' · ' + statusText(c.agent_status, c.held_until)}) : null]),
-            h('td', {text: vis || ''}), h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
+            h('td', {text: vis || ''}), langCell(c),
+            h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
             h('td', {'class': 'cue', text: cue ? humanize(cue.category) + (cue.text ? ': “' + cue.text + '”' : '') : ''}),
             h('td', {'class': 'flag', text: flag ? humanize(flag.category) + (flag.text ? ': “' + flag.text + '”' : '') +
               (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);
         }));
       }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(
-        h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
+        h('tr', {}, [h('td', {colspan: '8', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
       TL.api('/api/agents').then(function (data) {
         // Agents, and anyone else holding chats (a supervisor who took one over).
         var shown = items(data).filter(function (a) { return a.role !== 'supervisor' || a.open; });

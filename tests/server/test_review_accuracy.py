@@ -20,6 +20,7 @@ from tests.server.support import (
     running_with_coach,
     start_chat,
     supervisor_http,
+    visitor,
 )
 
 
@@ -168,3 +169,36 @@ async def test_a_take_over_reads_as_one_and_a_transfer_as_a_transfer(redis_db: s
             assert "-- Sanja (supervisor) took the chat over" in text
             await boss.close()
         await close_all(vi, jelena, marko)
+
+
+async def live_row(sup: Any, conv: str) -> dict[str, Any]:
+    """The live monitor's row of ``conv``."""
+    items = (await sup.get("/api/review/live")).json()["items"]
+    [row] = [i for i in items if i["conversation"] == conv]
+    return dict(row)
+
+
+async def test_live_tells_a_left_message_nobody_online_can_answer_in_its_language(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ivo = await agent(srv, redis_db, "ivo", languages=["en"])
+        vi = await visitor(srv, lang="sr")
+        assert vi.welcome["agents_online"] == 0
+        await vi.send(type="leave_message", id="lm1", name="Ana", email="ana@example.com",
+                      text="Pozovite me, molim vas.")
+        conv = (await vi.expect("ack", ref="lm1"))["conversation"]
+        async with await supervisor_http(srv, redis_db) as sup:
+            row = await live_row(sup, conv)
+            assert (row["status"], row["lang"], row["left_message"]) == ("queued", "sr", True)
+            assert (row["agents_online"], row["no_agent_for_lang"]) == (0, True)
+            jelena = await agent(srv, redis_db, "jelena", languages=["en", "sr"])
+            row = await live_row(sup, conv)
+            assert (row["left_message"], row["agents_online"], row["no_agent_for_lang"]) == (
+                True, 1, False)
+            await jelena.send(type="accept", conversation=conv)
+            await jelena.expect("assignment", conversation=conv)
+            row = await live_row(sup, conv)
+            assert (row["status"], row["left_message"], row["no_agent_for_lang"]) == (
+                "assigned", False, False)
+        await close_all(vi, ivo, jelena)

@@ -572,6 +572,26 @@ async def test_live_shows_a_disconnected_agent_and_until_when_the_chats_are_held
     assert page.watched.errors == []
 
 
+async def test_live_flags_a_left_message_no_online_agent_speaks_the_language_of(
+        site: Site, new_page: Any) -> None:
+    live = {"items": [
+        {"conversation": CONV, "status": "queued", "agent": None, "agent_name": None,
+         "visitor": {"id": "v_1", "name": "Ana"}, "lang": "sr", "waiting_s": 3600,
+         "left_message": True, "agents_online": 0, "no_agent_for_lang": True},
+        {"conversation": "c_review0002", "status": "assigned", "agent": "agent1",
+         "agent_name": "Jelena", "visitor": {"id": "v_2", "name": "Ivo"}, "lang": "en",
+         "waiting_s": None, "left_message": False, "agents_online": 1,
+         "no_agent_for_lang": False}]}
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/live", lambda route: route.fulfill(json=live))
+    await login(page, site, hash_="#/live")
+    await expect(page.locator(f"tr[data-conv='{CONV}'] td.lang")).to_have_text(
+        "sr · Left message · No agent online speaks sr", timeout=10_000)
+    await expect(page.locator("tr[data-conv='c_review0002'] td.lang")).to_have_text("en")
+    assert page.watched.errors == []
+
+
 async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> None:
     page = await new_page(width=1280, height=900)
     api = ReviewApi()
