@@ -146,6 +146,8 @@ class AgentInfo(BaseModel):
     open: int
     capacity: int
     languages: list[str]
+    #: The teams a ``transfer`` with ``to_team`` may name (those of agent accounts).
+    teams: list[str]
 
 
 class AgentList(BaseModel):
@@ -483,6 +485,7 @@ async def list_agents(request: Request) -> JSONResponse:
                 open=int(open_n),
                 capacity=int(h.get("capacity") or relay.settings.default_capacity),
                 languages=[x for x in h.get("langs", "").split(",") if x] or acc.languages,
+                teams=acc.teams,
             )
         )
     return JSONResponse(AgentList(items=items).model_dump())

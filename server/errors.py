@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     QUEUE_EMPTY = "queue_empty"
     NO_CAPACITY = "no_capacity"
     AGENT_UNAVAILABLE = "agent_unavailable"
+    UNKNOWN_TEAM = "unknown_team"
     AGENTS_ONLINE = "agents_online"
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"

@@ -1308,13 +1308,16 @@ class Session:
             await router.hand_over(conv, prev or previous, target.name, frame.note)
         else:
             team = frame.to_team or ""
-            if not any(
-                team in acc.teams
+            teams = {
+                t
                 for acc in await list_accounts(self.relay.redis)
                 if acc.role == "agent"
-            ):
+                for t in acc.teams
+            }
+            if team not in teams:
+                known = ", ".join(sorted(teams)) or "none"
                 raise ProtocolError(
-                    ErrorCode.AGENT_UNAVAILABLE, f"no agent in team {team}", frame.id
+                    ErrorCode.UNKNOWN_TEAM, f"no team {team!r}; teams: {known}", frame.id
                 )
             waiting = await router.requeued(conv, st, team)
             event = p.TransferredEvent(

@@ -184,6 +184,7 @@
   }
 
   function onError(f) {
+    var transferFailed = f.code === 'agent_unavailable' || f.code === 'unknown_team';
     if (f.code === 'sensitive_data') return showRefusal(f);
     if (f.code === 'unknown_type' && !S.coachSeen && Date.now() - S.draftSentAt < 5000) {
       S.coachOff = true; // this server does not coach drafts yet
@@ -191,8 +192,8 @@
     }
     if (f.code === 'agent_unavailable' && S.handBack && f.ref === S.handBack.id) {
       toast('Could not hand the chat back: ' + S.handBack.name + ' is not online with room for another chat.');
-    } else if (f.code === 'agent_unavailable' && !$('transfer').open) toast('Transfer failed: ' + f.message);
-    else if (f.code === 'agent_unavailable') $('transfer-error').textContent = f.message;
+    } else if (transferFailed && !$('transfer').open) toast('Transfer failed: ' + f.message);
+    else if (transferFailed) $('transfer-error').textContent = f.message;
     else if (f.code !== 'rate_limited') toast(f.message || f.code);
     S.convs.forEach(function (c) {
       var p = f.ref && c.pending[f.ref];
@@ -726,6 +727,7 @@
     var c = S.convs.get(S.current);
     if (!c) return;
     fillTransferAgents();
+    fillTransferTeams();
     $('transfer-note').value = '';
     $('transfer-error').textContent = '';
     $('transfer').showModal();
@@ -746,13 +748,32 @@
     if (chosen) sel.value = chosen;
   }
 
+  /** The teams there are (those of agent accounts), from /api/agents: no team to mistype. */
+  function fillTransferTeams() {
+    var sel = $('transfer-team');
+    TL.api('/api/agents').then(function (got) {
+      var chosen = sel.value || 'support', teams = [];
+      got.items.forEach(function (a) {
+        if (a.role !== 'agent') return;
+        (a.teams || []).forEach(function (t) { if (teams.indexOf(t) < 0) teams.push(t); });
+      });
+      teams.sort();
+      sel.replaceChildren.apply(sel, teams.map(function (t) { return h('option', {value: t, text: t}); }));
+      sel.value = teams.indexOf(chosen) >= 0 ? chosen : teams[0] || '';
+    }, function (err) {
+      $('transfer-error').textContent = 'Could not load the teams: ' + err.message;
+    });
+  }
+
   function submitTransfer(e) {
     if (e.submitter && e.submitter.value !== 'send') return;
     e.preventDefault();
     var c = S.convs.get(S.current), form = $('transfer-form');
     var frame = {type: 'transfer', conversation: c.id, id: TL.uid('tr')};
-    if (form.elements.to.value === 'team') frame.to_team = $('transfer-team').value.trim();
-    else {
+    if (form.elements.to.value === 'team') {
+      if (!$('transfer-team').value) { $('transfer-error').textContent = 'There is no team to transfer to.'; return; }
+      frame.to_team = $('transfer-team').value;
+    } else {
       if (!$('transfer-agent').value) { $('transfer-error').textContent = 'No other agent is online with free capacity.'; return; }
       frame.to_agent = $('transfer-agent').value;
     }

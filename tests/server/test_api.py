@@ -186,6 +186,17 @@ async def test_rest_role_checks_and_paging(redis_db: str) -> None:
             await c.close()
 
 
+async def test_agents_list_says_which_teams_each_account_is_in(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        await make_account(redis_db, "jelena", teams=["support", "billing"])
+        await make_account(redis_db, "marko")
+        headers = {"Authorization": f"Bearer {await session_token(srv.base, 'marko')}"}
+        async with httpx.AsyncClient(base_url=srv.base, headers=headers, timeout=5) as http:
+            items = (await http.get("/api/agents")).json()["items"]
+        teams = {a["id"]: a["teams"] for a in items}
+        assert teams == {"jelena": ["support", "billing"], "marko": ["support"]}
+
+
 async def test_openapi_describes_every_route(redis_db: str) -> None:
     async with running(redis_db) as srv, httpx.AsyncClient(base_url=srv.base, timeout=5) as http:
         doc = (await http.get("/openapi.json")).json()

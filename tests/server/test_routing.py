@@ -240,6 +240,23 @@ async def test_transfer_to_team_queues_at_front_for_that_team(redis_db: str) -> 
         await close_all(first, billing, vi)
 
 
+async def test_transfer_to_a_team_nobody_is_in_is_refused_and_the_chat_stays(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        first = await agent(srv, redis_db, "jelena", teams=["support"])
+        vi, conv = await open_chat(srv, first, "invoice question")
+        await make_account(redis_db, "bob", teams=["billing"])
+        await first.send(type="transfer", conversation=conv, to_team="biling", id="t1")
+        err = await first.expect("error")
+        assert (err["code"], err["ref"]) == ("unknown_team", "t1")
+        assert err["message"] == "no team 'biling'; teams: billing, support"
+        assert (await vi.quiet("transferred")) == []
+        await first.say("Still with you.", conversation=conv)
+        await vi.expect("message", text="Still with you.")
+        await close_all(first, vi)
+
+
 async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: str) -> None:
     async with running(redis_db, grace_period_s=1.0) as srv:
         ag = await agent(srv, redis_db, "jelena")

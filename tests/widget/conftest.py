@@ -309,9 +309,11 @@ async def agent_name(site: Site) -> AsyncIterator[Callable[..., Awaitable[str]]]
     """``await agent_name()``: a new agent account (password ``PASSWORD``) for this test."""
     made: list[str] = []
 
-    async def make(languages: list[str] | None = None) -> str:
+    async def make(languages: list[str] | None = None, teams: list[str] | None = None) -> str:
         name = f"w{os.getpid() % 1000}a{next(_agent_numbers)}"
-        await make_account(site.redis_url, name, languages=languages or ["en", "sr", "hr", "sl"])
+        await make_account(
+            site.redis_url, name, languages=languages or ["en", "sr", "hr", "sl"], teams=teams
+        )
         site.accounts[name] = PASSWORD
         made.append(name)
         return name

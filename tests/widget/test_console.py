@@ -280,6 +280,38 @@ async def test_transfer_offers_those_who_speak_the_visitors_language_first(
         await other.close()
 
 
+async def test_transfer_to_a_team_offers_the_teams_there_are(site: Site, new_page: Any,
+                                                              agent_name: Any) -> None:
+    first = await agent_name()
+    billing = await agent_name(teams=["billing"])
+    console, shop = await chat_in_console(site, new_page, first, "A question about my invoice.")
+    await console.get_by_role("button", name="Transfer…").click()
+    dialog = console.locator("#transfer")
+    await dialog.get_by_role("radio", name="Team").check()
+    team = dialog.get_by_role("combobox", name="Team")
+    await expect(team.locator("option")).to_have_text(["billing", "support"], timeout=10_000)
+    await expect(team).to_have_value("support")
+    # A team that is gone by the time the transfer arrives: the server refuses it, and
+    # the console says so and keeps the chat.
+    await team.evaluate("sel => { sel.options[0].value = 'old'; sel.value = 'old'; }")
+    await dialog.get_by_role("button", name="Transfer", exact=True).click()
+    await expect(console.locator("#toast")).to_contain_text(
+        "Transfer failed: no team 'old'", timeout=10_000)
+    await expect(console.locator("#chats .item")).to_have_count(1)
+    # A team chosen from the list: the chat goes to its queue, and to its agent.
+    await console.get_by_role("button", name="Transfer…").click()
+    await dialog.get_by_role("radio", name="Team").check()
+    await expect(team.locator("option")).to_have_text(["billing", "support"], timeout=10_000)
+    await team.select_option("billing")
+    await dialog.get_by_role("button", name="Transfer", exact=True).click()
+    await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
+    other = await site.agent_client(billing)
+    got = await other.expect("assignment", timeout=10)
+    assert got["reason"] == "transfer", got
+    await other.close()
+    assert console.watched.errors == []
+
+
 async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
     first, second = await agent_name(), await agent_name()
     console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
