@@ -85,7 +85,7 @@
       forgetDraft(c.id);
       S.convs.delete(c.id);
       if (S.current === c.id) select(null);
-      toast('The chat with ' + c.visitor.name + ' was transferred.');
+      toast(f.taken_over ? takeOverText(c, f) : 'The chat with ' + c.visitor.name + ' was transferred.');
     }
     renderChats();
   }
@@ -289,6 +289,11 @@
     button.hidden = !back;
     button.textContent = back ? 'Hand back to ' + back.name : '';
     button.title = back ? 'Transfer the chat back to ' + back.name + ', who had it before you took it over' : '';
+  }
+
+  /** "Ana (supervisor) took over the chat with Marta": a ``transferred`` event of a take-over. */
+  function takeOverText(c, ev) {
+    return (ev.agent ? ev.agent.name : 'A supervisor') + ' (supervisor) took over the chat with ' + c.visitor.name;
   }
 
   /** The agent a supervisor took this chat over from, while it is still the supervisor's. */

@@ -447,6 +447,26 @@ async def test_closing_a_chat_asks_first(site: Site, new_page: Any, agent_name: 
     assert console.watched.errors == []
 
 
+async def test_a_take_over_says_the_supervisor_took_the_chat_over(site: Site, new_page: Any,
+                                                                   agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    visitor = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    conv = (await visitor.say("My parcel is late."))["conversation"]
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late."], timeout=10_000)
+    visitor_name = await console.locator("#chat-title").inner_text()
+    supervisor = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await supervisor.send(type="take_over", conversation=conv)
+    await expect(console.locator("#toast")).to_have_text(
+        f"Ana (supervisor) took over the chat with {visitor_name}", timeout=10_000)
+    await expect(console.locator("#chats .item")).to_have_count(0)
+    for client in (visitor, supervisor):
+        await client.close()
+    assert console.watched.errors == []
+
+
 async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any,
                                                       agent_name: Any) -> None:
     name = await agent_name()
