@@ -333,6 +333,9 @@
         [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
     } else if (ev.type === 'assigned') {
       li = h('li', {'class': 'sys', text: (ev.agent ? ev.agent.name : 'An agent') + ' joined · ' + TL.clock(ev.ts)});
+    } else if (ev.type === 'transferred' && ev.taken_over) {
+      li = h('li', {'class': 'sys', text: takeOverText(c, ev) + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
+        ' · ' + TL.clock(ev.ts) + (ev.note ? '\nNote: ' + ev.note : '')});
     } else if (ev.type === 'transferred') {
       li = h('li', {'class': 'sys', text: 'Transferred' + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
         (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? '\nNote: ' + ev.note : '')});

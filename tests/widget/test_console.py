@@ -530,10 +530,16 @@ async def test_a_chat_handed_back_after_a_take_over_shows_at_once_and_stays(
     await supervisor.send(type="transfer", conversation=conv, to_agent=name, id="hb1")
     await visitor.expect("transferred", agent={"id": name, "name": name.capitalize()},
                          timeout=10)
-    # Back in the agent's open console at once, with the whole transcript.
+    # Back in the agent's open console at once, with the whole transcript, where the
+    # take-over reads as one.
     await expect(chats).to_have_count(1, timeout=10_000)
     await expect(console.locator("#transcript .msg .text")).to_have_text(
         ["My parcel is late."], timeout=10_000)
+    visitor_name = await console.locator("#chat-title").inner_text()
+    lines = console.locator("#transcript .sys")
+    await expect(lines.filter(has_text="took over")).to_have_text(re.compile(
+        rf"^Ana \(supervisor\) took over the chat with {visitor_name} from "
+        rf"{name.capitalize()} · \d"))
     # And it stays there as the chat goes on, from either side.
     await visitor.say("Are you there?")
     await expect(console.locator("#transcript .msg .text")).to_have_text(
