@@ -32,6 +32,7 @@ MAX_DAYS = 366
 MAX_EXPORT = 1000
 WAIT_SCAN = 50  # events read back per live conversation to find the unanswered messages
 LOG_SCAN = 200  # coaching records read back per live conversation to find its last cue
+CUE_EXCERPT = 80  # characters of the customer's message shown around the live row's last cue
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
 
@@ -671,9 +672,20 @@ async def live(request: Request) -> JSONResponse:
     names = await _names(request, (st.get("agent") for _, st, *_ in open_))
     present = await presence_of(relay, (st.get("agent") or "" for _, st, *_ in open_))
     online = await relay.store.online_by_lang(chat_lang(st) for _, st, *_ in open_)
+    cues = [_last_cue(log) for log in logs]
+    pipe = relay.redis.pipeline(transaction=False)
+    for (conv, *_), cue in zip(open_, cues, strict=True):
+        if cue and cue.get("seq"):
+            pipe.xrange(conv_key(conv, "events"), cue["seq"], cue["seq"], count=1)
+    cued = iter(await pipe.execute())
+    for cue in cues:
+        if cue and cue.get("seq"):
+            rows = next(cued)
+            text = decode_event(rows[0][0], rows[0][1]["e"]).get("text") if rows else None
+            cue["said"] = cue_excerpt(str(text), cue) if text else None
     items = []
-    for (conv, st, last, wait_due), recent, log, raw_flags, left_at in zip(
-        open_, events, logs, flags, left, strict=True
+    for (conv, st, last, wait_due), recent, cue, raw_flags, left_at in zip(
+        open_, events, cues, flags, left, strict=True
     ):
         last_rec = json.loads(last) if last else None
         since = waiting_since([decode_event(seq, fields["e"]) for seq, fields in recent])
@@ -694,7 +706,7 @@ async def live(request: Request) -> JSONResponse:
                 "started_at": int(st.get("created") or 0),
                 "waiting": wait_due is not None,
                 "last_coach": last_rec,
-                "last_cue": _last_cue(log),
+                "last_cue": cue,
                 "last_flag": _last_flag(raw_flags),
                 "age_s": (now - int(st.get("created") or now)) // 1000,
                 "waiting_s": None if since is None else max(0, now - since) // 1000,
@@ -717,6 +729,18 @@ def _last_cue(log: list[str]) -> dict[str, Any] | None:
             keys = ("seq", "ts", "category", "severity", "start", "end", "text", "message")
             return {k: rec.get(k) for k in keys}
     return None
+
+
+def cue_excerpt(text: str, cue: dict[str, Any], limit: int = CUE_EXCERPT) -> str:
+    """The customer's message around a cue: the whole of it when short, else ``limit``
+    characters centred on the cue's words, an ellipsis where it was cut."""
+    if len(text) <= limit:
+        return text
+    start, end = int(cue.get("start") or 0), int(cue.get("end") or 0)
+    width = limit - 2  # room for an ellipsis at each cut end
+    begin = max(0, min(len(text) - width, (start + end - width) // 2))
+    part = text[begin : begin + width].strip()
+    return ("…" if begin > 0 else "") + part + ("…" if begin + width < len(text) else "")
 
 
 def _last_flag(raw_flags: list[str]) -> dict[str, Any] | None:

@@ -443,6 +443,13 @@
         text: ' · No agent online speaks ' + lang}) : null]);
   }
 
+  /** What the customer said around a cue: their message (shortened by the server), or
+   * the matched words alone when the message is not known. */
+  function cueWords(cue) {
+    var words = cue.said || cue.text;
+    return words ? ': “' + words + '”' : '';
+  }
+
   function live() {
     var body = h('tbody'), agents = h('tbody');
     var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
@@ -463,7 +470,7 @@
             h('td', {'class': 'agent'}, [agent || '—', gone ? h('span', {'class': 'note agent-status', text: ' · ' + statusText(c.agent_status, c.held_until)}) : null]),
             h('td', {text: vis || ''}), langCell(c),
             h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
-            h('td', {'class': 'cue', text: cue ? humanize(cue.category) + (cue.text ? ': “' + cue.text + '”' : '') : ''}),
+            h('td', {'class': 'cue', text: cue ? humanize(cue.category) + cueWords(cue) : ''}),
             h('td', {'class': 'flag', text: flag ? humanize(flag.category) + (flag.text ? ': “' + flag.text + '”' : '') +
               (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);

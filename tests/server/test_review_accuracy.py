@@ -4,6 +4,7 @@ with the real coach and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -202,3 +203,29 @@ async def test_live_tells_a_left_message_nobody_online_can_answer_in_its_languag
             assert (row["status"], row["left_message"], row["no_agent_for_lang"]) == (
                 "assigned", False, False)
         await close_all(vi, ivo, jelena)
+
+
+
+async def cue_of(sup: Any, conv: str, seq: str) -> dict[str, Any]:
+    """The live row's last cue once it is that of the message ``seq`` (within 5 s)."""
+    for _ in range(50):
+        cue = (await live_row(sup, conv))["last_cue"]
+        if cue and cue["seq"] == seq:
+            return dict(cue)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no cue of {seq}: {cue}")
+
+
+async def test_live_last_cue_quotes_the_customers_words_around_it(redis_db: str) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            short = "My parcel is two weeks late and nobody answers the phone!!!"
+            cue = await cue_of(sup, conv, (await vi.say(short))["seq"])
+            assert (cue["category"], cue["text"], cue["said"]) == ("frustration", "!!!", short)
+            long = "Order 1182: " + "I waited all week at home for the courier. " * 4 + "Why!!!"
+            cue = await cue_of(sup, conv, (await vi.say(long))["seq"])
+            said = cue["said"]
+            assert said.startswith("…") and said.endswith("courier. Why!!!"), said
+            assert len(said) <= 80 and said[1:] in long
+        await close_all(vi, ag)

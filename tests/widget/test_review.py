@@ -592,6 +592,21 @@ async def test_live_flags_a_left_message_no_online_agent_speaks_the_language_of(
     assert page.watched.errors == []
 
 
+async def test_live_last_cue_shows_what_the_customer_said(site: Site, new_page: Any) -> None:
+    said = "My parcel is two weeks late and nobody answers the phone!!!"
+    live = {"items": [
+        {"conversation": CONV, "status": "assigned", "agent": "agent1", "agent_name": "Jelena",
+         "visitor": {"id": "v_1", "name": "Ana"}, "lang": "en", "waiting_s": 20,
+         "last_cue": {"seq": "3-0", "category": "frustration", "text": "!!!", "said": said}}]}
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/live", lambda route: route.fulfill(json=live))
+    await login(page, site, hash_="#/live")
+    await expect(page.locator(f"tr[data-conv='{CONV}'] td.cue")).to_have_text(
+        f"frustration: “{said}”", timeout=10_000)
+    assert page.watched.errors == []
+
+
 async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> None:
     page = await new_page(width=1280, height=900)
     api = ReviewApi()
