@@ -326,9 +326,10 @@ SPLICES = [
      ["Žao mi je što se ovo dogodilo i odmah ću to riješiti.", "Riješimo ovo zajedno."]),
     ("sl", "Ni moja krivda, pošta je izgubila paket.", "sl.blame.ni_moja_krivda",
      ["Opravičujem se za nevšečnosti in to takoj uredim.", "Poglejva, kako to skupaj rešiva."]),
+    # The "ne vem" in front is a dont_know flag of its own.
     ("sl", "Ne vem, to ni moje delo.", "sl.not_my_job.ni_moje_delo",
-     ["Lahko vas premestim na ustrezen oddelek, kjer vam bodo pomagali podrobneje.",
-      "Takoj vas povežem s kolegi, ki to urejajo."]),
+     ["Ne vem, lahko vas premestim na ustrezen oddelek, kjer vam bodo pomagali podrobneje.",
+      "Ne vem, takoj vas povežem s kolegi, ki to urejajo."]),
     ("sl", "Ne vem, kdaj bo paket prispel?", "sl.dont_know.ne_vem_vprasanje",
      ["Naj to takoj preverim za vas.", "To preverim in vam takoj sporočim."]),
     ("hr", "Nažalost, ne možemo vam više ništa napraviti.", "hr.absolute_no.ne_mogu_nista",
@@ -579,3 +580,34 @@ def test_lemma_expansion_is_cached_on_disk(write_rules, tmp_path: Path) -> None:
     assert "znamo" in entry.read_text(encoding="utf-8")
     again = Coach.load(root, cache_dir=cache, languages=["sr"])
     assert again.check("ne znamo", "sr")
+
+
+# "I don't know" ends at its comma, so a deflection after it is a flag of its own, side
+# by side: applying both first suggestions gives one sentence.
+DONT_KNOW_AND_NOT_MY_JOB = [
+    ("en", "I don't know, that's not my job.",
+     "Let me find out for you, I'll get you to the right team, who can help you in more "
+     "detail."),
+    ("sr", "Ne znam, to nije moj posao.",
+     "Odmah ću proveriti, povezaću vas sa kolegom koji je zadužen za to."),
+    ("sr", "Не знам, то није мој посао.",
+     "Одмах ћу проверити, повезаћу вас са колегом који је задужен за то."),
+    ("hr", "Ne znam, to nije moj posao.",
+     "Provjerit ću to za vas, spojit ću vas s odjelom koji vam može detaljnije pomoći."),
+    ("sl", "Ne vem, to ni moja naloga.",
+     "Naj to takoj preverim za vas, lahko vas premestim na ustrezen oddelek, kjer vam bodo "
+     "pomagali podrobneje."),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "spliced"), DONT_KNOW_AND_NOT_MY_JOB)
+def test_dont_know_and_a_deflection_are_two_flags_that_splice_into_one_sentence(
+    coach: Coach, lang: str, text: str, spliced: str
+) -> None:
+    flags = coach.check(text, lang, "agent")
+    assert [f.category for f in flags] == ["dont_know", "not_my_job"]
+    assert flags[0].end < flags[1].start  # side by side, not one inside the other
+    out = text
+    for flag in reversed(flags):
+        out = out[: flag.start] + flag.suggestions[0] + out[flag.end :]
+    assert out == spliced
