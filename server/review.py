@@ -576,15 +576,22 @@ OUTCOMES = ("applied", "ignored", "overridden", "not_seen")
 def _card(counters: dict[str, int]) -> dict[str, Any]:
     """One scorecard from its counters. Flags are every flag raised on the agent's sent
     messages, applied or not, as the conversation list and the transcript count them;
-    each has one outcome, so the outcome shares add up to 1."""
+    each has one outcome, so the outcome shares add up to 1. A rate or a time with nothing
+    to measure it by (flags per 100 without messages, a share without flags, an average
+    without any) is None, not 0, so a day without activity is a gap in a chart; counts
+    stay 0."""
     msgs = counters.get("messages", 0)
     outcomes = {o: counters.get("outcome:" + o, 0) for o in OUTCOMES}
     raised = sum(outcomes.values())
-    per100 = {
-        k.split(":", 1)[1]: round(v * 100 / msgs, 2) if msgs else 0.0
-        for k, v in counters.items()
-        if k.startswith("flags:")
-    }
+    per100 = (
+        {
+            k.split(":", 1)[1]: round(v * 100 / msgs, 2)
+            for k, v in counters.items()
+            if k.startswith("flags:")
+        }
+        if msgs
+        else None
+    )
     shares = {o: round(n / raised, 4) for o, n in outcomes.items()} if raised else None
     fr, frn = counters.get("first_response_ms", 0), counters.get("first_responses", 0)
     hd, hdn = counters.get("handling_ms", 0), counters.get("handled", 0)
@@ -592,7 +599,7 @@ def _card(counters: dict[str, int]) -> dict[str, Any]:
     return {
         "messages": msgs,
         "flags_raised": raised,
-        "flags_per_100_total": round(raised * 100 / msgs, 2) if msgs else 0.0,
+        "flags_per_100_total": round(raised * 100 / msgs, 2) if msgs else None,
         "flags_per_100": per100,
         "outcomes": outcomes,
         "outcome_shares": shares,

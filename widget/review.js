@@ -346,7 +346,10 @@
     days.forEach(function (d) { Object.keys(d.flags_per_100 || {}).forEach(function (k) { cats[k] = 1; }); });
     Object.keys(a.flags_per_100 || {}).forEach(function (k) { cats[k] = 1; });
     var flagSeries = Object.keys(cats).map(function (k) {
-      return {name: humanize(k), values: days.map(function (d) { var v = (d.flags_per_100 || {})[k]; return v == null ? 0 : v; })};
+      // A day without messages is a gap (null); a day with messages and none of these flags is 0.
+      return {name: humanize(k), values: days.map(function (d) {
+        if (!d.flags_per_100 || d.messages === 0) return null;
+        var v = d.flags_per_100[k]; return v == null ? 0 : v; })};
     });
     function series(name, key, scale) {
       return [{name: name, values: days.map(function (d) { return d[key] == null ? null : d[key] * (scale || 1); })}];

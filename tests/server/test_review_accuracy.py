@@ -8,7 +8,7 @@ import asyncio
 import csv
 import io
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.server.support import (
@@ -228,4 +228,28 @@ async def test_live_last_cue_quotes_the_customers_words_around_it(redis_db: str)
             said = cue["said"]
             assert said.startswith("…") and said.endswith("courier. Why!!!"), said
             assert len(said) <= 80 and said[1:] in long
+        await close_all(vi, ag)
+
+
+async def test_scorecard_days_without_activity_have_no_rates_only_zero_counts(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        ack = await ag.say("Hi, I'm Ana, let me check that for you.", conversation=conv)
+        await ag.expect("coach_checked", ref=ack["ref"])
+        today = datetime.now(UTC).date()
+        params = {"agent": "ana", "from": str(today - timedelta(days=2)), "to": str(today)}
+        async with await supervisor_http(srv, redis_db) as sup:
+            [card] = (await sup.get("/api/review/scorecards", params=params)).json()["agents"]
+        *quiet, busy = card["days"]
+        rates = ("flags_per_100_total", "flags_per_100", "applied_share", "first_response_s")
+        for day in quiet:
+            assert (day["messages"], day["flags_raised"], day["conversations"]) == (0, 0, 0)
+            assert {k: day[k] for k in (*rates, "handling_s", "csat")} == dict.fromkeys(
+                (*rates, "handling_s", "csat")
+            )
+        assert busy["day"] == str(today) and busy["messages"] == 1
+        assert (busy["flags_per_100_total"], busy["flags_per_100"]) == (0.0, {})
+        assert busy["first_response_s"] is not None
         await close_all(vi, ag)

@@ -505,6 +505,30 @@ async def test_charts_say_when_there_is_no_data_and_label_their_scale_in_round_n
     assert page.watched.errors == []
 
 
+async def test_scorecard_days_without_activity_are_gaps_not_zeros(
+        site: Site, new_page: Any) -> None:
+    busy = {"messages": 40, "flags_per_100": {"dont_know": 5.0}, "applied_share": 0.5,
+            "first_response_s": 30, "handling_s": 300, "csat": 4}
+    quiet = {"messages": 0, "flags_per_100": None, "flags_per_100_total": None,
+             "applied_share": None, "first_response_s": None, "handling_s": None, "csat": None}
+    days = [{"day": d, **(quiet if i in (2, 4) else busy)} for i, d in enumerate(DAYS)]
+    card = {"agents": [{**SCORECARDS["items"][0], "flags_per_100": {"dont_know": 5.0},
+                        "days": days}]}
+    page = await new_page(width=1280, height=1400)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/scorecards*", lambda route: route.fulfill(json=card))
+    await login(page, site, hash_="#/scorecards")
+    charts = page.locator(".scorecard").first.locator("svg.chart")
+    await expect(charts).to_have_count(4, timeout=10_000)
+    for i in range(4):
+        chart = charts.nth(i)
+        # Days 1, 2 and 4 drawn: a line over the first two, a dot on the fourth, nothing at 0.
+        await expect(chart.locator("circle")).to_have_count(3)
+        d = await chart.locator("path").get_attribute("d") or ""
+        assert (d.count("M"), d.count("L")) == (2, 1), d
+    assert page.watched.errors == []
+
+
 async def test_rule_quality_lists_the_worst_rules_first(site: Site, new_page: Any) -> None:
     page, api = await review_page(site, new_page, "#/rules")
     rows = page.locator("tbody tr[data-rule]")
