@@ -99,6 +99,16 @@ def rule_fires_key(day: str) -> str:
     return f"{RULE_FIRES}:{day}"
 
 
+def response_clock_start(state: dict[str, str], ts: int) -> int:
+    """When the wait for a conversation's first response began (ms): when it was created,
+    or, for a message left for the next agent, when an agent accepted it, so the hours it
+    waited for someone to come online do not count against the agent."""
+    accepted = state.get("accepted_at")
+    if state.get("left_message") == "1" and accepted:
+        return int(accepted)
+    return int(state.get("created", ts) or ts)
+
+
 def scored_outcome(record: dict[str, Any]) -> str:
     """What a scorecard counts a flag as: its outcome, or ``overridden`` when the agent
     sent the message the coach had refused."""
@@ -281,9 +291,9 @@ class Coaching:
             )
         first_response = state.get("first_response_ms")
         if not first_response:
-            created = int(state.get("created", ts) or ts)
-            pipe.hsetnx(conv_key(conv, "state"), "first_response_ms", str(ts - created))
-            pipe.hincrby(sk, "first_response_ms", max(0, ts - created))
+            since = response_clock_start(state, ts)
+            pipe.hsetnx(conv_key(conv, "state"), "first_response_ms", str(ts - since))
+            pipe.hincrby(sk, "first_response_ms", max(0, ts - since))
             pipe.hincrby(sk, "first_responses", 1)
         pipe.zrem(WAIT_KEY, conv)
         await pipe.execute()

@@ -678,8 +678,14 @@ class Store:
         return [(str(res[i]), str(res[i + 1])) for i in range(0, len(res), 2)]
 
     async def accept(self, agent: str, conv: str) -> tuple[str, str | None]:
-        res = await self._accept(keys=[f"{G}queue"], args=[G, now_ms(), agent, conv])
-        return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+        """``agent`` takes ``conv`` (or the oldest that fits) out of the queue; the state's
+        ``accepted_at`` says when, from which a left message's first response is timed."""
+        now = now_ms()
+        res = await self._accept(keys=[f"{G}queue"], args=[G, now, agent, conv])
+        taken = str(res[1]) if len(res) > 1 else None
+        if str(res[0]) == "ok" and taken:
+            await self.r.hset(conv_key(taken, "state"), "accepted_at", str(now))
+        return str(res[0]), taken
 
     async def transfer_to_agent(
         self, conv: str, from_agent: str, to_agent: str

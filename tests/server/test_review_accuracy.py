@@ -253,3 +253,25 @@ async def test_scorecard_days_without_activity_have_no_rates_only_zero_counts(
         assert (busy["flags_per_100_total"], busy["flags_per_100"]) == (0.0, {})
         assert busy["first_response_s"] is not None
         await close_all(vi, ag)
+
+
+async def test_a_left_messages_first_response_is_timed_from_when_it_was_accepted(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        vi = await visitor(srv)
+        await vi.send(type="leave_message", id="lm1", name="Ana", email="ana@example.com",
+                      text="Please call me back about order 1182.")
+        conv = (await vi.expect("ack", ref="lm1"))["conversation"]
+        await asyncio.sleep(2.0)  # nobody online to take it
+        ag = await agent(srv, redis_db, "ana")
+        await ag.send(type="accept", conversation=conv)
+        await ag.expect("assignment", conversation=conv)
+        ack = await ag.say("Hi, I'm Ana, I am calling you now.", conversation=conv)
+        await ag.expect("coach_checked", ref=ack["ref"])
+        async with await supervisor_http(srv, redis_db) as sup:
+            [card] = (await sup.get("/api/review/scorecards", params={"agent": "ana"})).json()[
+                "agents"
+            ]
+        assert card["first_response_s"] is not None and card["first_response_s"] < 1.5
+        await close_all(vi, ag)
