@@ -291,3 +291,15 @@ def test_the_first_suggestion_spliced_in_leaves_a_whole_sentence(
     # The agent's one click: the last flag's first suggestion replaces its words.
     flag = coach.check(text, "en", "agent")[-1]
     assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
+
+
+def test_messages_in_sr_hr_sl_quote_as_those_languages_do(rules_coach: Coach) -> None:
+    # „…“ in Serbian and Croatian, »…« in Slovenian: a straight " reads as a slip.
+    straight = [
+        (r.id, text)
+        for r in rules_coach.rules
+        if r.lang != "en"
+        for text in [r.message, *map(str, r.suggestions)]
+        if '"' in text
+    ]
+    assert straight == []
