@@ -22,6 +22,7 @@
       agent: 'Support', queue: 'You are number {n} in line. Estimated wait: {w}.',
       min: '{n} min', lt1: 'under a minute',
       with: 'You are now chatting with {name}', picked: '{name} has picked up your message.',
+      hello: 'Hi! Ask us anything: write below and an agent will answer right here.',
       gone: '{name} is no longer in the chat. You are waiting for the next agent, who will see everything you wrote.',
       closed: 'The chat has ended.',
       rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
@@ -38,6 +39,7 @@
       typing: '{name} kuca…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procenjeno čekanje: {w}.',
       min: '{n} min', lt1: 'manje od minuta',
       with: 'Sada razgovarate sa: {name}', picked: 'Vašom porukom se bavi: {name}',
+      hello: 'Zdravo! Pišite nam ovde i operater će vam odgovoriti u ovom prozoru.',
       gone: '{name} više nije u razgovoru. Čekate sledećeg slobodnog operatera, koji će videti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
@@ -53,6 +55,7 @@
       typing: '{name} куца…', agent: 'Подршка', queue: 'Ви сте {n}. у реду. Процењено чекање: {w}.',
       min: '{n} мин', lt1: 'мање од минута',
       with: 'Сада разговарате са: {name}', picked: 'Вашом поруком се бави: {name}',
+      hello: 'Здраво! Пишите нам овде и оператер ће вам одговорити у овом прозору.',
       gone: '{name} више није у разговору. Чекате следећег слободног оператера, који ће видети све што сте написали.',
       closed: 'Разговор је завршен.',
       rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
@@ -68,6 +71,7 @@
       typing: '{name} piše…', agent: 'Podrška', queue: 'Vi ste {n}. u redu. Procijenjeno čekanje: {w}.',
       min: '{n} min', lt1: 'manje od minute',
       with: 'Sada razgovarate s: {name}', picked: 'Vašom porukom bavi se: {name}',
+      hello: 'Pozdrav! Pišite nam ovdje i operater će vam odgovoriti u ovom prozoru.',
       gone: '{name} više nije u razgovoru. Čekate sljedećeg slobodnog operatera, koji će vidjeti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
@@ -83,6 +87,7 @@
       agent: 'Podpora', queue: 'V vrsti ste {n}. Predvideno čakanje: {w}.',
       min: '{n} min', lt1: 'manj kot minuta', with: 'Zdaj se pogovarjate z: {name}',
       picked: 'Z vašim sporočilom se ukvarja: {name}',
+      hello: 'Pozdravljeni! Pišite nam tukaj in operater vam bo odgovoril v tem oknu.',
       gone: '{name} ni več v pogovoru. Čakate na naslednjega prostega operaterja, ki bo videl vse, kar ste napisali.',
       closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
       rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
@@ -155,6 +160,7 @@
     'header button{background:none;border:0;color:#fff;cursor:pointer;width:32px;height:32px;border-radius:6px;font-size:14px}' +
     'header button.x{font-size:22px}header button.end{width:auto;padding:0 8px;border:1px solid #fff8;font-size:12px}header button:hover{background:#fff3}' +
     '.notice{padding:6px 14px;background:#fff6d6;font-size:13px}.notice:empty{display:none}' +
+    '.log:empty::before{content:attr(data-hello);margin:auto;padding:0 16px;text-align:center;color:#445;font-size:14px}' +
     '.log{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;display:flex;flex-direction:column;gap:6px;background:#f5f7fa}' +
     '.m{max-width:82%;padding:7px 10px;border-radius:12px;background:#fff;box-shadow:0 1px 1px #0002;white-space:pre-wrap;overflow-wrap:anywhere}' +
     '.m.me{align-self:flex-end;background:#1f5fbf;color:#fff}' +
@@ -179,7 +185,7 @@
   // ---------------------------------------------------------------- state
   var state = {
     token: load('token'), tokenLang: load('lang'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
-    ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null,
+    ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null, hadAgent: false,
     lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null,
     leaveTouched: false
   };
@@ -242,6 +248,8 @@
   /** The leave-a-message form instead of the message box, or back. */
   function offerLeave(on) {
     ui.leave.hidden = !on; ui.compose.hidden = on || !ui.csat.hidden; ui.chatNow.hidden = true;
+    // An empty chat greets the visitor, unless the form says nobody is there to answer.
+    ui.log.setAttribute('data-hello', on ? '' : T.hello);
   }
 
   /** Before a chat: the form while nobody who speaks the visitor's language is online, else the
@@ -328,17 +336,16 @@
         // A left message an agent took is not a live chat that started.
         system(t(ev.left_message ? 'picked' : 'with', {name: ev.agent.name}));
       } else if (state.agentName) {
-        // Back in the queue (the agent went away, or a transfer to a team): the place in
-        // line or, with nobody who speaks the language online, the offer to leave a
-        // message come with the next `queue` frame.
+        // Back in the queue (the agent went away, or a transfer to a team): the chat stays
+        // open to write in, and what is written waits for the next agent.
         system(t('gone', {name: state.agentName}));
-        state.agentName = null;
+        state.agentName = null; state.hadAgent = true;
       }
       state.status = ev.agent ? 'assigned' : 'queued';
       ui.notice.textContent = '';
     } else if (ev.type === 'closed') {
       system(T.closed);
-      state.conv = null; state.status = 'closed'; state.csatFor = c; state.left = false;
+      state.conv = null; state.status = 'closed'; state.csatFor = c; state.left = false; state.hadAgent = false;
       ui.typing.textContent = ''; ui.notice.textContent = '';
       ui.compose.hidden = true; ui.csat.hidden = false; ui.end.hidden = true;
       scroll(); // the form takes room: keep the last lines in view above it
@@ -361,7 +368,7 @@
   function showQueue(f) {
     // Nobody online speaks the visitor's language: no line to wait in, but a message to leave.
     // A chat that already had an agent waits for the next one, with its box open.
-    if (!state.left && !state.agentName) offerLeave(!f.agents_online);
+    if (!state.left && !state.agentName && !state.hadAgent) offerLeave(!f.agents_online);
     if (!f.agents_online) { ui.notice.textContent = ''; return; }
     var w = f.estimated_wait_s;
     ui.notice.textContent = t('queue', {n: f.position, w: w < 60 ? T.lt1 : t('min', {n: Math.ceil(w / 60)})});

@@ -55,6 +55,8 @@ async def test_visitor_writes_and_agent_receives(site: Site, new_page: Any, agen
     await open_shop(page, site.base)
     await page.screenshot(path=out_dir / "widget-closed.png")
     await open_widget(page)
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    await page.screenshot(path=out_dir / "widget-empty.png")
     await write(page, "Hello, my order 1182 has not arrived.")
     assignment = await agent.expect("assignment", timeout=10)
     conv = assignment["conversation"]
@@ -445,31 +447,64 @@ async def test_a_waiting_visitor_is_offered_to_leave_a_message_when_their_agents
         await agent.close()
 
 
-async def test_a_visitor_whose_agent_left_is_told_and_may_leave_a_message(
+async def test_a_visitor_whose_agent_left_is_told_and_keeps_writing_for_the_next(
         site: Site, new_page: Any, agent_name: Any) -> None:
     # The site's grace period is 2 s: then the agent's chats go back to the queue.
-    name = await agent_name(["en", "sl"])
-    slovenian = await site.agent_client(name)
+    slovenian = await site.agent_client(await agent_name(["en", "sl"]))
     page = await new_page()
     await open_shop(page, site.base, "sl")
     await open_widget(page)
     await write(page, "Pozdravljeni, paket ni prišel.")
     assignment = await slovenian.expect("assignment", timeout=10)
-    shown = assignment["events"][-1]["agent"]["name"]
-    await slovenian.say("Takoj preverim.", conversation=assignment["conversation"])
+    conv, shown = assignment["conversation"], assignment["events"][-1]["agent"]["name"]
+    await slovenian.say("Takoj preverim.", conversation=conv)
     await wait_bubble(page, "Takoj preverim.", mine=False)
     await slovenian.close()  # gone for good: nobody else online speaks Slovenian
     await page.locator(f"{W} .sys").filter(
         has_text=f"{shown} ni več v pogovoru.").wait_for(timeout=15_000)
-    # What was said stays in view, and the visitor can leave a message for later.
-    await leave_a_message(page, "Ana", "ana@example.si", "Pokličite me, prosim.",
-                          "Pošlji sporočilo")
+    # One state: the chat stays open to write in, no leave-a-message form over it.
+    await asyncio.sleep(1.0)  # queue updates come within the debounce
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    await expect(page.locator(f"{W} form.leave")).to_be_hidden()
+    await write(page, "Ste še tam?")
+    # The next agent who speaks Slovenian gets the chat with all of it.
+    successor = await site.agent_client(await agent_name(["sl"]))
+    handed = await successor.expect("assignment", conversation=conv, timeout=10)
+    texts = [e["text"] for e in handed["events"] if e["type"] == "message"]
+    assert texts[-1] == "Ste še tam?" and "Takoj preverim." in texts, texts
+    [now_with] = [e["agent"]["name"] for e in handed["events"][-1:] if e["type"] == "assigned"]
     await page.locator(f"{W} .sys").filter(
-        has_text="Oglasili se vam bomo po e-pošti.").wait_for(timeout=10_000)
-    texts = [t.strip() for t in await page.locator(f"{W} .log li").all_inner_texts()]
-    assert any("paket ni prišel" in t for t in texts) and any("Takoj preverim" in t
-                                                               for t in texts), texts
+        has_text=f"Zdaj se pogovarjate z: {now_with}").wait_for(timeout=10_000)
     assert page.watched.errors == []
+    await successor.close()
+
+
+async def test_an_empty_chat_greets_the_visitor_unless_nobody_can_answer(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(["en", "hr"]))
+    page = await new_page()
+    await open_shop(page, site.base, "hr")
+    await open_widget(page)
+    log = page.locator(f"{W} .log")
+
+    async def greeting() -> str:
+        return str(await log.evaluate("el => getComputedStyle(el, '::before').content"))
+
+    await expect(page.locator(f"{W} form.compose")).to_be_visible()
+    assert "Pišite nam ovdje" in await greeting()
+    await write(page, "Pozdrav")
+    await expect(page.locator(f"{W} .log li")).not_to_have_count(0)
+    assert "Pišite nam" not in await greeting()
+    # With nobody online who speaks the language, the form speaks instead.
+    slovenian = await new_page()
+    await open_shop(slovenian, site.base, "sl")
+    await open_widget(slovenian)
+    await expect(slovenian.locator(f"{W} form.leave")).to_be_visible(timeout=10_000)
+    said = await slovenian.locator(f"{W} .log").evaluate(
+        "el => getComputedStyle(el, '::before').content")
+    assert "Pišite nam" not in said
+    assert page.watched.errors == [] and slovenian.watched.errors == []
+    await agent.close()
 
 
 async def test_a_paste_over_the_limit_is_cut_with_a_notice(site: Site, new_page: Any,
