@@ -1341,6 +1341,8 @@ class Session:
                     ("left_message", "1" if waiting.left else ""),
                 ],
             )
+            if previous:  # a transfer to a team goes to someone else in it
+                await self.relay.store.keep_from(conv, previous)
             await self.relay.store.enqueue([waiting], front=True)
             if previous:
                 await router.revoke(previous, conv)

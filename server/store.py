@@ -12,6 +12,8 @@ one hash slot and Redis Cluster works.
 - ``{tl}:left``           zset conversation -> priority: messages left for the next agent,
   who takes one with ``accept`` (routing never hands them out)
 - ``{tl}:qlang`` / ``{tl}:qteam``  hashes conversation -> queue attributes
+- ``{tl}:qnot``           hash conversation -> the agent routing passes it by (who handed it
+  to a team)
 - ``{tl}:assign``         hash conversation -> agent
 - ``{tl}:agent:<id>``     hash: status, capacity, langs, teams, idle_since, name
 - ``{tl}:aconvs:<id>``    set of the agent's open conversations (a supervisor's: taken over)
@@ -134,6 +136,7 @@ local function unqueue(P, c)
   redis.call('ZREM', P .. 'left', c)
   redis.call('HDEL', P .. 'qlang', c)
   redis.call('HDEL', P .. 'qteam', c)
+  redis.call('HDEL', P .. 'qnot', c)
 end
 local function free_seat(P, c, agent, now)
   redis.call('SREM', P .. 'aconvs:' .. agent, c)
@@ -186,9 +189,10 @@ local q = redis.call('ZRANGE', P .. 'queue', 0, 999)
 for _, c in ipairs(q) do
   local lang = redis.call('HGET', P .. 'qlang', c) or ''
   local team = redis.call('HGET', P .. 'qteam', c) or ''
+  local not_to = redis.call('HGET', P .. 'qnot', c) or ''
   local best = nil
   for _, a in ipairs(agents) do
-    if fits(a, lang, team) and (best == nil or a.open < best.open
+    if a.id ~= not_to and fits(a, lang, team) and (best == nil or a.open < best.open
         or (a.open == best.open and a.idle < best.idle)) then
       best = a
     end
@@ -664,6 +668,11 @@ class Store:
             args += [conv, lang, team, "1" if left else "0"]
         await self._enqueue(keys=[f"{G}queue"], args=args)
         await self.r.publish(QUEUE_CHANNEL, "1")
+
+    async def keep_from(self, conv: str, agent: str) -> None:
+        """Routing gives queued ``conv`` to anyone but ``agent`` (who handed it to a team);
+        ``agent`` may still ``accept`` it. Forgotten once the chat leaves the queue."""
+        await self.r.hset(f"{G}qnot", conv, agent)
 
     async def leave(self, conv: str) -> bool:
         """Turn a visitor's wait in the queue into a message left for the next agent;

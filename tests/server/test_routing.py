@@ -257,6 +257,23 @@ async def test_transfer_to_a_team_nobody_is_in_is_refused_and_the_chat_stays(
         await close_all(first, vi)
 
 
+async def test_transfer_to_own_team_goes_to_someone_else_in_it(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena", teams=["support"])
+        vi, conv = await open_chat(srv, jelena, "Can someone else look at this?")
+        await jelena.send(type="transfer", conversation=conv, to_team="support", note="2nd look")
+        await vi.expect("transferred")
+        # Jelena has room and is in the team, but handed it on: it waits for someone else.
+        assert await jelena.quiet("assignment", within=1.0) == []
+        marko = await agent(srv, redis_db, "marko", teams=["support"])
+        got = await marko.expect("assignment", conversation=conv)
+        assert got["note"] == "2nd look"
+        # Passed on once: later hand-backs to the queue may reach Jelena again.
+        await marko.send(type="transfer", conversation=conv, to_team="support")
+        await jelena.expect("assignment", conversation=conv)
+        await close_all(jelena, marko, vi)
+
+
 async def test_agent_keeps_chats_for_grace_period_then_they_requeue(redis_db: str) -> None:
     async with running(redis_db, grace_period_s=1.0) as srv:
         ag = await agent(srv, redis_db, "jelena")
