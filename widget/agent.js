@@ -118,7 +118,9 @@
         } else if (f.reason === 'requeue') c.notes.push('Returned to the queue and assigned to you.');
         renderChats();
         if (!S.current || S.current === c.id) select(c.id);
-        else toast('New chat: ' + c.visitor.name);
+        else if (f.reason === 'transfer' && f.from_agent) {
+          toast((f.from_agent.name || f.from_agent) + ' transferred ' + c.visitor.name + ' to you' + (f.note ? ': ' + f.note : ''));
+        } else toast('New chat: ' + c.visitor.name);
         break;
       }
       case 'queue_snapshot':

@@ -23,6 +23,7 @@
       min: '{n} min', lt1: 'under a minute',
       with: 'You are now chatting with {name}', picked: '{name} has picked up your message.',
       hello: 'Hi! Ask us anything: write below and an agent will answer right here.',
+      moved: 'Your chat was passed to {name}, who can see everything you wrote.',
       gone: '{name} is no longer in the chat. You are waiting for the next agent, who will see everything you wrote.',
       closed: 'The chat has ended.',
       rate: 'How would you rate this chat?', comment: 'Comment (optional)', rateSend: 'Send rating',
@@ -40,6 +41,7 @@
       min: '{n} min', lt1: 'manje od minuta',
       with: 'Sada razgovarate sa: {name}', picked: 'Vašom porukom se bavi: {name}',
       hello: 'Zdravo! Pišite nam ovde i operater će vam odgovoriti u ovom prozoru.',
+      moved: 'Vaš razgovor je prosleđen. Sada razgovarate sa: {name}; vidi sve što ste napisali.',
       gone: '{name} više nije u razgovoru. Čekate sledećeg slobodnog operatera, koji će videti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocenili razgovor?', comment: 'Komentar (nije obavezno)',
@@ -56,6 +58,7 @@
       min: '{n} мин', lt1: 'мање од минута',
       with: 'Сада разговарате са: {name}', picked: 'Вашом поруком се бави: {name}',
       hello: 'Здраво! Пишите нам овде и оператер ће вам одговорити у овом прозору.',
+      moved: 'Ваш разговор је прослеђен. Сада разговарате са: {name}; види све што сте написали.',
       gone: '{name} више није у разговору. Чекате следећег слободног оператера, који ће видети све што сте написали.',
       closed: 'Разговор је завршен.',
       rate: 'Како бисте оценили разговор?', comment: 'Коментар (није обавезно)',
@@ -72,6 +75,7 @@
       min: '{n} min', lt1: 'manje od minute',
       with: 'Sada razgovarate s: {name}', picked: 'Vašom porukom bavi se: {name}',
       hello: 'Pozdrav! Pišite nam ovdje i operater će vam odgovoriti u ovom prozoru.',
+      moved: 'Vaš razgovor je proslijeđen. Sada razgovarate s: {name}; vidi sve što ste napisali.',
       gone: '{name} više nije u razgovoru. Čekate sljedećeg slobodnog operatera, koji će vidjeti sve što ste napisali.',
       closed: 'Razgovor je završen.',
       rate: 'Kako biste ocijenili razgovor?', comment: 'Komentar (nije obavezno)',
@@ -88,6 +92,7 @@
       min: '{n} min', lt1: 'manj kot minuta', with: 'Zdaj se pogovarjate z: {name}',
       picked: 'Z vašim sporočilom se ukvarja: {name}',
       hello: 'Pozdravljeni! Pišite nam tukaj in operater vam bo odgovoril v tem oknu.',
+      moved: 'Vaš pogovor je bil predan naprej. Zdaj se pogovarjate z: {name}, ki vidi vse, kar ste napisali.',
       gone: '{name} ni več v pogovoru. Čakate na naslednjega prostega operaterja, ki bo videl vse, kar ste napisali.',
       closed: 'Pogovor je končan.', rate: 'Kako bi ocenili pogovor?', comment: 'Komentar (neobvezno)',
       rateSend: 'Pošlji oceno', thanks: 'Hvala za oceno!', newChat: 'Začni nov pogovor',
@@ -334,7 +339,7 @@
       if (ev.agent) {
         state.agentName = ev.agent.name; offerLeave(false);
         // A left message an agent took is not a live chat that started.
-        system(t(ev.left_message ? 'picked' : 'with', {name: ev.agent.name}));
+        system(t(ev.left_message ? 'picked' : ev.type === 'transferred' ? 'moved' : 'with', {name: ev.agent.name}));
       } else if (state.agentName) {
         // Back in the queue (the agent went away, or a transfer to a team): the chat stays
         // open to write in, and what is written waits for the next agent.

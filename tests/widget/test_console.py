@@ -312,6 +312,24 @@ async def test_transfer_to_a_team_offers_the_teams_there_are(site: Site, new_pag
     assert console.watched.errors == []
 
 
+async def test_a_chat_transferred_in_says_who_passed_it_on(site: Site, new_page: Any,
+                                                        agent_name: Any) -> None:
+    receiver, sender = await agent_name(), await agent_name()
+    console, _ = await chat_in_console(site, new_page, receiver, "First chat, on show.")
+    other = await site.agent_client(sender)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Second chat, to be passed on.")
+    got = await other.expect("assignment", timeout=10)
+    await other.send(type="transfer", conversation=got["conversation"], to_agent=receiver,
+                     note="Wants a refund.")
+    await expect(console.locator("#toast")).to_have_text(
+        f"{sender.capitalize()} transferred {got['visitor']['name']} to you: Wants a refund.",
+        timeout=10_000)
+    await other.close()
+
+
 async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
     first, second = await agent_name(), await agent_name()
     console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
@@ -329,8 +347,10 @@ async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_n
     assert got["reason"] == "transfer" and got["note"] == "Refund approved, needs bank details."
     await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
     assert await kept_drafts(console, first) == {}  # the reply is the next agent's to write
-    await shop.locator(f"{W} .sys").filter(has_text="You are now chatting with").nth(1).wait_for(
-        timeout=10_000)
+    # The visitor is told the chat was passed on, and to whom.
+    now_with = got["events"][-1]["agent"]["name"]
+    await shop.locator(f"{W} .sys").filter(
+        has_text=f"Your chat was passed to {now_with}").wait_for(timeout=10_000)
     await other.close()
 
     # The next visitor: closing from the console ends the chat for the visitor.
