@@ -107,15 +107,9 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
             if frame.get("from", {}).get("role") == "visitor" and text.startswith("t"):
                 seen[(i, frame.get("id"))] = time.time() - float(text[1 : text.index(" ")])
 
-    # Every client reads from the moment it connects, as a browser would.
+    # Every client reads from the moment it is online, as a browser would.
     async def agent(i: int) -> Any:
-        ws = await websockets.connect(
-            f"ws://127.0.0.1:{target.port}/ws/agent", max_size=None, ping_interval=None
-        )
-        await ws.send(json.dumps({"v": 1, "type": "hello", "token": target.tokens[i]}))
-        await relay_bench.expect(ws, "welcome")
-        await ws.send(json.dumps({"v": 1, "type": "status", "status": "online", "capacity": 1}))
-        await relay_bench.expect(ws, "queue_snapshot")
+        ws = await target.agent(i, capacity=1)
         readers.append(
             asyncio.create_task(relay_bench.drain(ws, lambda raw, i=i: on_agent(i, raw)))
         )

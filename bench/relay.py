@@ -218,14 +218,14 @@ class Full(Target):
             await asyncio.gather(*(login(i) for i in range(first, min(n, first + 8))))
         await r.aclose()
 
-    async def agent(self, index: int) -> websockets.ClientConnection:
+    async def agent(self, index: int, capacity: int = PER_AGENT) -> websockets.ClientConnection:
         ws = await websockets.connect(
             f"ws://127.0.0.1:{self.port}/ws/agent", max_size=None, ping_interval=None
         )
         await ws.send(json.dumps({"v": 1, "type": "hello", "token": self.tokens[index]}))
         await expect(ws, "welcome")
         await ws.send(
-            json.dumps({"v": 1, "type": "status", "status": "online", "capacity": PER_AGENT})
+            json.dumps({"v": 1, "type": "status", "status": "online", "capacity": capacity})
         )
         await expect(ws, "queue_snapshot")
         return ws
