@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -135,6 +136,28 @@ class ReviewApi:
                 return asked[-1]
             await asyncio.sleep(0.1)
         raise AssertionError(f"no query of {path} with {expected}: {self.queries(path)}")
+
+
+SUPERVISOR_WELCOME = {"v": 1, "type": "welcome", "role": "supervisor",
+                      "user": {"id": "supervisor", "name": "Ana"}, "agents_online": 1,
+                      "conversations": []}
+
+
+async def fake_supervisor_socket(page: Any, site: Site,
+                                 answer: Callable[[dict[str, Any]], list[dict[str, Any]]],
+                                 sent: list[dict[str, Any]] | None = None) -> None:
+    """Stand in for /ws/agent: welcome the supervisor, then send what ``answer`` gives for
+    each later frame; every frame the page sends is kept in ``sent``."""
+    def on_socket(ws: Any) -> None:
+        def on_message(raw: str | bytes) -> None:
+            frame = json.loads(raw)
+            if sent is not None:
+                sent.append(frame)
+            for reply in [SUPERVISOR_WELCOME] if frame["type"] == "hello" else answer(frame):
+                ws.send(json.dumps(reply))
+        ws.on_message(on_message)
+
+    await page.route_web_socket(site.ws + "/ws/agent", on_socket)
 
 
 async def review_page(site: Site, new_page: Any, hash_: str = "") -> tuple[Any, ReviewApi]:
@@ -637,22 +660,14 @@ async def test_live_monitor_watches_and_whispers(site: Site, new_page: Any) -> N
     await page.route(site.base + "/api/review/**", api.handle)
     sent: list[dict[str, Any]] = []
 
-    def fake_socket(ws: Any) -> None:
-        def on_message(raw: str | bytes) -> None:
-            frame = json.loads(raw)
-            sent.append(frame)
-            if frame["type"] == "hello":
-                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
-                                    "user": {"id": "supervisor", "name": "Ana"},
-                                    "agents_online": 1, "conversations": []}))
-            elif frame["type"] == "watch":
-                ws.send(json.dumps({
-                    "v": 1, "type": "message", "conversation": CONV, "seq": "5-0", "ts": 1,
-                    "id": "m5", "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
-                    "text": XSS}))
-        ws.on_message(on_message)
+    def answer(frame: dict[str, Any]) -> list[dict[str, Any]]:
+        if frame["type"] != "watch":
+            return []
+        return [{"v": 1, "type": "message", "conversation": CONV, "seq": "5-0", "ts": 1,
+                 "id": "m5", "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+                 "text": XSS}]
 
-    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await fake_supervisor_socket(page, site, answer, sent)
     await login(page, site, hash_="#/live")
     row = page.locator(f"tr[data-conv='{CONV}']")
     await expect(row).to_contain_text("this is a disgrace", timeout=10_000)
@@ -675,25 +690,18 @@ async def test_taking_a_watched_chat_over_says_so_and_leaves_no_button(
     page = await new_page(width=1280, height=900)
     await page.route(site.base + "/api/review/**", ReviewApi().handle)
 
-    def fake_socket(ws: Any) -> None:
-        def on_message(raw: str | bytes) -> None:
-            frame = json.loads(raw)
-            if frame["type"] == "hello":
-                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
-                                    "user": {"id": "supervisor", "name": "Ana"},
-                                    "agents_online": 1, "conversations": []}))
-            elif frame["type"] == "take_over":
-                # What the server sends the supervisor: the event, then the assignment.
-                ws.send(json.dumps({
-                    "v": 1, "type": "transferred", "conversation": CONV, "seq": "6-0", "ts": 2,
-                    "from_agent": {"id": "agent1", "name": "Jelena"},
-                    "agent": {"id": "supervisor", "name": "Ana"}, "team": None, "note": None,
-                    "taken_over": True}))
-                ws.send(json.dumps({"v": 1, "type": "assignment", "conversation": CONV,
-                                    "reason": "transfer", "from_agent": "agent1"}))
-        ws.on_message(on_message)
+    def answer(frame: dict[str, Any]) -> list[dict[str, Any]]:
+        if frame["type"] != "take_over":
+            return []
+        # What the server sends the supervisor: the event, then the assignment.
+        return [{"v": 1, "type": "transferred", "conversation": CONV, "seq": "6-0", "ts": 2,
+                 "from_agent": {"id": "agent1", "name": "Jelena"},
+                 "agent": {"id": "supervisor", "name": "Ana"}, "team": None, "note": None,
+                 "taken_over": True},
+                {"v": 1, "type": "assignment", "conversation": CONV,
+                 "reason": "transfer", "from_agent": "agent1"}]
 
-    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await fake_supervisor_socket(page, site, answer)
     await login(page, site, hash_="#/live")
     row = page.locator(f"tr[data-conv='{CONV}']")
     await expect(row).to_contain_text("this is a disgrace", timeout=10_000)
@@ -717,19 +725,13 @@ async def test_watched_chat_reads_by_speaker_and_the_whisper_box_says_it_is_priv
                "id": f"m{i}", "from": who, "text": text}
               for i, (who, text, ts) in enumerate(said)]
 
-    def fake_socket(ws: Any) -> None:
-        def on_message(raw: str | bytes) -> None:
-            frame = json.loads(raw)
-            if frame["type"] == "hello":
-                ws.send(json.dumps({"v": 1, "type": "welcome", "role": "supervisor",
-                                    "user": {"id": "supervisor", "name": "Ana"},
-                                    "agents_online": 1, "conversations": []}))
-            elif frame["type"] == "watch":
-                ws.send(json.dumps({"v": 1, "type": "watching", "conversation": CONV,
-                                    "events": events, "history_truncated": False}))
-        ws.on_message(on_message)
+    def answer(frame: dict[str, Any]) -> list[dict[str, Any]]:
+        if frame["type"] != "watch":
+            return []
+        return [{"v": 1, "type": "watching", "conversation": CONV, "events": events,
+                 "history_truncated": False}]
 
-    await page.route_web_socket(site.ws + "/ws/agent", fake_socket)
+    await fake_supervisor_socket(page, site, answer)
     await login(page, site, hash_="#/live")
     row = page.locator(f"tr[data-conv='{CONV}']")
     await expect(row).to_have_count(1, timeout=10_000)
