@@ -383,6 +383,8 @@ _CSV_FIELDS = [
     "flag_text",
     "flag_outcome",
     "flag_review",
+    "flag_agent",
+    "flag_agent_name",
     "csat",
     "csat_comment",
 ]
@@ -419,6 +421,9 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
                     "flag_text": f["text"],
                     "flag_outcome": f["outcome"],
                     "flag_review": (f.get("review") or {}).get("status", ""),
+                    # Who sent the flagged message, as the transcript names them.
+                    "flag_agent": f.get("agent") or "",
+                    "flag_agent_name": f.get("agent_name") or "",
                 }
             )
     return rows

@@ -3,6 +3,8 @@ server with the real coach and Redis."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -208,5 +210,38 @@ async def test_agent_filter_finds_chats_a_supervisor_took_over(redis_db: str) ->
             assert await listed("sanja") == [conv]
             assert await listed("ana") == [conv]
             assert await listed("nobody") == []
+            await boss.close()
+        await close_all(vi, ag)
+
+
+async def test_csv_export_names_the_agent_who_sent_each_flagged_message(redis_db: str) -> None:
+    # Ana ignores a suggestion, then supervisor Sanja takes the chat over and says
+    # "That's not my job.": each flag's row names its own sender, by id and by name, in
+    # the export of the one conversation and in that of the list.
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        assert (await ignore_a_suggestion(ag, conv))["outcome"] == "ignored"
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await console(srv, "sanja")
+            await boss.send(type="take_over", conversation=conv)
+            await boss.expect("assignment", conversation=conv)
+            ack = await boss.say("That's not my job.", conversation=conv)
+            await boss.expect("coach_checked", ref=ack["ref"])
+            for url in (f"/api/review/conversations/{conv}/export", "/api/review/export"):
+                got = await sup.get(url, params={"format": "csv"})
+                rows = list(csv.DictReader(io.StringIO(got.text)))
+                flagged = {
+                    (r["text"], r["flag_agent"], r["flag_agent_name"])
+                    for r in rows
+                    if r["flag_rule"]
+                }
+                assert flagged == {
+                    ("Calm down.", "ana", "Ana"),
+                    ("That's not my job.", "sanja", "Sanja"),
+                }, url
+                unflagged = [r for r in rows if not r["flag_rule"]]
+                assert unflagged and all(
+                    (r["flag_agent"], r["flag_agent_name"]) == ("", "") for r in unflagged
+                ), url
             await boss.close()
         await close_all(vi, ag)
