@@ -127,7 +127,7 @@
         S.queue = f.queue; S.agents = f.agents; S.snapshotAt = Date.now();
         if ($('transfer').open) fillTransferAgents(); // keep the open dialog current
         renderQueue();
-        var mine = f.agents.filter(function (a) { return a.id === S.me.id; })[0];
+        var mine = myState();
         if (document.activeElement !== $('status')) $('status').value = mine ? mine.status : 'offline';
         // The capacity the server holds, not the page's default, after a reload too.
         if (mine && mine.capacity && document.activeElement !== $('capacity')) $('capacity').value = String(mine.capacity);
@@ -208,9 +208,30 @@
   }
 
   // ---------------------------------------------------------------- lists
+  /** This agent as the last queue snapshot lists them (status, open, capacity), if it does. */
+  function myState() {
+    return S.me && S.agents.filter(function (a) { return a.id === S.me.id; })[0];
+  }
+
+  /** Why this console cannot accept a chat now, as the server would refuse it
+   * (docs/protocol.md: `no_capacity` while not online or full, `forbidden` for a
+   * supervisor), or '' when it can. */
+  function acceptBlocked() {
+    if (S.role === 'supervisor') return 'Agents accept waiting chats; take one over from the Live review page.';
+    var mine = myState();
+    if (!mine || mine.status !== 'online') return 'Go online to accept chats.';
+    if (mine.open >= mine.capacity) {
+      return 'You have ' + mine.open + ' of ' + mine.capacity + ' chats: close one or raise your capacity to accept another.';
+    }
+    return '';
+  }
+
   function renderQueue() {
-    var elapsed = (Date.now() - S.snapshotAt) / 1000;
+    var elapsed = (Date.now() - S.snapshotAt) / 1000, blocked = acceptBlocked();
     $('queue-count').textContent = S.queue.length ? String(S.queue.length) : '';
+    var hint = S.queue.length ? blocked : '';
+    if ($('queue-hint').textContent !== hint) $('queue-hint').textContent = hint; // said once, not each second
+    $('queue-hint').hidden = !hint;
     $('queue').replaceChildren.apply($('queue'), S.queue.map(function (q) {
       return h('li', {'class': 'queue-item'}, [
         h('div', {'class': 'body'}, [
@@ -218,6 +239,7 @@
           h('span', {'class': 'wait', text: ' waiting ' + TL.duration(q.waiting_s + elapsed)}),
           h('span', {'class': 'preview', text: q.preview || ''})]),
         h('button', {type: 'button', 'aria-label': 'Accept chat: ' + (q.preview || q.conversation),
+          disabled: !!blocked, title: blocked || null, 'aria-describedby': blocked ? 'queue-hint' : null,
           on: {click: function () { S.socket.send({type: 'accept', conversation: q.conversation, id: TL.uid('acc')}); }}},
         ['Accept'])]);
     }));

@@ -677,6 +677,58 @@ async def test_waiting_visitors_are_listed_in_the_queue(site: Site, new_page: An
         await v.close()
 
 
+async def test_accept_is_offered_only_while_the_agent_is_online_with_room(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    # The server refuses ``accept`` from an agent who is offline, away or full
+    # (no_capacity): the console lists the queue all the same, with Accept disabled and
+    # a hint that says why.
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name, online=False)
+    left = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await left.send(type="leave_message", id="lm1", name="Ana", email="ana@example.com",
+                    text="Please call me back about order 1182.")
+    answer = await left.expect("ack", "error", ref="lm1")
+    assert answer["type"] == "ack", answer  # nobody online: a message left for the next agent
+    queued = console.locator("#queue .queue-item")
+    accept = queued.get_by_role("button", name=re.compile(r"^Accept chat"))
+    hint = console.locator("#queue-hint")
+    await expect(queued).to_have_count(1, timeout=10_000)
+    await expect(accept).to_be_disabled()
+    await expect(hint).to_have_text("Go online to accept chats.")
+    await expect(accept).to_have_accessible_description("Go online to accept chats.")
+    await console.locator("#status").select_option("online")
+    await expect(accept).to_be_enabled(timeout=10_000)
+    await expect(hint).to_be_hidden()
+    await console.locator("#status").select_option("away")
+    await expect(accept).to_be_disabled(timeout=10_000)
+    await expect(hint).to_have_text("Go online to accept chats.")
+    await console.locator("#status").select_option("online")
+    await accept.click()
+    await expect(console.locator("#chats .item")).to_have_count(1, timeout=10_000)
+    await expect(queued).to_have_count(0, timeout=10_000)
+    # Full: the next visitor waits in the queue, and the hint says what would make room.
+    await console.locator("#capacity").fill("1")
+    await console.locator("#capacity").dispatch_event("change")
+    waiting = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await waiting.say("Is anyone there?")
+    await expect(queued).to_have_count(1, timeout=10_000)
+    await expect(accept).to_be_disabled()
+    await expect(hint).to_have_text(
+        "You have 1 of 1 chats: close one or raise your capacity to accept another.")
+    assert not [text for text in console.watched.trail if "no_capacity" in text]
+    assert console.watched.errors == []
+    # A supervisor sees the queue too, but only agents accept (``forbidden``).
+    boss = await new_page()
+    await login(boss, site, "supervisor", online=False)
+    await expect(boss.locator("#queue .queue-item")).to_have_count(1, timeout=10_000)
+    await expect(boss.locator("#queue .queue-item button")).to_be_disabled()
+    await expect(boss.locator("#queue-hint")).to_have_text(
+        "Agents accept waiting chats; take one over from the Live review page.")
+    for v in (left, waiting):
+        await v.close()
+
+
 # ------------------------------------------------------------------ scripted /ws/agent
 
 
