@@ -112,12 +112,15 @@
         var c = conv(f.conversation);
         c.visitor = f.visitor; c.lang = f.visitor.lang; c.status = 'assigned';
         (f.events || []).forEach(function (ev) { addEvent(c, ev); });
-        if (f.reason === 'transfer' || f.note) {
-          c.notes.push('Transferred' + (f.from_agent ? ' from ' + (f.from_agent.name || f.from_agent) : '') +
-            (f.note ? ': ' + f.note : ''));
+        var from = f.from_agent && (f.from_agent.name || f.from_agent), took = f.reason === 'transfer' && tookOver(c);
+        if (took) {
+          c.notes.push('You took over ' + (from ? 'from ' + from : 'from the queue') + (f.note ? ': ' + f.note : ''));
+        } else if (f.reason === 'transfer' || f.note) {
+          c.notes.push('Transferred' + (from ? ' from ' + from : '') + (f.note ? ': ' + f.note : ''));
         } else if (f.reason === 'requeue') c.notes.push('Returned to the queue and assigned to you.');
         renderChats();
         if (!S.current || S.current === c.id) select(c.id);
+        else if (took) toast(takeOverText(c, took) + (from ? ' from ' + from : ''));
         else if (f.reason === 'transfer' && f.from_agent) {
           toast((f.from_agent.name || f.from_agent) + ' transferred ' + c.visitor.name + ' to you' + (f.note ? ': ' + f.note : ''));
         } else toast('New chat: ' + c.visitor.name);
@@ -315,9 +318,21 @@
     button.title = back ? 'Transfer the chat back to ' + back.name + ', who had it before you took it over' : '';
   }
 
-  /** "Ana (supervisor) took over the chat with Marta": a ``transferred`` event of a take-over. */
+  /** "Ana (supervisor) took over the chat with Marta", or to Ana herself "You took over
+   * the chat with Marta": a ``transferred`` event of a take-over. */
   function takeOverText(c, ev) {
+    if (ev.agent && S.me && ev.agent.id === S.me.id) return 'You took over the chat with ' + c.visitor.name;
     return (ev.agent ? ev.agent.name : 'A supervisor') + ' (supervisor) took over the chat with ' + c.visitor.name;
+  }
+
+  /** The take-over that made this chat this supervisor's, when its newest hand-over is one. */
+  function tookOver(c) {
+    for (var i = c.events.length - 1; i >= 0; i--) {
+      var ev = c.events[i];
+      if (ev.type !== 'transferred') continue;
+      return ev.taken_over && ev.agent && S.me && ev.agent.id === S.me.id ? ev : null;
+    }
+    return null;
   }
 
   /** The agent a supervisor took this chat over from, while it is still the supervisor's. */

@@ -487,6 +487,32 @@ async def test_a_take_over_says_the_supervisor_took_the_chat_over(site: Site, ne
     assert console.watched.errors == []
 
 
+async def test_a_supervisor_reads_a_take_over_as_their_own_not_as_a_transfer(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    agent = await site.agent_client(name)
+    visitor = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await visitor.say("My parcel is late.")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    console = await new_page()
+    await login(console, site, "supervisor", online=False)
+    supervisor = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await supervisor.send(type="take_over", conversation=conv, note="The customer asked for me.")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late."], timeout=10_000)
+    visitor_name = await console.locator("#chat-title").inner_text()
+    lines = console.locator("#transcript .sys")
+    await expect(lines.filter(has_text="took over")).to_have_text([
+        f"You took over from {name.capitalize()}: The customer asked for me.",
+        re.compile(rf"^You took over the chat with {visitor_name} from {name.capitalize()} · "
+                   r"\d\d:\d\d\nNote: The customer asked for me\.$")])
+    await expect(lines.filter(has_text="Transferred")).to_have_count(0)
+    await expect(lines.filter(has_text="(supervisor)")).to_have_count(0)
+    for client in (agent, visitor, supervisor):
+        await client.close()
+    assert console.watched.errors == []
+
+
 async def test_supervisor_hands_a_taken_over_chat_back(site: Site, new_page: Any,
                                                       agent_name: Any) -> None:
     name = await agent_name()
