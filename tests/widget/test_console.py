@@ -1080,6 +1080,52 @@ async def test_a_refused_request_for_card_data_offers_whole_sentences(
     assert "CVV." not in " ".join(await shop.locator(f"{W} .log .m .text").all_inner_texts())
 
 
+async def wholly_in_view(locator: Any) -> bool:
+    """Whether all of ``locator`` is on screen, no part of it scrolled away in its area or
+    covered: what a user sees whole and clicks without scrolling."""
+    return bool(await locator.evaluate("""el => {
+        const r = el.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+        // The middle of each edge (its rounded corners are not hit).
+        return [[x, r.top + 1], [x, r.bottom - 1], [r.left + 1, y], [r.right - 1, y]].every(
+            ([px, py]) => py < innerHeight && px < innerWidth
+                && el.contains(document.elementFromPoint(px, py)));
+    }"""))
+
+
+@pytest.mark.parametrize("width,height", [(1024, 700), (1440, 900)])
+async def test_send_anyway_is_in_view_over_the_reply_box(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path, width: int,
+        height: int) -> None:
+    name = await agent_name()
+    console = await new_page(width=width, height=height)
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "This is ridiculous, I've called three times already about my parcel.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.locator("#draft").fill(
+        "Thanks for waiting, I can take the payment for order 1182 right now. Please send me "
+        "your card number, the expiry date and the CVV on the back.")
+    await console.locator("#draft").press("Enter")
+    refusal = console.locator("#refusal")
+    await expect(refusal).to_be_visible(timeout=10_000)
+    await expect(refusal.locator(".use")).to_have_count(2)
+    await console.screenshot(path=out_dir / f"console-refusal-{width}x{height}.png")
+    anyway = refusal.get_by_role("button", name="Send anyway")
+    for button in (anyway, refusal.get_by_role("button", name="Edit message")):
+        assert await wholly_in_view(button)
+    # In the area between the conversation and the reply box, above the reply box.
+    box = await anyway.bounding_box()
+    area = await console.locator("#coaching").bounding_box()
+    draft = await console.locator("#draft").bounding_box()
+    assert box is not None and area is not None and draft is not None
+    assert area["y"] <= box["y"] and box["y"] + box["height"] <= draft["y"], (box, area, draft)
+    await anyway.click()
+    await wait_bubble(shop, "card number", mine=False)
+    assert console.watched.errors == []
+
+
 async def test_a_refusal_in_a_cyrillic_chat_speaks_cyrillic(site: Site, new_page: Any,
                                                            agent_name: Any) -> None:
     name = await agent_name(["sr"])
