@@ -303,3 +303,29 @@ def test_messages_in_sr_hr_sl_quote_as_those_languages_do(rules_coach: Coach) ->
         if '"' in text
     ]
     assert straight == []
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "spliced"),
+    [
+        ("sr", "Trebalo je ranije da naručite.", "Sledeći put je najbolje da na vreme naručite."),
+        ("sr", "Trebalo je ranije da nam javite.",
+         "Sledeći put nam se slobodno javite čim primetite problem."),
+        ("hr", "Nemam ovlasti za povrat novca.", "Zamolit ću nadređenog da odobri povrat novca."),
+        ("sr", "Nemam ovlašćenje za povraćaj novca.",
+         "Zamoliću nadređenog da odobri povraćaj novca."),
+        ("sl", "Nimam pooblastil za vračilo denarja.",
+         "Nadrejenega prosim, da odobri vračilo denarja."),
+        ("sr", "Nažalost, to je vaša greška.", "Hajde da ovo zajedno rešimo."),
+        ("hr", "Nažalost, to nije moj posao.",
+         "Spojit ću vas s odjelom koji vam može detaljnije pomoći."),
+        ("sl", "Žal, to je vaša krivda.", "Poglejva, kako to skupaj rešiva."),
+    ],
+)
+def test_the_first_suggestion_keeps_what_the_agent_meant(
+    rules_coach: Coach, lang: str, text: str, spliced: str
+) -> None:
+    # "ranije" and "povrat novca" stay in the sentence; a leading "Nažalost," or
+    # "Žal," goes with the words it introduced instead of before a kind offer.
+    [flag] = rules_coach.check(text, lang, "agent")
+    assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
