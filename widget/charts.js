@@ -62,7 +62,7 @@
         d += (pen ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(v).toFixed(1);
         pen = true;
         kids.push(svg('circle', {cx: x(i), cy: y(v), r: 2.5, fill: color}, [
-          svg('title', {}, [s.name + ', ' + labels[i] + ': ' + fmt(v) + (opts.unit || '')])]));
+          svg('title', {}, [s.name + ', ' + TL.day(labels[i]) + ': ' + fmt(v) + (opts.unit || '')])]));
       });
       if (d) kids.unshift(svg('path', {d: d, fill: 'none', stroke: color, 'stroke-width': 2}));
     });
@@ -76,13 +76,13 @@
     return function (i) { return L + (n < 2 ? (W - L - R) / 2 : i * (W - L - R) / (n - 1)); };
   }
 
-  // The x axis labels: at most about six days, the first and the last always.
+  // The x axis labels: at most about six days ("5 Dec"), the first and the last always.
   function days(labels, x, H) {
     var step = Math.max(1, Math.ceil(labels.length / 6)), out = [];
     labels.forEach(function (lab, i) {
       if (i % step === 0 || i === labels.length - 1) {
         var anchor = labels.length > 1 && i === labels.length - 1 ? 'end' : i === 0 && labels.length > 1 ? 'start' : 'middle';
-        out.push(svg('text', {x: x(i), y: H - 6, 'text-anchor': anchor}, [String(lab).slice(5) || String(lab)]));
+        out.push(svg('text', {x: x(i), y: H - 6, 'text-anchor': anchor}, [TL.day(lab, true)]));
       }
     });
     return out;

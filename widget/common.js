@@ -51,6 +51,26 @@
     return String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
   }
 
+  // Dates as "5 Dec 2026": day, month, year in the one order every reader takes the
+  // same way, whatever their browser's locale (5/12 is May to some, December to others).
+  var MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+  /** A day: a Date, or a "2026-12-05" date as the review API gives days; "5 Dec 2026",
+   * or "5 Dec" when `noYear`. Anything else comes back as it was. */
+  function day(d, noYear) {
+    var iso = typeof d === 'string' && /^(\d{4})-(\d\d)-(\d\d)$/.exec(d);
+    if (iso) d = new Date(+iso[1], +iso[2] - 1, +iso[3]);
+    if (!(d instanceof Date) || isNaN(d)) return d == null ? '' : String(d);
+    return d.getDate() + ' ' + MONTHS[d.getMonth()] + (noYear ? '' : ' ' + d.getFullYear());
+  }
+
+  /** A moment (ms since the epoch, or an ISO 8601 string), in local time: "5 Dec 2026 14:20". */
+  function when(ts) {
+    if (ts == null || ts === '' || ts === 0) return '';
+    var d = new Date(ts);
+    return isNaN(d) ? String(ts) : day(d) + ' ' + clock(d);
+  }
+
   /** Code-point offsets (as the coach sends them) to UTF-16 offsets (as JavaScript counts). */
   function utf16(text, cp) {
     if (!/[\uD800-\uDFFF]/.test(text)) return cp;
@@ -207,7 +227,7 @@
     if (this.ws) this.ws.close(1000);
   };
 
-  window.TL = {h: h, svg: svg, cmpSeq: cmpSeq, uid: uid, duration: duration, clock: clock, utf16: utf16,
+  window.TL = {h: h, svg: svg, cmpSeq: cmpSeq, uid: uid, duration: duration, clock: clock, day: day, when: when, utf16: utf16,
     humanize: humanize, api: api, ApiError: ApiError, loginForm: loginForm, Socket: Socket,
     session: function () { return session; }, setSession: setSession, logout: logout};
 })();

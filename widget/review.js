@@ -23,7 +23,8 @@
 
   function page() { return $('page'); }
   function label(text, control) { return h('label', {}, [text, control]); }
-  function dt(ms) { return ms ? new Date(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms).toLocaleString() : ''; }
+  /** A moment from the review API ("5 Dec 2026 14:20"); seconds are read as such. */
+  function dt(ms) { return TL.when(typeof ms === 'number' && ms < 1e12 ? ms * 1000 : ms); }
   function tag(text, sev) { return h('span', {'class': 'tag' + (sev ? ' sev-' + sev : ''), text: text}); }
   var humanize = TL.humanize;
   /** A person's display name, with the account id as a tooltip where the name differs. */
@@ -234,12 +235,22 @@
     var visitor = t.visitor && (t.visitor.name || t.visitor.id) || 'Visitor';
     var log = h('ol', {'class': 'transcript', 'aria-label': 'Transcript'});
     // Whispers go between the events by time, each before the first event sent after it.
-    var whispers = (t.whispers || []).slice();
+    var whispers = (t.whispers || []).slice(), shownDay = null;
+    // Each line shows its time; the day goes over the first line of each day.
+    function dayOf(ts) {
+      var d = ts ? TL.day(new Date(ts)) : null;
+      if (d && d !== shownDay) log.append(h('li', {'class': 'sys day', text: d}));
+      if (d) shownDay = d;
+    }
     function whispersUpTo(ts) {
-      while (whispers.length && (ts == null || (whispers[0].ts || 0) < ts)) log.append(whisperItem(whispers.shift()));
+      while (whispers.length && (ts == null || (whispers[0].ts || 0) < ts)) {
+        dayOf(whispers[0].ts);
+        log.append(whisperItem(whispers.shift()));
+      }
     }
     (t.events || []).forEach(function (ev) {
       whispersUpTo(ev.ts || 0);
+      dayOf(ev.ts);
       if (ev.type === 'message') {
         var spans = flags.filter(function (f) { return f.seq === ev.seq && inText(ev.text, f); }).map(function (f) {
           return {start: f.start, end: f.end, id: f.id, cls: 'sev-' + f.severity, title: humanize(f.category) + ': ' + f.message};

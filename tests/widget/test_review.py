@@ -390,11 +390,11 @@ async def test_transcript_shows_the_rating_comment_and_the_whispers_in_their_pla
     await expect(page.locator(".csat-comment")).to_have_text(
         "The customer's comment with the rating: Nobody said sorry.", timeout=10_000)
     lines = page.locator(".transcript > li")
-    await expect(lines).to_have_count(3)
-    await expect(lines.nth(1)).to_have_class("whisper")
-    await expect(lines.nth(1)).to_contain_text("Sanja whispered to the agent")
-    await expect(lines.nth(1)).to_contain_text("not shown to the visitor")
-    await expect(lines.nth(1)).to_contain_text("Apologise first.")
+    await expect(lines).to_have_count(4)  # the day, the message, the whisper, the reply
+    await expect(lines.nth(2)).to_have_class("whisper")
+    await expect(lines.nth(2)).to_contain_text("Sanja whispered to the agent")
+    await expect(lines.nth(2)).to_contain_text("not shown to the visitor")
+    await expect(lines.nth(2)).to_contain_text("Apologise first.")
 
 
 async def test_category_filter_offers_flags_and_customer_cues_the_list_shows(
@@ -549,6 +549,49 @@ async def test_scorecard_days_without_activity_are_gaps_not_zeros(
         await expect(chart.locator("circle")).to_have_count(3)
         d = await chart.locator("path").get_attribute("d") or ""
         assert (d.count("M"), d.count("L")) == (2, 1), d
+    assert page.watched.errors == []
+
+
+US_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b")
+
+
+async def in_belgrade(page: Any) -> None:
+    """The page's clock in Belgrade (UTC+1 in November), as our supervisors' is."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Belgrade"})
+
+
+async def test_dates_read_day_month_year_in_local_time_on_every_review_page(
+        site: Site, new_page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A day that spans midnight in Belgrade: the transcript says when each day begins.
+    late = {**TRANSCRIPT["events"][1], "seq": "3-0", "id": "a2", "text": "Good night.",
+            "ts": 1763679600000}  # 2025-11-20T23:00:00Z, 21 Nov 00:00 in Belgrade
+    monkeypatch.setattr(sys.modules[__name__], "TRANSCRIPT", {
+        **TRANSCRIPT, "events": [*TRANSCRIPT["events"], late]})
+    page = await new_page(width=1280, height=900)
+    await in_belgrade(page)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await login(page, site)
+    row = page.locator(f"tbody tr[data-conv='{CONV}']")
+    # "started_at": "2026-11-20T10:00:00Z"
+    await expect(row.locator("td").nth(4)).to_have_text("20 Nov 2026 11:00", timeout=10_000)
+    assert not US_DATE.search(await page.locator("#page").inner_text())
+
+    await page.evaluate(f"location.hash = '#/conversation/{CONV}'")
+    days = page.locator(".transcript > li.day")
+    await expect(days).to_have_text(["20 Nov 2025", "21 Nov 2025"], timeout=10_000)
+    lines = page.locator(".transcript > li")
+    await expect(lines.nth(3)).to_have_text("21 Nov 2025")
+    await expect(lines.nth(4).locator(".time")).to_have_text("00:00")
+    assert not US_DATE.search(await page.locator("#page").inner_text())
+
+    await page.evaluate("location.hash = '#/scorecards'")
+    chart = page.locator(".scorecard").first.locator("svg.chart").first
+    await expect(chart.locator("text:not(.tick)")).to_have_text(
+        ["16 Nov", "17 Nov", "18 Nov", "19 Nov", "20 Nov"], timeout=10_000)
+    point = chart.locator("circle title").first
+    await expect(point).to_have_text(re.compile(r"^\S.*, 16 Nov 2026: [\d.]+$"))
+    assert not US_DATE.search(await page.locator("#page").inner_text())
     assert page.watched.errors == []
 
 
