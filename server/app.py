@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from server import api, pages, privacy, redisconn, review
 from server.accounts import create_demo_accounts
+from server.checker import DraftChecker
 from server.coaching import Coaching
 from server.config import Settings, Site, load_settings
 from server.embedded_redis import EmbeddedRedis
@@ -89,6 +90,9 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 observe_draft=metrics.draft_check.observe,
                 batch=relay.store.batch,
             )
+            if settings.draft_checker:
+                relay.drafts.checker = DraftChecker(rules.rules_dir, rules.cache_dir)
+                relay.drafts.fingerprint = lambda: rules.coach.fingerprint if rules.coach else None
         else:
             rules.error = "coach loading disabled"
         app.state.relay = relay
@@ -105,6 +109,8 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         await relay.start()
         if relay.coaching is not None:
             relay.coaching.start()
+        if relay.drafts.checker is not None:
+            relay.drafts.checker.start()
         retention = asyncio.create_task(
             privacy.retention_loop(redis, settings.retention_days), name="retention"
         )
@@ -117,6 +123,8 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 await retention
             if relay.coaching is not None:
                 await relay.coaching.stop()
+            if relay.drafts.checker is not None:
+                await relay.drafts.checker.stop()
             await rules.stop()
             await relay.stop()
             await conns.aclose()
@@ -145,6 +153,10 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         if coach.error:
             # The running rules stay; the last reload failed and says where.
             detail = f"; last rules reload failed, previous rules in use: {coach.error}"
+        checker = relay.drafts.checker
+        if checker is not None and not checker.usable(relay.drafts.fingerprint()):
+            detail += "; draft checker not running (starting, or following new rules): "
+            detail += "drafts are checked in this process meanwhile"
         return PlainTextResponse(f"ready: redis reachable, rules loaded{detail}\n")
 
     async def rules_reload(request: Request) -> Response:

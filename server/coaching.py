@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -76,6 +77,7 @@ LOCK_RETRY_S = 0.01
 
 # Limits
 MAX_SHOWN_FLAGS = 200
+FLAGS = TypeAdapter(list[Flag])
 MAX_LOG_RECORDS = 2000
 MAX_WAITING_SCRIPTS = 20  # per conversation
 MAX_WAITING_CHATS_SCANNED = 500  # per tick, those holding scripts the longest first
@@ -122,6 +124,16 @@ class Drafts:
     last_id: int = -1
     #: Flags shown in ``coach`` frames since the last sent message.
     shown: list[Flag] = field(default_factory=list)
+    #: Flags shown as they came from the draft checker (JSON), read when a message is sent.
+    shown_json: list[str] = field(default_factory=list)
+
+    def seen(self) -> list[Flag]:
+        """Every flag shown since the last sent message."""
+        for flags in self.shown_json:
+            self.shown.extend(FLAGS.validate_json(flags))
+        self.shown_json.clear()
+        del self.shown[:-MAX_SHOWN_FLAGS]
+        return self.shown
 
 
 @dataclass(frozen=True)
@@ -213,6 +225,19 @@ class Coaching:
         del drafts.shown[:-MAX_SHOWN_FLAGS]
         return flags
 
+    def take_checked_draft(self, drafts: Drafts, draft_id: int, seconds: float, flags: str) -> bool:
+        """Keep the flags (JSON) the draft checker found; False when a newer draft was
+        already answered."""
+        if draft_id <= drafts.last_id:
+            return False
+        drafts.last_id = draft_id
+        if self.observe_draft is not None:
+            self.observe_draft(seconds)
+        if flags != "[]":
+            drafts.shown_json.append(flags)
+            del drafts.shown_json[:-MAX_SHOWN_FLAGS]
+        return True
+
     # ------------------------------------------------------------ agent messages
 
     def check_sent(self, text: str, lang: str, override: bool) -> SentCheck:
@@ -238,7 +263,7 @@ class Coaching:
     ) -> tuple[str, list[dict[str, Any]], list[Nudge]]:
         """Store the flags of a sent agent message; returns outcome, records and nudges."""
         ts = _now_ms()
-        shown = drafts.shown if drafts is not None else []
+        shown = drafts.seen() if drafts is not None else []
         sent_lower = check.text.lower()
         applied = [
             f
@@ -256,6 +281,7 @@ class Coaching:
             records.append(_record(f, conv, msg_id, seq, ts, agent_id, outcome, override=override))
         if drafts is not None:
             drafts.shown.clear()
+            drafts.shown_json.clear()
             drafts.last_id = max(drafts.last_id, 0)
         if records:
             outcome = "applied" if applied and not check.flags else records[-1]["outcome"]
@@ -564,6 +590,14 @@ def nudge_frame(conv: str, n: Nudge) -> dict[str, Any]:
     if n.waited is not None:
         frame["waited_s"] = int(n.waited)
     return frame
+
+
+def coach_frame_json(conv: str, draft_id: int, flags: str) -> str:
+    """A ``coach`` frame around flags that are JSON already (from the draft checker)."""
+    return (
+        f'{{"v":1,"type":"coach","conversation":{json.dumps(conv, ensure_ascii=False)},'
+        f'"draft_id":{draft_id},"flags":{flags}}}'
+    )
 
 
 def coach_frame(conv: str, draft_id: int, flags: list[Flag]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     sites: dict[str, Site] = Field(default_factory=dict)
     demo: bool = True
     coach: bool = True  # load the phrasing coach at start (/readyz waits for it)
+    #: Check drafts in a process of its own at a lower CPU priority (server/checker.py).
+    draft_checker: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Limits

@@ -25,12 +25,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from server import protocol as p
 from server.accounts import get_account, list_accounts, session_account
+from server.checker import MAX_BATCH, CheckerUnavailable, DraftChecker
 from server.coaching import (
     Coaching,
     CoachingError,
     Drafts,
     SentCheck,
     coach_frame,
+    coach_frame_json,
     day_of,
     nudge_frame,
     score_key,
@@ -265,15 +267,23 @@ class DraftDesk:
 
     Checking a draft is the costliest thing a frame asks for, and an answer to
     an old draft is worth nothing once a newer one came. The read loop only
-    leaves the draft here; one task per process checks them in arrival order,
-    letting other work run after each ``DESK_SLICE_S`` of checking, so chat
-    messages wait behind at most one slice of drafts, and under load a fast
-    typist's drafts are merged into the newest instead of building a backlog.
+    leaves the draft here; one task per process hands the waiting drafts, in
+    arrival order, to the draft checker (server/checker.py: a process of its
+    own at a lower priority), a batch at a time. While a batch is out, newer
+    drafts take the place of older ones still waiting, so a fast typist never
+    builds a backlog.
+
+    Without a checker that runs the process's rules, the drafts are checked
+    here, letting other work run after each ``DESK_SLICE_S`` of checking, so
+    chat messages wait behind at most one slice of drafts.
     """
 
     def __init__(self) -> None:
         self._waiting: dict[tuple[Session, str], tuple[int, str, str]] = {}
         self._ready = asyncio.Event()
+        self.checker: DraftChecker | None = None
+        #: The rules the process runs (the checker must run the same).
+        self.fingerprint: Callable[[], str | None] = lambda: None
 
     def put(self, session: Session, conv: str, draft_id: int, text: str, lang: str) -> None:
         key = (session, conv)
@@ -288,19 +298,45 @@ class DraftDesk:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            loop = asyncio.get_running_loop()
-            until = loop.time() + DESK_SLICE_S
             while self._waiting:
-                key = next(iter(self._waiting))
-                draft_id, text, lang = self._waiting.pop(key)
-                session, conv = key
-                try:
-                    session.coach_draft(conv, draft_id, text, lang)
-                except Exception:  # noqa: BLE001 - one bad draft must not stop the desk
-                    log.exception("draft check failed")
-                if loop.time() >= until:  # let the chat through, then go on
-                    await asyncio.sleep(0)
-                    until = loop.time() + DESK_SLICE_S
+                checker = self.checker
+                if checker is not None:
+                    fingerprint = self.fingerprint()
+                    checker.follow(fingerprint)
+                    if checker.usable(fingerprint):
+                        with contextlib.suppress(CheckerUnavailable):
+                            await self._check_apart(checker)
+                            continue
+                self._check_here()
+                await asyncio.sleep(0)  # let the chat through, then go on
+
+    async def _check_apart(self, checker: DraftChecker) -> None:
+        batch: list[tuple[tuple[Session, str], tuple[int, str, str]]] = []
+        while self._waiting and len(batch) < MAX_BATCH:
+            key = next(iter(self._waiting))
+            batch.append((key, self._waiting.pop(key)))
+        try:
+            results = await checker.check([(lang, text) for _, (_, text, lang) in batch])
+        except CheckerUnavailable:
+            for key, draft in reversed(batch):  # back at the front, unless superseded
+                if key not in self._waiting:
+                    self._waiting = {key: draft, **self._waiting}
+            raise
+        for ((session, conv), (draft_id, _, _)), (seconds, flags) in zip(
+            batch, results, strict=True
+        ):
+            session.answer_draft(conv, draft_id, seconds, flags)
+
+    def _check_here(self) -> None:
+        until = time.perf_counter() + DESK_SLICE_S
+        while self._waiting and time.perf_counter() < until:
+            key = next(iter(self._waiting))
+            draft_id, text, lang = self._waiting.pop(key)
+            session, conv = key
+            try:
+                session.coach_draft(conv, draft_id, text, lang)
+            except Exception:  # noqa: BLE001 - one bad draft must not stop the desk
+                log.exception("draft check failed")
 
 
 class Session:
@@ -1054,6 +1090,15 @@ class Session:
             return
         lang = await self._conv_lang(conv)
         self.relay.drafts.put(self, conv, frame.draft_id, frame.text, lang)
+
+    def answer_draft(self, conv: str, draft_id: int, seconds: float, flags: str) -> None:
+        """Answer a draft the draft checker checked (``flags`` as JSON)."""
+        coaching = self.relay.coaching
+        if coaching is None or self._closing:
+            return
+        drafts = self.drafts.setdefault(conv, Drafts())
+        if coaching.take_checked_draft(drafts, draft_id, seconds, flags):
+            self.send(coach_frame_json(conv, draft_id, flags))
 
     def coach_draft(self, conv: str, draft_id: int, text: str, lang: str) -> None:
         """Check a draft the desk handed over and answer with a ``coach`` frame."""

@@ -1,0 +1,168 @@
+"""Drafts checked in a process of their own (server/checker.py), with the real coach,
+server and Redis: the same answers as in the server process, at a lower priority, and
+the chat's coaching goes on when the checker dies or the rules change."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from coach import Coach
+from server.checker import NICENESS, DraftChecker
+from server.relay import DraftDesk
+from tests.server.support import (
+    agent,
+    apply_a_suggestion,
+    close_all,
+    open_chat,
+    running_with_coach,
+    start_chat,
+    supervisor_http,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_S = 60.0
+LANGS = ("en", "sr", "hr", "sl")
+
+FOGGIEST = """
+  - id: en.dont_know.not_the_foggiest
+    severity: warning
+    match:
+      - phrase: not the foggiest
+    message: Saying you have no idea leaves the customer with nothing; say what you will do.
+    suggestions:
+      - Let me find out for you
+    examples:
+      flag:
+        - Not the foggiest.
+      pass:
+        - I will find out for you.
+"""
+
+DRAFTS = [
+    ("en", "I don't know, that's not my job."),
+    ("en", "Calm down, it's not our fault."),
+    ("sr", "Не знам, то није мој посао."),
+    ("sr", "Ne znam, to nije moj posao."),
+    ("hr", "Nažalost, to nije moj posao."),
+    ("sl", "Ne vem, to ni moje delo."),
+    ("en", "Thanks for waiting, your parcel ships today."),
+]
+
+
+def desk(srv: Any) -> DraftDesk:
+    return srv.app.state.relay.drafts  # type: ignore[no-any-return]
+
+
+async def checker_ready(srv: Any) -> DraftChecker:
+    """The server's draft checker, once it runs the server process's rules."""
+    d = desk(srv)
+    assert d.checker is not None
+    async with asyncio.timeout(READY_S):
+        while not d.checker.usable(d.fingerprint()):
+            await asyncio.sleep(0.05)
+    return d.checker
+
+
+async def test_the_checker_answers_drafts_as_the_server_process_would(
+    redis_db: str, tmp_path: Path
+) -> None:
+    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+        checker = await checker_ready(srv)
+        pid = checker.pid
+        assert pid is not None and pid != os.getpid()
+        # The child runs at a lower priority than the server process.
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + NICENESS
+        coach: Coach = srv.app.state.coach.coach
+        ag = await agent(srv, redis_db, "ana", capacity=4, languages=["en", "sr", "hr", "sl"])
+        chats = {lang: await open_chat(srv, ag, "Zdravo!", lang=lang) for lang in LANGS}
+        before = checker.checked
+        for n, (lang, text) in enumerate(DRAFTS, start=1):
+            conv = chats[lang][1]
+            await ag.send(type="draft", conversation=conv, draft_id=n, text=text)
+            answer = await ag.expect("coach", conversation=conv, draft_id=n)
+            expected = [f.model_dump() for f in coach.check(text, lang, "agent")]
+            assert answer["flags"] == expected
+            assert bool(expected) == (n < len(DRAFTS))  # the last one reads well
+        assert checker.checked - before == len(DRAFTS)
+        await close_all(ag, *(vi for vi, _ in chats.values()))
+
+
+async def test_suggestions_shown_by_the_checker_count_as_applied(
+    redis_db: str, tmp_path: Path
+) -> None:
+    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+        checker = await checker_ready(srv)
+        ag, vi, conv = await start_chat(srv, redis_db)
+        before = checker.checked
+        checked = await apply_a_suggestion(ag, conv)
+        assert checker.checked == before + 1
+        assert checked["outcome"] == "applied"
+        await close_all(ag, vi)
+
+
+async def test_drafts_are_answered_while_the_checker_is_killed_and_replaced(
+    redis_db: str, tmp_path: Path
+) -> None:
+    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+        checker = await checker_ready(srv)
+        first = checker.pid
+        assert first is not None
+        ag, vi, conv = await start_chat(srv, redis_db)
+        os.kill(first, signal.SIGKILL)
+        # Every draft is answered: by the server process until a new checker is ready.
+        for n in range(1, 6):
+            await ag.send(type="draft", conversation=conv, draft_id=n, text="I don't know.")
+            answer = await ag.expect("coach", conversation=conv, draft_id=n)
+            assert [f["category"] for f in answer["flags"]] == ["dont_know"]
+        replaced = await checker_ready(srv)
+        assert replaced.pid not in (None, first) and replaced.started == 2
+        before = replaced.checked
+        await ag.send(type="draft", conversation=conv, draft_id=9, text="Calm down.")
+        answer = await ag.expect("coach", conversation=conv, draft_id=9)
+        assert [f["category"] for f in answer["flags"]] == ["dismissive"]
+        assert replaced.checked == before + 1
+        await close_all(ag, vi)
+
+
+async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_one(
+    redis_db: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    async with running_with_coach(redis_db, rules_dir=rules, data_dir=tmp_path / "var") as srv:
+        checker = await checker_ready(srv)
+        old = checker.fingerprint
+        ag, vi, conv = await start_chat(srv, redis_db)
+        path = rules / "en" / "dont_know.yaml"
+        good = path.read_text(encoding="utf-8").rstrip("\n") + "\n" + FOGGIEST
+        async with await supervisor_http(srv, redis_db) as sup:
+            path.write_text(good, encoding="utf-8")
+            assert (await sup.post("/api/rules/reload")).status_code == 200
+            # Meanwhile the server process answers drafts with its new rules; then the child
+            # has them too.
+            await ag.send(type="draft", conversation=conv, draft_id=1, text="Not the foggiest.")
+            answer = await ag.expect("coach", conversation=conv, draft_id=1)
+            assert [f["category"] for f in answer["flags"]] == ["dont_know"]
+            checker = await checker_ready(srv)
+            assert checker.fingerprint != old
+            before = checker.checked
+            await ag.send(type="draft", conversation=conv, draft_id=2, text="Not the foggiest!")
+            answer = await ag.expect("coach", conversation=conv, draft_id=2)
+            assert [f["category"] for f in answer["flags"]] == ["dont_know"]
+            assert checker.checked == before + 1
+
+            # A bad file: the server process keeps its rules, and so does the checker.
+            path.write_text(good.replace("category: dont_know", "category: rudeness", 1))
+            await asyncio.sleep(0)
+            assert (await sup.post("/api/rules/reload")).status_code == 422
+            kept = checker.fingerprint
+            await ag.send(type="draft", conversation=conv, draft_id=3, text="Not the foggiest.")
+            answer = await ag.expect("coach", conversation=conv, draft_id=3)
+            assert [f["category"] for f in answer["flags"]] == ["dont_know"]
+            assert checker.usable(desk(srv).fingerprint()) and checker.fingerprint == kept
+        await close_all(ag, vi)
