@@ -144,6 +144,11 @@ class SentCheck:
     masked: bool
     flags: list[Flag]
 
+    @property
+    def refused(self) -> bool:
+        """Whether the coach refused it (and it goes out because the agent overrode)."""
+        return any(f.category == "sensitive_data_request" for f in self.flags)
+
 
 class CoachingError(Exception):
     """The coach refuses a message; carries what the agent needs to fix it."""
@@ -452,6 +457,18 @@ class Coaching:
         }
         await self._log(conv, [{"kind": "whisper", "ts": ts, "from": sender, "text": text}])
         await self.publish_to_agent(agent_id, frame)
+
+    async def whispers(self, conv: str) -> list[dict[str, Any]]:
+        """The whispers in a conversation, oldest first: ``ts``, ``from``, ``text``."""
+        records = await self.redis.lrange(conv_key(conv, "coachlog"), 0, -1)
+        found = []
+        for raw in records:
+            if '"whisper"' not in raw:  # most records are not: skip reading them
+                continue
+            record = json.loads(raw)
+            if record.get("kind") == "whisper":
+                found.append({k: record[k] for k in ("ts", "from", "text")})
+        return found
 
     # ------------------------------------------------------------ the clock
 

@@ -286,6 +286,8 @@ class MessageEvent(Event):
     from_: Party = Field(alias="from", serialization_alias="from")
     text: str
     contact: dict[str, str] | None = None
+    #: Agents and supervisors only: sent anyway, after the coach refused it.
+    override: bool | None = None
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -330,6 +332,8 @@ class ConversationView(BaseModel):
     agent: AgentRef | None = None
     events: list[dict[str, Any]] = Field(default_factory=list)
     history_truncated: bool = False
+    #: Agents and supervisors only: the supervisors' whispers in it, oldest first.
+    whispers: list[dict[str, Any]] | None = None
 
 
 class Welcome(ServerFrame):

@@ -104,11 +104,16 @@ def origin_allowed(site: Site, origin: str | None, host: str | None) -> bool:
     return False
 
 
+#: What is in a conversation's events for its agents only: the note for the next agent and
+#: who passed it on, and that a message was sent despite the coach.
+AGENTS_ONLY = ("note", "from_agent", "override")
+
+
 def _strip_for_visitor(payload: str) -> str:
-    """Visitors see who is with them now, not the note meant for the next agent."""
+    """Visitors see who is with them now, not what is meant for agents."""
     event = json.loads(payload)
-    event.pop("note", None)
-    event.pop("from_agent", None)
+    for key in AGENTS_ONLY:
+        event.pop(key, None)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -119,8 +124,8 @@ def _event_payload(event: dict[str, Any]) -> str:
 
 
 def _strip_event(event: dict[str, Any], role: str) -> dict[str, Any]:
-    if role == "visitor" and event.get("type") == "transferred":
-        event = {k: v for k, v in event.items() if k not in ("note", "from_agent")}
+    if role == "visitor" and any(key in event for key in AGENTS_ONLY):
+        event = {k: v for k, v in event.items() if k not in AGENTS_ONLY}
     return event
 
 
@@ -625,7 +630,13 @@ class Session:
             agent=agent,
             events=[_strip_event(e, self.role or "") for e in events],
             history_truncated=truncated,
+            whispers=None if self.role == "visitor" else await self._whispers(conv),
         )
+
+    async def _whispers(self, conv: str) -> list[dict[str, Any]]:
+        if self.relay.coaching is None:
+            return []
+        return await self.relay.coaching.whispers(conv)
 
     async def _welcome(
         self, wanted: list[str], resume: dict[str, str], may_see: Callable[[dict[str, str]], bool]
@@ -737,7 +748,9 @@ class Session:
         if last is not None and p.seq_key(seq) <= p.seq_key(last):
             return
         self.convs[conv] = seq
-        if self.role == "visitor" and '"type":"transferred"' in payload:
+        if self.role == "visitor" and (
+            '"type":"transferred"' in payload or '"override":true' in payload
+        ):
             payload = _strip_for_visitor(payload)
         self.send(payload)
         at = payload.find('"ts":')
@@ -941,8 +954,9 @@ class Session:
     ) -> tuple[str, str | None]:
         body = p.dump(event)
         body.pop("seq")
-        if body.get("contact", 1) is None:
-            body.pop("contact")
+        for optional in ("contact", "override"):
+            if optional in body and body[optional] is None:
+                body.pop(optional)
         return await self.relay.store.append(
             conv, body, actor=actor or self._actor(), dedup=dedup, state=state or []
         )
@@ -1005,6 +1019,7 @@ class Session:
             from_=self.party,
             text=text,
             contact=contact,
+            override=True if sent_check is not None and sent_check.refused else None,
         )
         state = [("preview", frame.text[:80])] if self.role == "visitor" else []
         if contact is not None:

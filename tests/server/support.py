@@ -148,6 +148,7 @@ class Client:
         self.ws = ws
         self.skipped: list[dict[str, Any]] = []
         self.welcome: dict[str, Any] = {}
+        self.token = ""  # the one it said hello with
 
     async def send(self, **frame: Any) -> None:
         frame.setdefault("v", 1)
@@ -231,6 +232,7 @@ async def connect(
         RECV_TIMEOUT_S,
     )
     client = Client(ws)
+    client.token = token
     hello: dict[str, Any] = {"type": "hello", "token": token}
     if resume:
         hello["resume"] = resume

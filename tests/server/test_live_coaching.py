@@ -14,6 +14,7 @@ from tests.server.support import (
     agent,
     apply_a_suggestion,
     close_all,
+    connect,
     console,
     http_as,
     ignore_a_suggestion,
@@ -107,11 +108,25 @@ async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str)
         assert [m for m in await vi.quiet("message") if m.get("id") == "s1"] == []
         await ag.send(type="message", id="s1", conversation=conv, text=ask, override=True)
         await ag.expect("ack", ref="s1")
-        assert (await vi.expect("message", id="s1"))["text"] == ask
+        seen = await vi.expect("message", id="s1")
+        assert seen["text"] == ask and "override" not in seen
+        # The agent's own copy says it went out anyway, live and after a reload.
+        assert (await ag.expect("message", id="s1"))["override"] is True
+        await ag.say("Thank you.", conversation=conv, msg_id="s2")
+        assert "override" not in await ag.expect("message", id="s2")
+        again = await agent(srv, redis_db, "ana", create=False)
+        (view,) = [c for c in again.welcome["conversations"] if c["conversation"] == conv]
+        by_id = {e.get("id"): e for e in view["events"] if e["type"] == "message"}
+        assert by_id["s1"]["override"] is True and "override" not in by_id["s2"]
+        reloaded = await connect(srv.ws, "/ws/visitor", vi.token)
+        (mine,) = reloaded.welcome["conversations"]
+        assert [e for e in mine["events"] if "override" in e] == []
+        assert mine["whispers"] is None
         async with await supervisor_http(srv, redis_db) as sup:
             t = (await sup.get(f"/api/review/conversations/{conv}")).json()
             assert [o["ref"] for o in t["overrides"]] == ["s1"]
             assert any(f["override"] for f in t["flags"])
+        await close_all(ag, vi, again, reloaded)
 
 
 async def test_card_numbers_are_masked_for_everyone(redis_db: str) -> None:
@@ -221,6 +236,13 @@ async def test_whisper_reaches_the_agent_and_never_the_visitor(redis_db: str) ->
         await sup.send(type="whisper", id="w1", conversation=conv, text="Offer the express refund.")
         whisper = await ag.expect("whisper", conversation=conv)
         assert whisper["text"] == "Offer the express refund." and whisper["from"]["id"] == "sanja"
+        # The agent who reloads the console finds it in the conversation again.
+        again = await agent(srv, redis_db, "ana", create=False)
+        (view,) = [c for c in again.welcome["conversations"] if c["conversation"] == conv]
+        assert view["whispers"] == [
+            {"ts": whisper["ts"], "from": whisper["from"], "text": "Offer the express refund."}
+        ]
+        await again.close()
         seen = await vi.quiet("whisper", "message")
         assert [
             f for f in seen if f["type"] == "whisper" or "express refund" in f.get("text", "")
