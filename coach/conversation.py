@@ -186,12 +186,9 @@ class ConversationCoach:
         st.waiting_since = None
         st.hold_nudged_for = None
         lang = st.lang
-        if self.coach.conversation_finds(text, lang, "thanks"):
+        if self._finds(text, "thanks"):
             st.thanked = True
-        if first and not (
-            self.coach.conversation_finds(text, lang, "introduces")
-            or self.coach.conversation_finds(text, lang, "asks_name")
-        ):
+        if first and not (self._finds(text, "introduces") or self._finds(text, "asks_name")):
             nudges.append(self._nudge("missing_introduction", now, text, values))
         if (
             st.last_frustration_at is not None
@@ -202,6 +199,19 @@ class ConversationCoach:
         ):
             nudges.append(self._nudge("upsell_when_upset", now, text, values))
         return nudges
+
+    def _finds(self, text: str, kind: str) -> bool:
+        """Whether the agent's ``text`` has phrases ``kind``, in the chat's language or any
+        other: an agent who took a chat in a language they do not speak writes in theirs,
+        and their "Thank you" thanks the customer all the same."""
+        lang = self.state.lang
+        if self.coach.conversation_finds(text, lang, kind):
+            return True
+        return any(
+            self.coach.conversation_finds(text, other, kind)
+            for other in self.coach.languages
+            if other != lang
+        )
 
     def agent_update(self, now: float) -> None:
         """Anything else the agent did that the customer sees (typing does not count)."""

@@ -90,6 +90,20 @@ def test_missing_thanks_when_closing(coach, lang, thanks, bye) -> None:
     assert polite.close(now=2) == []
 
 
+@pytest.mark.parametrize("lang", ["sr", "hr", "sl"])
+def test_an_agent_who_writes_english_in_another_language_s_chat_is_not_nudged(coach, lang) -> None:
+    chat = ConversationCoach(coach, lang, now=0)
+    chat.customer_message("Dobar dan", now=1)
+    said = "Hi, I am Marko and I'll take it from here. Thank you for your patience!"
+    assert chat.agent_message(said, now=2, values=NAMES) == []
+    assert chat.close(now=3) == []
+    # Without either, in English too, the nudges come as before.
+    curt = ConversationCoach(coach, lang, now=0)
+    got = curt.agent_message("Your parcel ships today.", now=1, values=NAMES)
+    assert [n.category for n in got] == ["missing_introduction"]
+    assert [n.category for n in curt.close(now=2)] == ["missing_thanks"]
+
+
 def test_upsell_when_upset_only_within_the_window(chat: ConversationCoach) -> None:
     review = chat.customer_message("This is ridiculous, worst service ever!!!", now=0)
     assert "frustration" in {c.category for c in review.cues}
