@@ -1337,8 +1337,20 @@ class Session:
                 "not_queued": ErrorCode.NOT_QUEUED,
                 "queue_empty": ErrorCode.QUEUE_EMPTY,
             }.get(outcome, ErrorCode.NOT_QUEUED)
-            raise ProtocolError(code, f"cannot accept: {outcome.replace('_', ' ')}", frame.id)
+            why = f"cannot accept: {outcome.replace('_', ' ')}"
+            if outcome == "no_capacity":
+                why = await self._why_no_capacity()
+            raise ProtocolError(code, why, frame.id)
         await self.relay.router.announce([(conv, self.uid)], reason="accepted")
+
+    async def _why_no_capacity(self) -> str:
+        """Why this agent cannot take a chat now, as they would put it right."""
+        me = await self.relay.store.agent(self.uid)
+        status = me.get("status") or "offline"
+        if status != "online":
+            return f"you are {status}: set yourself online to accept chats"
+        cap = me.get("capacity", "?")
+        return f"you have as many chats as your capacity ({cap}): close one first"
 
     async def _on_transfer(self, frame: p.Transfer) -> None:
         if self.role not in ("agent", "supervisor"):

@@ -16,6 +16,7 @@ from tests.server.support import (
     agent,
     connect,
     make_account,
+    open_chat,
     running,
     session_token,
     visitor,
@@ -108,7 +109,20 @@ async def test_accept_while_away_is_no_capacity(redis_db: str) -> None:
         ag = await agent(srv, redis_db, "jelena", online=False)
         await ag.send(type="status", status="away")
         await ag.send(type="accept")
-        assert (await ag.expect("error"))["code"] == "no_capacity"
+        err = await ag.expect("error")
+        assert err["code"] == "no_capacity"
+        assert err["message"] == "you are away: set yourself online to accept chats"
+        await ag.close()
+
+
+async def test_accept_at_capacity_says_so(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "jelena", capacity=1)
+        await open_chat(srv, ag, "Hello?")
+        await ag.send(type="accept")
+        err = await ag.expect("error")
+        assert err["code"] == "no_capacity"
+        assert err["message"] == "you have as many chats as your capacity (1): close one first"
         await ag.close()
 
 
