@@ -77,6 +77,8 @@ LOCK_RETRY_S = 0.01
 
 # Limits
 MAX_SHOWN_FLAGS = 200
+#: Characters of the customer's message quoted around a cue.
+CUE_EXCERPT = 80
 FLAGS = TypeAdapter(list[Flag])
 MAX_LOG_RECORDS = 2000
 MAX_WAITING_SCRIPTS = 20  # per conversation
@@ -370,7 +372,13 @@ class Coaching:
                 "type": "script",
                 "conversation": conv,
                 "category": s.category,
-                "cue": {"seq": seq, "start": s.start, "end": s.end, "text": s.text},
+                "cue": {
+                    "seq": seq,
+                    "start": s.start,
+                    "end": s.end,
+                    "text": s.text,
+                    "said": cue_excerpt(text, s.start, s.end),
+                },
                 "message": s.message,
                 "scripts": s.suggestions,
             }
@@ -591,6 +599,17 @@ class Coaching:
         pipe.rpush(key, *encoded)
         pipe.ltrim(key, -MAX_LOG_RECORDS, -1)
         await pipe.execute()
+
+
+def cue_excerpt(text: str, start: int, end: int, limit: int = CUE_EXCERPT) -> str:
+    """The customer's message around a cue: the whole of it when short, else ``limit``
+    characters centred on the cue's words (``start:end``), an ellipsis where it was cut."""
+    if len(text) <= limit:
+        return text
+    width = limit - 2  # room for an ellipsis at each cut end
+    begin = max(0, min(len(text) - width, (start + end - width) // 2))
+    part = text[begin : begin + width].strip()
+    return ("…" if begin > 0 else "") + part + ("…" if begin + width < len(text) else "")
 
 
 def nudge_frame(conv: str, n: Nudge) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from coach import Coach
-from server.coaching import WAIT_KEY, Coaching, CoachingError, Drafts, conv_key
+from server.coaching import WAIT_KEY, Coaching, CoachingError, Drafts, conv_key, cue_excerpt
 from server.rules_runtime import RulesRuntime
 
 
@@ -185,3 +185,12 @@ async def test_a_lock_taken_over_after_expiry_is_not_overwritten(service) -> Non
         await redis.set(conv_key("c-slow", "coach-lock"), "someone-else")
     assert await redis.get(conv_key("c-slow", "coach")) is None  # nothing saved over theirs
     assert await redis.get(conv_key("c-slow", "coach-lock")) == "someone-else"
+
+
+def test_a_cue_is_quoted_whole_when_short_and_around_its_words_when_long() -> None:
+    assert cue_excerpt("So angry!!!", 8, 11) == "So angry!!!"
+    long = "word " * 40 + "THIS IS UNACCEPTABLE" + " word" * 40
+    start = long.index("THIS")
+    quoted = cue_excerpt(long, start, start + 20, limit=40)
+    assert quoted.startswith("…") and quoted.endswith("…") and "THIS IS UNACCEPTABLE" in quoted
+    assert len(quoted) <= 40

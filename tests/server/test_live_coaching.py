@@ -143,6 +143,8 @@ async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
         await vi.say("This is ridiculous, I am so angry!!!")
         script = await ag.expect("script", conversation=conv)
         assert script["category"] == "frustration" and script["scripts"]
+        # The card quotes what the customer said, not only the words that cued it.
+        assert script["cue"]["said"] == "This is ridiculous, I am so angry!!!"
         assert "{" not in " ".join(script["scripts"])
         assert "Marko" in " ".join(script["scripts"]) or "Ana" in " ".join(script["scripts"])
         await vi.say("Still ridiculous!!!")
