@@ -97,6 +97,8 @@
         S.me = f.user; S.role = f.role;
         $('me').textContent = f.user.name + (f.role === 'supervisor' ? ' (supervisor)' : '');
         $('controls').hidden = f.role !== 'agent';
+        // Supervisors do not accept from the queue: their chats are those they take over.
+        if (f.role === 'supervisor') $('empty').textContent = 'Chats you take over from the Live review page are listed on the left.';
         f.conversations.forEach(function (view) {
           var c = conv(view.conversation), fresh = !c.last;
           c.visitor = view.visitor || c.visitor; c.lang = view.lang; c.status = view.status;
@@ -375,6 +377,10 @@
     } else if (ev.type === 'transferred' && ev.taken_over) {
       li = h('li', {'class': 'sys', text: takeOverText(c, ev) + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
         ' · ' + TL.clock(ev.ts) + (ev.note ? '\nNote: ' + ev.note : '')});
+    } else if (ev.type === 'transferred' && !ev.agent && !ev.team) {
+      // Handed to no one: its agent went offline (or stayed disconnected), so it was requeued.
+      li = h('li', {'class': 'sys', text: 'Back in the queue' + (ev.from_agent ? ': ' + ev.from_agent.name + ' went offline' : '') +
+        ' · ' + TL.clock(ev.ts)});
     } else if (ev.type === 'transferred') {
       li = h('li', {'class': 'sys', text: 'Transferred' + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
         (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? '\nNote: ' + ev.note : '')});

@@ -514,6 +514,9 @@
     if (ev.type === 'transferred' && ev.taken_over) {
       return (ev.agent ? ev.agent.name : 'A supervisor') + ' (supervisor) took the chat over' + (ev.from_agent ? ' from ' + ev.from_agent.name : '');
     }
+    if (ev.type === 'transferred' && !ev.agent && !ev.team) {
+      return 'Back in the queue' + (ev.from_agent ? ': ' + ev.from_agent.name + ' went offline' : '');
+    }
     if (ev.type === 'transferred') return 'Transferred' + (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '');
     return null;
   }
@@ -605,6 +608,7 @@
     var me = TL.session();
     if (me && me.user && c.agent && (c.agent.id || c.agent) === me.user.id) S.watching.taken();
     panel.hidden = false;
+    panel.scrollIntoView({block: 'nearest'}); // under a long list it would open out of sight
     sock.send(watchFrame(S.watching));
   }
 

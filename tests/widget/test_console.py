@@ -467,6 +467,27 @@ async def test_closing_a_chat_asks_first(site: Site, new_page: Any, agent_name: 
     assert console.watched.errors == []
 
 
+async def test_a_chat_back_from_an_agent_who_went_offline_says_so(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    gone, name = await agent_name(), await agent_name()
+    first = await site.agent_client(gone)
+    visitor = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await visitor.say("My parcel is late.")
+    await first.expect("assignment", timeout=10)
+    console = await new_page()
+    await login(console, site, name)
+    await first.send(type="status", status="offline")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["My parcel is late."], timeout=10_000)
+    lines = console.locator("#transcript .sys")
+    await expect(lines.filter(has_text="Back in the queue")).to_have_text(
+        re.compile(rf"^Back in the queue: {gone.capitalize()} went offline · \d\d:\d\d$"))
+    await expect(lines.filter(has_text="Transferred")).to_have_count(0)
+    for client in (first, visitor):
+        await client.close()
+    assert console.watched.errors == []
+
+
 async def test_a_take_over_says_the_supervisor_took_the_chat_over(site: Site, new_page: Any,
                                                                    agent_name: Any) -> None:
     name = await agent_name()
@@ -712,8 +733,8 @@ async def test_accept_is_offered_only_while_the_agent_is_online_with_room(
     console = await new_page()
     await login(console, site, name, online=False)
     left = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
-    await left.send(type="leave_message", id="lm1", name="Ana", email="ana@example.com",
-                    text="Please call me back about order 1182.")
+    await left.send(type="leave_message", id="lm1", name="Ana Kovačević-Petrović",
+                    email="ana@example.com", text="Please call me back about order 1182.")
     answer = await left.expect("ack", "error", ref="lm1")
     assert answer["type"] == "ack", answer  # nobody online: a message left for the next agent
     queued = console.locator("#queue .queue-item")
@@ -723,6 +744,13 @@ async def test_accept_is_offered_only_while_the_agent_is_online_with_room(
     await expect(accept).to_be_disabled()
     await expect(hint).to_have_text("Go online to accept chats.")
     await expect(accept).to_have_accessible_description("Go online to accept chats.")
+    # Who waits is said in full, beside the button rather than under it.
+    who = queued.locator(".who")
+    await expect(who).to_have_text("Ana Kovačević-Petrović left a message · en")
+    # (Both at once: the queue is drawn again each second, its waits counting up.)
+    who_box, button_box = await queued.evaluate("""li => [li.querySelector('.who'),
+        li.querySelector('button')].map(el => el.getBoundingClientRect().toJSON())""")
+    assert not overlap(who_box, button_box), (who_box, button_box)
     await console.locator("#status").select_option("online")
     await expect(accept).to_be_enabled(timeout=10_000)
     await expect(hint).to_be_hidden()

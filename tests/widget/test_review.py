@@ -421,6 +421,8 @@ async def test_list_counts_all_flags_and_those_left_to_review(site: Site,
     page, _ = await review_page(site, new_page)
     flags = page.locator(f"tbody tr[data-conv='{CONV}'] td.flags")
     await expect(flags).to_have_text("4 flags, 2 to review warning", timeout=10_000)
+    # A cell of its row, not the console's list of flags (which shares the class name).
+    assert await flags.evaluate("el => getComputedStyle(el).display") == "table-cell"
 
 
 async def test_transcript_highlights_flags_and_marks_a_false_alarm(site: Site, new_page: Any,
