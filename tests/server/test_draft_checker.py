@@ -5,6 +5,7 @@ the chat's coaching goes on when the checker dies or the rules change."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -166,3 +167,32 @@ async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_o
             assert [f["category"] for f in answer["flags"]] == ["dont_know"]
             assert checker.usable(desk(srv).fingerprint()) and checker.fingerprint == kept
         await close_all(ag, vi)
+
+
+async def test_a_burst_of_drafts_waits_for_the_checker_as_one_newest_draft(
+    redis_db: str, tmp_path: Path
+) -> None:
+    # Forty drafts in one TCP write: while the checker has a batch, the newest draft of
+    # the chat takes the place of the others, so a few answers come, in order, the last
+    # for draft 40.
+    async with running_with_coach(
+        redis_db, rate_conn_burst="100", data_dir=tmp_path / "var"
+    ) as srv:
+        checker = await checker_ready(srv)
+        ag, vi, conv = await start_chat(srv, redis_db)
+        before = checker.checked
+        typed = "I don't know, that's not my job, but let me check"
+        protocol = ag.ws.protocol
+        for n in range(1, 41):
+            frame = {"v": 1, "type": "draft", "conversation": conv, "draft_id": n}
+            frame["text"] = typed[: len(typed) * n // 40]
+            protocol.send_text(json.dumps(frame).encode())
+        ag.ws.transport.write(b"".join(protocol.data_to_send()))
+        last = await ag.expect("coach", conversation=conv, draft_id=40)
+        assert {f["category"] for f in last["flags"]} >= {"dont_know", "not_my_job"}
+        answers = [f for f in ag.skipped if f.get("type") == "coach"]
+        answers += [last, *await ag.quiet("coach")]
+        ids = [f["draft_id"] for f in answers]
+        assert ids == sorted(ids) and ids[-1] == 40 and len(ids) < 10, ids
+        assert checker.checked - before == len(ids)
+        await close_all(vi, ag)
