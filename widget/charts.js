@@ -55,13 +55,21 @@
     });
     kids.push(svg('line', {'class': 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B}));
     days(labels, x, H).forEach(function (k) { kids.push(k); });
+    // Series with the same value on a day would hide each other's points: the first is a
+    // dot, each further one a wider ring around it, so every colour stays in sight.
+    var drawn = {};
     series.forEach(function (s, k) {
       var color = s.color || COLORS[k % COLORS.length], d = '', pen = false;
       s.values.forEach(function (v, i) {
         if (v == null) { pen = false; return; }
         d += (pen ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(v).toFixed(1);
         pen = true;
-        kids.push(svg('circle', {cx: x(i), cy: y(v), r: 2.5, fill: color}, [
+        var at = i + ':' + y(v).toFixed(1), under = drawn[at] || 0;
+        drawn[at] = under + 1;
+        var mark = under ? {r: 2.5 + 2.5 * under, fill: 'none', stroke: color, 'stroke-width': 1.5}
+                         : {r: 2.5, fill: color};
+        mark.cx = x(i); mark.cy = y(v);
+        kids.push(svg('circle', mark, [
           svg('title', {}, [s.name + ', ' + TL.day(labels[i]) + ': ' + fmt(v) + (opts.unit || '')])]));
       });
       if (d) kids.unshift(svg('path', {d: d, fill: 'none', stroke: color, 'stroke-width': 2}));
