@@ -818,9 +818,11 @@ class Coach:
                             todo = entries + [e for e in paired if e[1].possible_in(present)]
                     for rule, pattern in todo:
                         for start, end in pattern.matches_at_anchor(view, i):
+                            start = view.within_sentence(start, end)
                             out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         for rule, pattern in pack.unanchored[role]:
             for start, end in pattern.find(view):
+                start = view.within_sentence(start, end)
                 out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         regex_rules = pack.regex_rules[role]
         if regex_rules:

@@ -86,6 +86,9 @@ FLAG_ATTRS: dict[str, int] = {
 }
 
 
+SENTENCE_ENDS = frozenset({".", "!", "?", "…", "...", "?!", "!?"})
+
+
 class TokenView:
     """A tokenized text: spaCy's Doc and each token's folded word."""
 
@@ -120,6 +123,25 @@ class TokenView:
     def char_span(self, start: int, end: int) -> tuple[int, int]:
         first, last = self.doc[start], self.doc[end - 1]
         return first.idx, last.idx + len(last.text)
+
+    def within_sentence(self, start: int, end: int) -> int:
+        """Where a match of tokens ``start:end`` begins if it may not reach back over the
+        end of a sentence: after the last ".", "!" or "?" in it that has a word after it.
+
+        Patterns take the words around a phrase up to a comma or the sentence's end, so
+        that a suggestion replaces the whole clause; an optional punctuation mark meant
+        for "Ne, to je nemoguće" would otherwise take "Hvala. To je nemoguće" whole, and
+        applying the suggestion would delete the sentence before.
+        """
+        doc = self.doc
+        word_after = False
+        for i in range(end - 1, start - 1, -1):
+            token = doc[i]
+            if not token.is_punct:
+                word_after = True
+            elif word_after and token.text in SENTENCE_ENDS:
+                return i + 1
+        return start
 
 
 @dataclass(frozen=True, slots=True)

@@ -611,3 +611,27 @@ def test_dont_know_and_a_deflection_are_two_flags_that_splice_into_one_sentence(
     for flag in reversed(flags):
         out = out[: flag.start] + flag.suggestions[0] + out[flag.end :]
     assert out == spliced
+
+
+# A flag never reaches back over the end of a sentence: applying its suggestion keeps the
+# sentence before it.
+SENTENCE_BEFORE = [
+    ("en", "Thanks for waiting. Calm down.", "Calm down", "Thanks for waiting. "),
+    ("sr", "Proveriću to. Smirite se.", "Smirite se", "Proveriću to. "),
+    ("sr", "Проверићу то. Смирите се.", "Смирите се", "Проверићу то. "),
+    ("hr", "Hvala vam na strpljenju. To nije moguće danas.", "To nije moguće danas",
+     "Hvala vam na strpljenju. "),
+    ("hr", "Proverit ću to. Smirite se!", "Smirite se!", "Proverit ću to. "),
+    ("sl", "Hvala za potrpežljivost. Pomirite se.", "Pomirite se",
+     "Hvala za potrpežljivost. "),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "flagged", "kept"), SENTENCE_BEFORE)
+def test_a_flag_keeps_to_its_own_sentence(
+    coach: Coach, lang: str, text: str, flagged: str, kept: str
+) -> None:
+    (flag,) = coach.check(text, lang, "agent")
+    assert flag.text == flagged
+    spliced = text[: flag.start] + flag.suggestions[0] + text[flag.end :]
+    assert spliced.startswith(kept) and spliced[len(kept)].isupper()
