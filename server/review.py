@@ -21,7 +21,14 @@ from coach.taxonomy import CUSTOMER_CATEGORIES
 from server import false_alarms
 from server.accounts import display_names
 from server.api import Presence, _caller, _json, _relay, presence_of
-from server.coaching import FLAGGED, RULE_FIRES, conv_key, rule_fires_key, score_key
+from server.coaching import (
+    FLAGGED,
+    RULE_FIRES,
+    conv_key,
+    cue_excerpt,
+    rule_fires_key,
+    score_key,
+)
 from server.errors import ApiError
 from server.store import G, decode_event, now_ms, visitor_of
 
@@ -32,7 +39,6 @@ MAX_DAYS = 366
 MAX_EXPORT = 1000
 WAIT_SCAN = 50  # events read back per live conversation to find the unanswered messages
 LOG_SCAN = 200  # coaching records read back per live conversation to find its last cue
-CUE_EXCERPT = 80  # characters of the customer's message shown around the live row's last cue
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
 
@@ -694,7 +700,8 @@ async def live(request: Request) -> JSONResponse:
         if cue and cue.get("seq"):
             rows = next(cued)
             text = decode_event(rows[0][0], rows[0][1]["e"]).get("text") if rows else None
-            cue["said"] = cue_excerpt(str(text), cue) if text else None
+            start, end = int(cue.get("start") or 0), int(cue.get("end") or 0)
+            cue["said"] = cue_excerpt(str(text), start, end) if text else None
     items = []
     for (conv, st, last, wait_due), recent, cue, raw_flags, left_at in zip(
         open_, events, cues, flags, left, strict=True
@@ -741,18 +748,6 @@ def _last_cue(log: list[str]) -> dict[str, Any] | None:
             keys = ("seq", "ts", "category", "severity", "start", "end", "text", "message")
             return {k: rec.get(k) for k in keys}
     return None
-
-
-def cue_excerpt(text: str, cue: dict[str, Any], limit: int = CUE_EXCERPT) -> str:
-    """The customer's message around a cue: the whole of it when short, else ``limit``
-    characters centred on the cue's words, an ellipsis where it was cut."""
-    if len(text) <= limit:
-        return text
-    start, end = int(cue.get("start") or 0), int(cue.get("end") or 0)
-    width = limit - 2  # room for an ellipsis at each cut end
-    begin = max(0, min(len(text) - width, (start + end - width) // 2))
-    part = text[begin : begin + width].strip()
-    return ("…" if begin > 0 else "") + part + ("…" if begin + width < len(text) else "")
 
 
 def _last_flag(raw_flags: list[str]) -> dict[str, Any] | None:
