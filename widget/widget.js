@@ -14,7 +14,8 @@
 
   // Timeouts and limits
   var PING_MS = 30000, TYPING_MS = 3000, TYPING_SHOWN_MS = 6000;
-  var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 30000, MAX_TEXT = 4000;
+  // A visitor waits a few seconds at most once the server is back (the page may look idle).
+  var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 4000, MAX_TEXT = 4000;
 
   var STRINGS = {
     en: {title: 'Chat with us', open: 'Open chat', close: 'Close chat', ph: 'Write a message…',
@@ -33,7 +34,8 @@
       name: 'Name', email: 'Email', msg: 'Message', leave: 'Send message',
       left: 'Thank you! We will get back to you by email.', reconn: 'Reconnecting…',
       sent: 'Delivered', read: 'Read', sending: 'Sending', you: 'You', star: '{n} of 5',
-      end: 'End chat', err: 'Something went wrong. Please try again.',
+      end: 'End chat', endQ: 'End this chat?', yes: 'Yes', no: 'No', skip: 'Skip',
+      err: 'Something went wrong. Please try again.',
       long: 'A message stops at 4,000 characters: text beyond that is not added.'},
     'sr-Latn': {title: 'Pišite nam', open: 'Otvori ćaskanje', close: 'Zatvori ćaskanje',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
@@ -50,7 +52,8 @@
       online: 'Sada je neko na vezi — započnite razgovor',
       email: 'Imejl', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javićemo vam se imejlom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
-      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovo.',
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', endQ: 'Da li želite da završite razgovor?',
+      yes: 'Da', no: 'Ne', skip: 'Preskoči', err: 'Nešto nije u redu. Pokušajte ponovo.',
       long: 'Poruka može imati najviše 4.000 znakova: tekst preko toga se ne dodaje.'},
     'sr-Cyrl': {title: 'Пишите нам', open: 'Отвори ћаскање', close: 'Затвори ћаскање',
       ph: 'Напишите поруку…', send: 'Пошаљи', log: 'Поруке', unread: 'Непрочитаних порука: {n}',
@@ -67,7 +70,8 @@
       online: 'Сада је неко на вези — започните разговор',
       email: 'Имејл', msg: 'Порука', leave: 'Пошаљи поруку', left: 'Хвала! Јавићемо вам се имејлом.',
       reconn: 'Поновно повезивање…', sent: 'Испоручено', read: 'Прочитано', sending: 'Шаље се',
-      you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', err: 'Нешто није у реду. Покушајте поново.',
+      you: 'Ви', star: '{n} од 5', end: 'Заврши разговор', endQ: 'Да ли желите да завршите разговор?',
+      yes: 'Да', no: 'Не', skip: 'Прескочи', err: 'Нешто није у реду. Покушајте поново.',
       long: 'Порука може имати највише 4.000 знакова: текст преко тога се не додаје.'},
     hr: {title: 'Pišite nam', open: 'Otvori razgovor', close: 'Zatvori razgovor',
       ph: 'Napišite poruku…', send: 'Pošalji', log: 'Poruke', unread: 'Nepročitanih poruka: {n}',
@@ -84,7 +88,8 @@
       online: 'Sada je netko dostupan — započnite razgovor',
       email: 'E-pošta', msg: 'Poruka', leave: 'Pošalji poruku', left: 'Hvala! Javit ćemo vam se e-poštom.',
       reconn: 'Ponovno povezivanje…', sent: 'Isporučeno', read: 'Pročitano', sending: 'Šalje se',
-      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', err: 'Nešto nije u redu. Pokušajte ponovno.',
+      you: 'Vi', star: '{n} od 5', end: 'Završi razgovor', endQ: 'Želite li završiti razgovor?',
+      yes: 'Da', no: 'Ne', skip: 'Preskoči', err: 'Nešto nije u redu. Pokušajte ponovno.',
       long: 'Poruka može imati najviše 4.000 znakova: tekst preko toga se ne dodaje.'},
     sl: {title: 'Pišite nam', open: 'Odpri klepet', close: 'Zapri klepet', ph: 'Napišite sporočilo …',
       send: 'Pošlji', log: 'Sporočila', unread: 'Neprebrana sporočila: {n}', typing: '{name} piše …',
@@ -101,7 +106,8 @@
       email: 'E-pošta', msg: 'Sporočilo', leave: 'Pošlji sporočilo',
       left: 'Hvala! Oglasili se vam bomo po e-pošti.', reconn: 'Ponovno povezovanje …',
       sent: 'Dostavljeno', read: 'Prebrano', sending: 'Pošiljanje', you: 'Vi', star: '{n} od 5',
-      end: 'Končaj pogovor', err: 'Nekaj je šlo narobe. Poskusite znova.',
+      end: 'Končaj pogovor', endQ: 'Želite končati pogovor?', yes: 'Da', no: 'Ne', skip: 'Preskoči',
+      err: 'Nekaj je šlo narobe. Poskusite znova.',
       long: 'Sporočilo ima lahko največ 4.000 znakov: besedilo čez to se ne doda.'}
   };
 
@@ -163,12 +169,15 @@
     'header{display:flex;align-items:center;gap:8px;padding:12px 14px;background:#1f5fbf;color:#fff}' +
     'h2{flex:1;margin:0;font-size:17px}' +
     'header button{background:none;border:0;color:#fff;cursor:pointer;width:32px;height:32px;border-radius:6px;font-size:14px}' +
-    'header button.x{font-size:22px}header button.end{width:auto;padding:0 8px;border:1px solid #fff8;font-size:12px}header button:hover{background:#fff3}' +
+    // End chat keeps its distance from ×, and asks first (.confirm).
+    'header button.x{font-size:22px;width:40px;height:40px}header button.end{width:auto;margin-right:16px;padding:0 8px;border:1px solid #fff8;font-size:12px}header button:hover{background:#fff3}' +
+    '.confirm{display:flex;flex-wrap:wrap;align-items:center;gap:8px;padding:8px 14px;background:#fdecea}.confirm span{flex:1}' +
     '.notice{padding:6px 14px;background:#fff6d6;font-size:13px}.notice:empty{display:none}' +
     '.log:empty::before{content:attr(data-hello);margin:auto;padding:0 16px;text-align:center;color:#445;font-size:14px}' +
     '.log{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;display:flex;flex-direction:column;gap:6px;background:#f5f7fa}' +
     '.m{max-width:82%;padding:7px 10px;border-radius:12px;background:#fff;box-shadow:0 1px 1px #0002;white-space:pre-wrap;overflow-wrap:anywhere}' +
     '.m.me{align-self:flex-end;background:#1f5fbf;color:#fff}' +
+    '.text a{color:#1a55b0;text-decoration:underline}.me .text a{color:inherit}' +
     '.who{display:block;font-size:12px;font-weight:600;opacity:.8}' +
     '.tick{display:block;text-align:right;font-size:11px;opacity:.85}' +
     '.sys{align-self:center;font-size:12px;color:#556;text-align:center}' +
@@ -178,7 +187,8 @@
     'textarea,input[type=text],input[type=email]{flex:1;border:1px solid #b9c0ca;border-radius:8px;padding:8px;resize:none;min-width:0}' +
     'textarea{max-height:120px}' +
     '.btn{border:0;border-radius:8px;background:#1f5fbf;color:#fff;padding:8px 14px;cursor:pointer}' +
-    '.btn:disabled{opacity:.5}' +
+    '.btn:disabled{opacity:.5}.btn.alt{background:#fff;color:#1f5fbf;box-shadow:inset 0 0 0 1px #1f5fbf}' +
+    '.row{display:flex;gap:8px}.row .btn{flex:1}.again{padding:10px;border-top:1px solid #e3e6ea}.again .btn{width:100%}' +
     '.now{margin:0}.now button{border:0;padding:0;background:none;color:#1f5fbf;text-decoration:underline;cursor:pointer;text-align:left}' +
     ':focus-visible{outline:3px solid #f5a623;outline-offset:2px}' +
     'fieldset{border:0;margin:0;padding:0;display:flex;gap:6px;flex-wrap:wrap}legend{margin-bottom:6px}' +
@@ -191,8 +201,11 @@
   var state = {
     token: load('token'), tokenLang: load('lang'), conv: null, status: null, cursors: {}, outbox: load('outbox') || [],
     ws: null, attempt: 0, opened: false, unread: 0, agentsOnline: null, agentName: null, hadAgent: false,
-    lastTyping: 0, lastRead: null, csatFor: null, left: false, leftId: null, identity: null, retry: null, ping: null,
-    leaveTouched: false
+    lastTyping: 0, lastRead: null, left: false, leftId: null, identity: null, retry: null, ping: null,
+    leaveTouched: false, answered: false,
+    // The closed chat on view (read-only until "Start a new chat"), kept across reloads:
+    // {conv, rate} where rate says the rating is still offered. Its events come from the server.
+    ended: load('ended')
   };
   var nodes = {}; // message id -> {li, tick}
 
@@ -219,12 +232,19 @@
       [ui.text, h('button', {'class': 'btn', type: 'submit', 'aria-label': T.send}, [T.send])]);
     ui.leave = leaveForm();
     ui.csat = csatForm();
-    ui.end = h('button', {'class': 'end', type: 'button', hidden: true, on: {click: endChat}}, [T.end]);
+    ui.end = h('button', {'class': 'end', type: 'button', hidden: true, on: {click: function () { askEnd(true); }}}, [T.end]);
+    ui.no = h('button', {'class': 'btn alt', type: 'button', on: {click: function () { askEnd(false); }}}, [T.no]);
+    ui.confirm = h('div', {'class': 'confirm', role: 'group', 'aria-label': T.endQ, hidden: true}, [h('span', {}, [T.endQ]),
+      h('button', {'class': 'btn', type: 'button', on: {click: function () { askEnd(false); endChat(); }}}, [T.yes]), ui.no]);
+    ui.again = h('div', {'class': 'again', hidden: true}, [h('button', {'class': 'btn', type: 'button', on: {click: newChat}}, [T.newChat])]);
     ui.panel = h('section', {'class': 'panel', id: 'tl-panel', role: 'dialog', 'aria-label': T.title, hidden: true,
-      on: {keydown: function (e) { if (e.key === 'Escape') { close(); ui.launcher.focus(); } }}}, [
+      on: {keydown: function (e) {
+        if (e.key !== 'Escape') return;
+        if (!ui.confirm.hidden) askEnd(false); else { close(); ui.launcher.focus(); }
+      }}}, [
       h('header', {}, [h('h2', {}, [T.title]), ui.end,
         h('button', {'class': 'x', type: 'button', 'aria-label': T.close, on: {click: close}}, ['×'])]),
-      ui.notice, ui.log, ui.typing, ui.compose, ui.leave, ui.csat]);
+      ui.confirm, ui.notice, ui.log, ui.typing, ui.compose, ui.leave, ui.csat, ui.again]);
     root.append(h('div', {'class': 'tl', lang: LANG}, [ui.launcher, ui.panel]));
   }
 
@@ -252,7 +272,7 @@
 
   /** The leave-a-message form instead of the message box, or back. */
   function offerLeave(on) {
-    ui.leave.hidden = !on; ui.compose.hidden = on || !ui.csat.hidden; ui.chatNow.hidden = true;
+    ui.leave.hidden = !on; ui.compose.hidden = on || !!state.ended; ui.chatNow.hidden = true;
     // An empty chat greets the visitor, unless the form says nobody is there to answer.
     ui.log.setAttribute('data-hello', on ? '' : T.hello);
   }
@@ -261,7 +281,7 @@
    * message box; a visitor who started writing in the form is offered the chat, not moved. */
   function agentsChanged(n) {
     state.agentsOnline = n;
-    if (state.conv || state.left || !ui.csat.hidden) return;
+    if (state.conv || state.left || state.ended) return;
     var inForm = ui.leave.contains(root.activeElement), inBox = root.activeElement === ui.text;
     if (n && !ui.leave.hidden && state.leaveTouched) { ui.chatNow.hidden = false; return; }
     if (!n && ui.text.value.trim() && !ui.leaveText.value) { // the unsent message goes along
@@ -279,16 +299,53 @@
         h('span', {'aria-hidden': 'true'}, [String(n) + '★'])]);
     });
     var comment = h('textarea', {rows: '2', maxlength: '1000', 'aria-label': T.comment, placeholder: T.comment});
+    // Rated or skipped: the form goes (also after a reload); "Start a new chat" stays.
+    function done() {
+      form.hidden = true; form.reset();
+      if (state.ended) { state.ended.rate = false; save('ended', state.ended); }
+      ui.again.firstChild.focus();
+    }
     var form = h('form', {'class': 'stack csat', hidden: true, on: {submit: function (e) {
       e.preventDefault();
       var picked = form.querySelector('input:checked');
-      if (!picked) return;
-      send({type: 'csat', conversation: state.csatFor, score: +picked.value, comment: comment.value.trim()});
-      form.hidden = true; ui.compose.hidden = false;
-      system(T.thanks);
+      if (!picked || !state.ended) return;
+      send({type: 'csat', conversation: state.ended.conv, score: +picked.value, comment: comment.value.trim()});
+      done(); system(T.thanks);
     }}}, [h('fieldset', {'class': 'stars', role: 'radiogroup'}, [h('legend', {}, [T.rate])].concat(stars)), comment,
-      h('button', {'class': 'btn', type: 'submit'}, [T.rateSend])]);
+      h('div', {'class': 'row'}, [h('button', {'class': 'btn', type: 'submit'}, [T.rateSend]),
+        h('button', {'class': 'btn alt', type: 'button', on: {click: done}}, [T.skip])])]);
     return form;
+  }
+
+  /** A closed chat: its transcript stays, read-only, with the rating while it is still
+   * offered (never for a chat no agent answered) and "Start a new chat". */
+  function showEnded(conv, rate) {
+    var f = root.activeElement; // focus on what goes now goes to what comes
+    state.ended = {conv: conv, rate: rate}; save('ended', state.ended);
+    state.conv = null; state.status = 'closed'; state.left = false; state.hadAgent = false;
+    state.agentName = null; state.answered = false;
+    ui.typing.textContent = ''; ui.notice.textContent = '';
+    askEnd(false); ui.end.hidden = ui.leave.hidden = ui.compose.hidden = true;
+    ui.csat.hidden = !rate; ui.again.hidden = false;
+    if (f && !f.offsetParent) (rate ? ui.csat.querySelector('input') : ui.again.firstChild).focus();
+    scroll(); // the form takes room: keep the last lines in view above it
+  }
+
+  /** Out of the closed chat, into an empty one to write in. */
+  function newChat() {
+    if (state.ended) delete state.cursors[state.ended.conv];
+    state.ended = null; save('ended', null); state.status = null;
+    nodes = {}; ui.log.textContent = '';
+    ui.csat.hidden = ui.again.hidden = true;
+    agentsChanged(state.agentsOnline);
+    (ui.leave.hidden ? ui.text : ui.leave.querySelector('input')).focus();
+  }
+
+  /** "End this chat?" under the header, or away; No (the safe answer) has the focus. */
+  function askEnd(on) {
+    var was = !ui.confirm.hidden;
+    ui.confirm.hidden = !on;
+    if (on) ui.no.focus(); else if (was && !ui.end.hidden) ui.end.focus();
   }
 
   // ---------------------------------------------------------------- rendering
@@ -296,10 +353,25 @@
   function system(text) { ui.log.append(h('li', {'class': 'sys'}, [text])); scroll(); }
   function setTick(n, key) { n.tick.textContent = key === 'read' ? '✓✓' : key === 'sent' ? '✓' : '…'; n.tick.setAttribute('aria-label', T[key]); n.tick.title = T[key]; n.state = key; }
 
+  /** Text and links: each http(s) URL a link to a new tab, built as nodes. Punctuation that
+   * ends the sentence, and a ")" the URL did not open, are not part of it. */
+  function linked(text) {
+    var out = [], at = 0, re = /https?:\/\/[^\s<>"]+/gi, m, url;
+    while ((m = re.exec(text))) {
+      url = m[0];
+      while (/[.,;:!?'"\u2019\u201d\u00bb\]]$/.test(url) || (/\)$/.test(url) && url.split(')').length > url.split('(').length)) url = url.slice(0, -1);
+      try { new URL(url); } catch (e) { continue; }
+      out.push(text.slice(at, m.index), h('a', {href: url, target: '_blank', rel: 'noopener noreferrer'}, [url]));
+      at = re.lastIndex = m.index + url.length;
+    }
+    out.push(text.slice(at));
+    return out;
+  }
+
   function bubble(id, mine, who, text) {
     var tick = h('span', {'class': 'tick'});
     var li = h('li', {'class': 'm' + (mine ? ' me' : ''), 'data-id': id}, [
-      h('span', {'class': 'who'}, [mine ? T.you : who]), h('span', {'class': 'text'}, [text])]);
+      h('span', {'class': 'who'}, [mine ? T.you : who]), h('span', {'class': 'text'}, linked(text))]);
     if (mine) li.append(tick);
     ui.log.append(li); scroll();
     var n = {li: li, tick: tick, seq: null};
@@ -337,7 +409,7 @@
       }
     } else if (ev.type === 'assigned' || ev.type === 'transferred') {
       if (ev.agent) {
-        state.agentName = ev.agent.name; offerLeave(false);
+        state.agentName = ev.agent.name; state.answered = true; offerLeave(false);
         // A left message an agent took is not a live chat that started.
         system(t(ev.left_message ? 'picked' : ev.type === 'transferred' ? 'moved' : 'with', {name: ev.agent.name}));
       } else if (state.agentName) {
@@ -350,10 +422,8 @@
       ui.notice.textContent = '';
     } else if (ev.type === 'closed') {
       system(T.closed);
-      state.conv = null; state.status = 'closed'; state.csatFor = c; state.left = false; state.hadAgent = false;
-      ui.typing.textContent = ''; ui.notice.textContent = '';
-      ui.compose.hidden = true; ui.csat.hidden = false; ui.end.hidden = true;
-      scroll(); // the form takes room: keep the last lines in view above it
+      // Shown again after a reload, the rating is offered if it was before.
+      showEnded(c, state.history ? !!(state.ended && state.ended.conv === c && state.ended.rate) : state.answered);
     }
   }
 
@@ -438,6 +508,9 @@
       ws.onopen = function () {
         var resume = {}, any = false;
         for (var c in state.cursors) { resume[c] = state.cursors[c]; any = true; }
+        // After a reload, the closed chat on view: its events from the start.
+        var end = state.ended && state.ended.conv;
+        if (end && /^c_[0-9a-f]{16}$/.test(end) && !resume[end]) { resume[end] = '0-0'; any = true; }
         var hello = {v: 1, type: 'hello', token: tok};
         if (any) hello.resume = resume;
         ws.send(JSON.stringify(hello));
@@ -454,24 +527,35 @@
 
   function retry(fresh) {
     var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempt++));
-    ui.notice.textContent = T.reconn;
+    ui.notice.textContent = T.reconn; state.fresh = fresh;
     state.retry = setTimeout(function () { connect(fresh); }, delay / 2 + Math.random() * delay / 2);
+  }
+  /** The page is in view again, or the browser back online: try now, not after the backoff. */
+  function retryNow() {
+    if (state.retry && !document.hidden) { state.attempt = 0; connect(state.fresh); }
   }
 
   function onFrame(f) {
     if (f.type === 'welcome') {
       state.ready = true; state.attempt = 0; ui.notice.textContent = '';
       state.agentsOnline = f.agents_online;
-      f.conversations.forEach(function (view) {
-        state.history = !state.cursors[view.conversation];
-        if (view.status !== 'closed') { state.conv = view.conversation; state.status = view.status; }
-        if (view.agent) state.agentName = view.agent.name;
+      var views = f.conversations, end = state.ended && state.ended.conv, seen = false;
+      var open = views.some(function (v) { return v.status !== 'closed'; });
+      views.forEach(function (view) {
+        var c = view.conversation;
+        // The closed chat kept over a reload goes once another was started (in another tab).
+        if (!state.cursors[c] && view.status === 'closed' && (open || c !== end)) return;
+        seen = seen || c === end;
+        state.history = !state.cursors[c];
+        if (view.status !== 'closed') { state.conv = c; state.status = view.status; }
+        if (view.agent) { state.agentName = view.agent.name; state.answered = true; }
         view.events.forEach(onEvent);
       });
       state.history = false;
+      if (end && !seen && ui.again.hidden) { state.ended = null; save('ended', null); }
       ui.end.hidden = !state.conv;
       // agents_online counts those who speak the visitor's language: none is as nobody online.
-      if (state.conv || state.left || !ui.csat.hidden) offerLeave(false); else agentsChanged(f.agents_online);
+      if (state.conv || state.left || state.ended) offerLeave(false); else agentsChanged(f.agents_online);
       state.outbox.forEach(function (fr) { send(fr); });
       clearInterval(state.ping);
       state.ping = setInterval(function () { send({type: 'ping'}); }, PING_MS);
@@ -488,7 +572,8 @@
       if (f.active) state.typingOff = setTimeout(function () { ui.typing.textContent = ''; }, TYPING_SHOWN_MS);
     } else if (f.type === 'agents') {
       // A visitor in a chat keeps it whoever is online.
-      if (!(state.conv || state.left || !ui.csat.hidden)) agentsChanged(f.agents_online);
+      state.agentsOnline = f.agents_online;
+      if (!(state.conv || state.left || state.ended)) agentsChanged(f.agents_online);
     } else if (f.type === 'queue') {
       state.conv = f.conversation; state.status = 'queued'; showQueue(f);
     } else if (f.type === 'error') {
@@ -562,8 +647,9 @@
       if (who.email) f[1].value = who.email;
     }
     if (!ui.panel) return;
+    // The closed chat on view comes back in the welcome if it is this visitor's.
     nodes = {}; state.cursors = {}; state.conv = null;
-    ui.log.textContent = '';
+    ui.log.textContent = ''; ui.csat.hidden = ui.again.hidden = true;
     var ws = state.ws; state.ws = null;
     if (ws) ws.close(1000);
     connect(true);
@@ -571,7 +657,8 @@
 
   function start() {
     build();
-    document.addEventListener('visibilitychange', markRead);
+    document.addEventListener('visibilitychange', function () { markRead(); retryNow(); });
+    addEventListener('online', retryNow);
     var wasOpen = false;
     try { wasOpen = !!sessionStorage.getItem(KEY + 'open'); } catch (e) { /* ignore */ }
     if (state.openEarly || wasOpen) open();

@@ -13,8 +13,17 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from tests.server.support import connect, visitor_token
 from tests.widget.conftest import SHOP_SECRET, Site, ThirdPartySite
-from tests.widget.support import W, bubbles, open_shop, open_widget, wait_bubble, write
+from tests.widget.support import (
+    UI_TIMEOUT_MS,
+    W,
+    bubbles,
+    open_shop,
+    open_widget,
+    wait_bubble,
+    write,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -546,8 +555,271 @@ async def test_rating_is_offered_when_the_chat_closes(site: Site, new_page: Any,
     await csat.get_by_role("button", name="Send rating").click()
     await page.locator(f"{W} .sys").filter(has_text="Thank you for your feedback").wait_for(
         timeout=5_000)
+    await expect(csat).to_be_hidden()
+    again = page.locator(W).get_by_role("button", name="Start a new chat")
+    await expect(again).to_be_focused()
+    await again.click()
     await page.locator(f"{W} .compose textarea").wait_for(state="visible", timeout=5_000)
     await agent.close()
+
+
+async def chat_with_an_agent(site: Site, new_page: Any, agent_name: Any, text: str,
+                             lang: str | None = None, width: int = 1280,
+                             height: int = 800) -> tuple[Any, Any, str]:
+    """A visitor who wrote ``text`` and the agent who took the chat: (agent, page, conv)."""
+    agent = await site.agent_client(await agent_name())
+    page = await new_page(width=width, height=height)
+    await open_shop(page, site.base, lang)
+    await open_widget(page)
+    await write(page, text)
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    await page.locator(f"{W} .sys").first.wait_for(timeout=UI_TIMEOUT_MS)  # "now chatting with"
+    return agent, page, str(conv)
+
+
+@pytest.mark.parametrize(("width", "height"), [(390, 844), (1280, 800)])
+async def test_the_rating_may_be_skipped_and_a_new_chat_started(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path, width: int, height: int) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "where is my parcel?",
+                                                 width=width, height=height)
+    await agent.send(type="close", conversation=conv)
+    csat = page.locator(f"{W} form.csat")
+    again = page.locator(W).get_by_role("button", name="Start a new chat")
+    await expect(csat).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await expect(again).to_be_visible()  # without rating first
+    await expect(page.locator(f"{W} form.compose")).to_be_hidden()  # the closed chat is read-only
+    for button in (csat.get_by_role("button", name="Skip"), again):
+        box = await button.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width and box["height"] >= 36
+    await page.screenshot(path=out_dir / f"widget-ended-{width}.png")
+    await csat.get_by_role("button", name="Skip").click()
+    await expect(csat).to_be_hidden()
+    await expect(again).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(bubbles(page)).to_have_count(0)  # a new chat starts empty
+    await expect(again).to_be_hidden()
+    await expect(page.locator(f"{W} .compose textarea")).to_be_focused()
+    await write(page, "one more question")
+    second = await agent.expect("assignment", timeout=10)
+    assert second["conversation"] != conv
+    assert [e["text"] for e in second["events"] if e["type"] == "message"] == ["one more question"]
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_a_closed_chat_stays_readable_after_a_reload(site: Site, new_page: Any,
+                                                           agent_name: Any, out_dir: Path) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "where is my parcel?",
+                                                 width=390, height=844)
+    said = "It is on its way: https://posta.example/track/RR123456789RS."
+    await agent.say(said, conversation=conv)
+    await wait_bubble(page, "RR123456789RS", mine=False)
+    await agent.send(type="close", conversation=conv)
+    csat = page.locator(f"{W} form.csat")
+    again = page.locator(W).get_by_role("button", name="Start a new chat")
+    compose = page.locator(f"{W} form.compose")
+    await expect(csat).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+    # Reloaded before rating: the whole chat, read-only, still offering the rating.
+    await page.reload()
+    await wait_bubble(page, "RR123456789RS", mine=False)
+    assert await bubbles(page).all_inner_texts() == ["where is my parcel?", said]
+    await expect(page.locator(f"{W} .sys").filter(has_text="The chat has ended.")).to_have_count(1)
+    await expect(csat).to_be_visible()
+    await expect(again).to_be_visible()
+    await expect(compose).to_be_hidden()
+    await expect(page.locator(f"{W} header button.end")).to_be_hidden()
+    await page.screenshot(path=out_dir / "widget-ended-reloaded-390.png")
+    await csat.get_by_label("3 of 5").check()
+    await csat.get_by_role("button", name="Send rating").click()
+    token = await site.login("supervisor")
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(20):
+            r = await http.get(f"{site.base}/api/review/conversations/{conv}",
+                               headers={"Authorization": f"Bearer {token}"})
+            if r.status_code == 200 and r.json().get("csat") == 3:
+                break
+            await page.wait_for_timeout(200)
+        assert r.status_code == 200 and r.json()["csat"] == 3
+
+    # Rated: after the next reload the chat is still there, without the form.
+    await page.reload()
+    await wait_bubble(page, "RR123456789RS", mine=False)
+    await expect(again).to_be_visible()
+    await expect(csat).to_be_hidden()
+    await expect(compose).to_be_hidden()
+
+    # A new chat replaces it, also after a reload.
+    await again.click()
+    await expect(bubbles(page)).to_have_count(0)
+    await page.reload()
+    await expect(page.locator(f"{W} .compose textarea")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await page.wait_for_timeout(500)  # the old chat would be shown by now
+    assert await bubbles(page).count() == 0
+    await expect(again).to_be_hidden()
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_ending_the_chat_asks_first_and_keeps_away_from_close(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "that is all",
+                                                 width=390, height=844)
+    end, x = page.locator(f"{W} header button.end"), page.locator(f"{W} header button.x")
+    await expect(end).to_be_visible()
+    end_box, x_box = await end.bounding_box(), await x.bounding_box()
+    assert end_box is not None and x_box is not None
+    assert x_box["x"] - (end_box["x"] + end_box["width"]) >= 16, (end_box, x_box)
+    assert x_box["width"] >= 40 and x_box["height"] >= 40
+    confirm = page.locator(W).get_by_role("group", name="End this chat?")
+    # No, and Escape, leave the chat open (and the panel with it).
+    await end.click()
+    await expect(confirm).to_be_visible()
+    await expect(confirm.get_by_role("button", name="No")).to_be_focused()
+    await page.screenshot(path=out_dir / "widget-end-confirm-390.png")
+    await confirm.get_by_role("button", name="No").click()
+    await expect(confirm).to_be_hidden()
+    await expect(end).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(confirm).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(confirm).to_be_hidden()
+    await expect(page.locator(f"{W} .panel")).to_be_visible()
+    assert await agent.quiet("closed", within=0.5) == []
+    # Yes ends it; the agent answered, so the rating is offered.
+    await end.click()
+    await confirm.get_by_role("button", name="Yes").click()
+    await agent.expect("closed", conversation=conv, timeout=10)
+    await expect(page.locator(f"{W} form.csat")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await expect(page.locator(f"{W} form.csat input").first).to_be_focused()
+    await expect(end).to_be_hidden()
+    await agent.close()
+
+
+@pytest.mark.parametrize(("lang", "question", "yes", "no", "skip", "again"), [
+    ("en", "End this chat?", "Yes", "No", "Skip", "Start a new chat"),
+    ("sr-Latn", "Da li želite da završite razgovor?", "Da", "Ne", "Preskoči",
+     "Započni novi razgovor"),
+    ("sr-Cyrl", "Да ли желите да завршите разговор?", "Да", "Не", "Прескочи",
+     "Започни нови разговор"),
+    ("hr", "Želite li završiti razgovor?", "Da", "Ne", "Preskoči", "Započni novi razgovor"),
+    ("sl", "Želite končati pogovor?", "Da", "Ne", "Preskoči", "Začni nov pogovor"),
+], ids=["en", "sr-Latn", "sr-Cyrl", "hr", "sl"])
+async def test_ending_and_rating_speak_the_visitor_language(
+        site: Site, new_page: Any, agent_name: Any, lang: str, question: str, yes: str, no: str,
+        skip: str, again: str) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "hvala", lang=lang)
+    await page.locator(f"{W} header button.end").click()
+    confirm = page.locator(W).get_by_role("group", name=question)
+    await expect(confirm).to_have_text(question + yes + no)
+    await confirm.get_by_role("button", name=yes, exact=True).click()
+    await page.locator(f"{W} form.csat").get_by_role("button", name=skip).click()
+    await page.locator(W).get_by_role("button", name=again).click()
+    await expect(page.locator(f"{W} .compose textarea")).to_be_focused()
+    await agent.close()
+
+
+async def test_a_chat_nobody_answered_ends_without_a_rating(site: Site, new_page: Any,
+                                                           agent_name: Any) -> None:
+    agent = await site.agent_client(await agent_name(), online=False)
+    await agent.send(type="status", status="online", capacity=1)
+    busy = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await busy.send(type="message", id="m-first", text="I took the only place")
+    await agent.expect("assignment", timeout=10)
+    page = await new_page()
+    await open_shop(page, site.base)
+    await open_widget(page)
+    await write(page, "anyone there?")
+    await page.locator(f"{W} .notice").filter(has_text="number 1 in line").wait_for(
+        timeout=UI_TIMEOUT_MS)
+    await page.locator(f"{W} header button.end").click()
+    await page.locator(W).get_by_role("button", name="Yes").click()
+    await page.locator(f"{W} .sys").filter(has_text="The chat has ended.").wait_for(
+        timeout=UI_TIMEOUT_MS)
+    again = page.locator(W).get_by_role("button", name="Start a new chat")
+    await expect(again).to_be_focused()
+    await expect(page.locator(f"{W} form.csat")).to_be_hidden()
+    await expect(page.locator(f"{W} .notice")).to_have_text("")
+    await page.reload()  # not offered after a reload either
+    await wait_bubble(page, "anyone there?")
+    await expect(again).to_be_visible()
+    await expect(page.locator(f"{W} form.csat")).to_be_hidden()
+    await busy.close()
+    await agent.close()
+
+
+async def test_links_the_agent_sends_open_in_a_new_tab(site: Site, new_page: Any,
+                                                      agent_name: Any) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "tracking?")
+    said = ("Track it at https://posta.example/track/123. Or see the FAQ "
+            "(https://posta.example/faq). javascript:alert(1) http://x.example/a\"><img src=x "
+            "onerror=alert(1)>")
+    await agent.say(said, conversation=conv)
+    await wait_bubble(page, "Track it at", mine=False)
+    text = bubbles(page, mine=False).last
+    assert await text.inner_text() == said  # the words as sent, links or not
+    links = text.locator("a")
+    hrefs = ["https://posta.example/track/123", "https://posta.example/faq", "http://x.example/a"]
+    await expect(links).to_have_count(3)
+    assert await links.all_inner_texts() == hrefs
+    for i, href in enumerate(hrefs):
+        assert await links.nth(i).get_attribute("href") == href
+        assert await links.nth(i).get_attribute("target") == "_blank"
+        assert await links.nth(i).get_attribute("rel") == "noopener noreferrer"
+    assert await page.locator(f"{W} img").count() == 0
+    await page.context.route("https://posta.example/**", lambda route: route.fulfill(
+        body="<p>Parcel 123: on its way</p>", content_type="text/html"))
+    async with page.context.expect_page() as opened:
+        await links.first.click()
+    tab = await opened.value
+    await tab.wait_for_load_state()
+    assert tab.url == hrefs[0]
+    assert await tab.evaluate("window.opener") is None
+    assert page.watched.dialogs == [] and page.watched.errors == []
+    await agent.close()
+
+
+async def test_the_widget_reconnects_at_once_when_the_browser_is_back_online(
+        site: Site, new_page: Any) -> None:
+    page = await new_page()
+    sockets: list[Any] = []
+    down = False
+
+    async def through(ws: Any) -> None:  # to the real server, and closable from here
+        if down:
+            await ws.close(code=1011)
+            return
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await page.route_web_socket("**/ws/visitor", through)
+    await open_shop(page, site.base)
+    await open_widget(page)
+    notice = page.locator(f"{W} .notice")
+    # Welcomed: the message box, or the form if no agent is online.
+    await page.locator(f"{W} form.compose:not([hidden]), {W} form.leave:not([hidden])").wait_for(
+        timeout=UI_TIMEOUT_MS)
+    await page.context.set_offline(True)
+    await sockets[-1].close(code=1011)  # the connection drops with the network
+    await expect(notice).to_have_text("Reconnecting…")
+    await page.wait_for_timeout(12_000)  # attempts fail meanwhile; the backoff grows
+    await page.context.set_offline(False)
+    await expect(notice).to_have_text("", timeout=1_500)  # not after the backoff
+
+    # The same when the page comes back into view (a hidden tab's timers are slowed down).
+    await page.evaluate(
+        "() => Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
+    down = True
+    await sockets[-1].close(code=1011)
+    await expect(notice).to_have_text("Reconnecting…")
+    await page.wait_for_timeout(12_000)
+    down = False
+    await page.evaluate("""() => {
+        Object.defineProperty(document, 'hidden', {value: false, configurable: true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""")
+    await expect(notice).to_have_text("", timeout=1_500)
+    assert page.watched.errors == []
 
 
 async def test_keyboard_only_use(site: Site, new_page: Any) -> None:
