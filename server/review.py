@@ -39,6 +39,7 @@ MAX_DAYS = 366
 MAX_EXPORT = 1000
 WAIT_SCAN = 50  # events read back per live conversation to find the unanswered messages
 LOG_SCAN = 200  # coaching records read back per live conversation to find its last cue
+PREVIEW_CHARS = 80  # of the customer's first message, in the list (as the queue's preview)
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "alert": 2}
 
@@ -249,22 +250,27 @@ def _credit(flags: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
 
 
 async def _details(request: Request, items: list[dict[str, Any]]) -> None:
-    """Add to list items ``agents`` (``[{id, name}]``, see ``_agents_of``), ``agent_name``
-    and ``cues``, the categories of the customer cues."""
+    """Add to list items ``agents`` (``[{id, name}]``, see ``_agents_of``), ``agent_name``,
+    ``cues``, the categories of the customer cues, and ``preview``, the start of the
+    customer's first message ("" before one)."""
     pipe = _relay(request).redis.pipeline(transaction=False)
     for item in items:
         pipe.xrange(conv_key(item["conversation"], "events"))
         pipe.lrange(conv_key(item["conversation"], "coachlog"), 0, -1)
     read = await pipe.execute()
-    taking_part = [
-        _agents_of([decode_event(seq, fields["e"]) for seq, fields in entries], item["agent"])
-        for item, entries in zip(items, read[0::2], strict=True)
-    ]
+    events = [[decode_event(seq, fields["e"]) for seq, fields in entries] for entries in read[0::2]]
+    taking_part = [_agents_of(evs, item["agent"]) for item, evs in zip(items, events, strict=True)]
     names = await _names(request, (a for ids in taking_part for a in ids))
-    for item, ids, log in zip(items, taking_part, read[1::2], strict=True):
+    for item, evs, ids, log in zip(items, events, taking_part, read[1::2], strict=True):
+        first = next((e for e in evs if _from_visitor(e)), None)
+        item["preview"] = str(first.get("text", ""))[:PREVIEW_CHARS] if first else ""
         item["agent_name"] = names.get(item["agent"] or "")
         item["agents"] = [{"id": a, "name": names.get(a, a)} for a in ids]
         item["cues"] = _cue_categories(log)
+
+
+def _from_visitor(e: dict[str, Any]) -> bool:
+    return e.get("type") == "message" and (e.get("from") or {}).get("role") == "visitor"
 
 
 async def list_flagged(request: Request) -> JSONResponse:
@@ -369,6 +375,12 @@ def _as_text(t: dict[str, Any]) -> str:
             to = (e.get("agent") or {}).get("name") or e.get("team") or "-"
             if e.get("taken_over"):
                 lines.append(f"[{when}] -- {to} (supervisor) took the chat over")
+            elif not e.get("agent") and not e.get("team"):
+                # Handed to no one: its agent went offline, and it waited for the next.
+                gone = (e.get("from_agent") or {}).get("name")
+                lines.append(
+                    f"[{when}] -- back in the queue" + (f" ({gone} went offline)" if gone else "")
+                )
             else:
                 lines.append(f"[{when}] -- transferred to {to}")
         else:
@@ -382,6 +394,8 @@ _CSV_FIELDS = [
     "ts",
     "time",
     "from",
+    "from_name",
+    "whisper",
     "text",
     "flag_rule",
     "flag_category",
@@ -401,20 +415,27 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
     flags_by_seq: dict[str, list[dict[str, Any]]] = {}
     for f in t["flags"]:
         flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
-    for e in t["events"]:
-        if e.get("type") != "message":
-            continue
+    # Whispers go between the messages by time, as in the text export; a message and a
+    # whisper of one millisecond, the message first.
+    said = [(e.get("ts") or 0, 0, e) for e in t["events"] if e.get("type") == "message"]
+    said += [(w.get("ts") or 0, 1, {**w, "type": "whisper"}) for w in t["whispers"]]
+    said.sort(key=lambda x: (x[0], x[1]))
+    for _, _, e in said:
+        who = e.get("from") or {}
+        whisper = e["type"] == "whisper"
         base = {
             "conversation": t["conversation"],
-            "seq": e.get("seq"),
+            "seq": e.get("seq", ""),
             "ts": e.get("ts"),
             "time": _iso(e.get("ts")),
-            "from": (e.get("from") or {}).get("role"),
+            "from": "supervisor" if whisper else who.get("role"),
+            "from_name": who.get("name") or who.get("id") or who.get("role") or "",
+            "whisper": "yes" if whisper else "",
             "text": e.get("text", ""),
             "csat": t["csat"],
             "csat_comment": t["csat_comment"],
         }
-        flags = flags_by_seq.get(e.get("seq", ""), [])
+        flags = [] if whisper else flags_by_seq.get(e.get("seq", ""), [])
         if not flags:
             rows.append(base)
         for f in flags:
@@ -452,7 +473,8 @@ def _export(transcripts: list[dict[str, Any]] | dict[str, Any], fmt: str, name: 
         for t in _listed(transcripts):
             writer.writerows(_csv_rows(t))
         return Response(
-            buf.getvalue(),
+            # A byte order mark first, so that Excel reads UTF-8 (č, ć, š, Cyrillic), not ANSI.
+            "\ufeff" + buf.getvalue(),
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{name}.csv"'},
         )

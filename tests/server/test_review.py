@@ -245,3 +245,15 @@ async def test_csv_export_names_the_agent_who_sent_each_flagged_message(redis_db
                 ), url
             await boss.close()
         await close_all(vi, ag)
+
+
+async def test_the_list_tells_chats_apart_by_visitor_and_first_words(redis_db: str) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await vi.say("And the tracking page says nothing.")
+        async with await supervisor_http(srv, redis_db) as sup:
+            [item] = (await sup.get("/api/review/conversations")).json()["items"]
+            assert item["conversation"] == conv
+            assert item["visitor"]["name"] == "Marko"
+            assert item["preview"] == "Hello, my parcel is late."  # the first message
+        await close_all(vi, ag)

@@ -89,10 +89,19 @@ async def test_exports_carry_the_rating_comment_and_the_whispers(redis_db: str) 
             assert "(whisper, private to the agent) Sanja: Offer the refund." in lines[whisper]
             [reply] = [i for i, line in enumerate(lines) if "I have refunded" in line]
             assert whisper < reply
-            rows = list(
-                csv.DictReader(io.StringIO((await sup.get(url, params={"format": "csv"})).text))
-            )
+            got = await sup.get(url, params={"format": "csv"})
+            # A byte order mark first: Excel reads the file as UTF-8, not as ANSI.
+            assert got.content.startswith(b"\xef\xbb\xbf")
+            rows = list(csv.DictReader(io.StringIO(got.content.decode("utf-8-sig"))))
             assert rows and all((r["csat"], r["csat_comment"]) == ("1", comment) for r in rows)
+            # Each row names its sender as the transcript does; the whisper is a row of its
+            # own, by time, from the supervisor and marked as one.
+            said = [(r["from"], r["from_name"], r["whisper"], r["text"]) for r in rows]
+            assert said[-2:] == [
+                ("supervisor", "Sanja", "yes", "Offer the refund."),
+                ("agent", "Ana", "", "Hi, I'm Ana, I have refunded the parcel."),
+            ], said
+            assert all(r["from_name"] for r in rows), said
             for r in rows:
                 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r
                 when = datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
@@ -170,6 +179,24 @@ async def test_a_take_over_reads_as_one_and_a_transfer_as_a_transfer(redis_db: s
             assert "-- Sanja (supervisor) took the chat over" in text
             await boss.close()
         await close_all(vi, jelena, marko)
+
+
+async def test_a_chat_requeued_when_its_agent_went_offline_reads_back_in_the_queue(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await ag.send(type="status", status="offline")
+        async with await supervisor_http(srv, redis_db) as sup:
+            url = f"/api/review/conversations/{conv}/export"
+            for _ in range(50):
+                text = (await sup.get(url, params={"format": "txt"})).text
+                if "-- back in the queue" in text:
+                    break
+                await asyncio.sleep(0.1)
+            assert "-- back in the queue (Ana went offline)" in text, text
+            assert "transferred to -" not in text
+        await close_all(vi, ag)
 
 
 async def live_row(sup: Any, conv: str) -> dict[str, Any]:
