@@ -5,6 +5,7 @@ not disturb the other browser tests."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,9 @@ XSS = "<img src=x onerror=alert(1)>"
 
 # Timeouts
 DELIVERY_TIMEOUT_MS = 45_000  # reconnect backoff after a restart included
+OUTAGE_MS = 20_000  # long enough for the widget's backoff to reach its cap
+BACKOFF_CAP_S = 4  # the widget's longest wait between attempts
+BACK_WITHIN_MS = 6_000  # the cap, the connection and the welcome
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,32 @@ async def test_restart_while_the_widget_is_open_delivers_each_message_once(
     assert conv is not None
     assert Counter(await transcript(own_site, conv)) == expected
     assert shop.watched.errors == [] and console.watched.errors == []
+
+
+async def test_after_a_long_outage_the_widget_is_back_within_seconds(
+        own_site: Site, new_page: Any, out_dir: Path) -> None:
+    shop = await new_page(width=390, height=844)
+    attempts: list[float] = []
+    shop.on("websocket", lambda _: attempts.append(time.monotonic()))
+    await open_shop(shop, own_site.base)
+    await open_widget(shop)
+    # Welcomed: the message box, or the form if no agent is online.
+    await shop.locator(f"{W} form.compose:not([hidden]), {W} form.leave:not([hidden])").wait_for(
+        timeout=10_000)
+    notice = shop.locator(f"{W} .notice")
+    await asyncio.to_thread(own_site.stop)
+    await expect(notice).to_have_text("Reconnecting…", timeout=10_000)
+    down = time.monotonic()
+    await shop.wait_for_timeout(OUTAGE_MS)  # every attempt fails meanwhile
+    await shop.screenshot(path=out_dir / "widget-reconnecting-390.png")
+    late = [t for t in attempts if t > down] + [time.monotonic()]
+    gaps = [b - a for a, b in zip(late, late[1:], strict=False)]
+    print(f"\nattempts while down: {len(late) - 1}, longest gap {max(gaps):.1f} s")
+    # Never long between two attempts, so never long after the server is back.
+    assert max(gaps) <= BACKOFF_CAP_S + 1, gaps
+    await asyncio.to_thread(own_site.start)
+    await expect(notice).to_have_text("", timeout=BACK_WITHIN_MS)
+    assert shop.watched.errors == []
 
 
 async def test_the_whole_story_with_coaching(own_site: Site, new_page: Any, own_agent: Any,
