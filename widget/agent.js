@@ -37,7 +37,7 @@
     if (!c) {
       c = {id: id, visitor: {name: 'Visitor'}, lang: '', status: 'assigned', events: [], last: null,
         unread: 0, waitingSince: null, draft: '', draftId: 0, draftTexts: {}, flags: [], applied: [],
-        assist: [], notes: [], lastRead: null, pending: {}, overridden: {}};
+        assist: [], notes: [], lastRead: null, pending: {}, overridden: {}, whispers: {}};
       S.convs.set(id, c);
     }
     return c;
@@ -53,6 +53,7 @@
     if (ev.type === 'read' && ev.by && S.me && ev.by.id === S.me.id && ev.by.role !== 'visitor' &&
         (!c.lastRead || TL.cmpSeq(ev.up_to, c.lastRead) > 0)) c.lastRead = ev.up_to;
     c.events.push(ev);
+    if (ev.type === 'message' && ev.override) c.overridden[ev.id] = true; // sent anyway, told again after a reload
     if (ev.type === 'message') {
       var fromVisitor = ev.from.role === 'visitor';
       if (fromVisitor) { if (!c.waitingSince) c.waitingSince = ev.ts; } else c.waitingSince = null;
@@ -68,6 +69,18 @@
       c.status = 'assigned';
     }
     return true;
+  }
+
+  /** A supervisor's whisper, put among the chat's events by its time; false when the chat
+   * has it already (a welcome lists them all again, and the live frame may come too). */
+  function addWhisper(c, w) {
+    var key = w.ts + '\n' + w.text;
+    if (c.whispers[key]) return false;
+    c.whispers[key] = true;
+    var ev = {type: 'whisper', conversation: c.id, from: w.from, text: w.text, ts: w.ts}, i = c.events.length;
+    while (i > 0 && (c.events[i - 1].ts || 0) > (w.ts || 0)) i--;
+    c.events.splice(i, 0, ev);
+    return ev;
   }
 
   function onEvent(f) {
@@ -103,6 +116,7 @@
           var c = conv(view.conversation), fresh = !c.last;
           c.visitor = view.visitor || c.visitor; c.lang = view.lang; c.status = view.status;
           view.events.forEach(function (ev) { addEvent(c, ev); });
+          (view.whispers || []).forEach(function (w) { addWhisper(c, w); });
           if (fresh) c.unread = 0;
         });
         restoreDrafts();
@@ -168,19 +182,19 @@
         break;
       }
       case 'whisper': {
-        var wc = S.convs.get(f.conversation);
-        if (!wc) break;
-        wc.events.push(f);
-        if (S.current === wc.id) renderEvent(wc, f);
+        var wc = S.convs.get(f.conversation), wev = wc && addWhisper(wc, f);
+        if (!wev) break;
+        // In its place by time: at the end, as a rule.
+        if (S.current === wc.id && wc.events[wc.events.length - 1] === wev) renderEvent(wc, wev);
+        else if (S.current === wc.id) select(wc.id);
         else toast('Whisper from ' + f.from.name);
         break;
       }
       case 'coach_checked': {
         var cc = S.convs.get(f.conversation);
-        var li = cc && document.querySelector('#transcript [data-id="' + CSS.escape(f.ref) + '"] .state');
+        var msg = cc && document.querySelector('#transcript .msg[data-id="' + CSS.escape(f.ref) + '"]');
         // Sent after a refusal, on purpose: said as the review pages say it.
-        if (li && cc.overridden[f.ref]) li.textContent = SENT_ANYWAY;
-        else if (li && f.outcome !== 'clean') li.textContent = 'coach: ' + TL.humanize(f.outcome);
+        if (msg && !cc.overridden[f.ref] && f.outcome !== 'clean') setState(msg, 'coach', 'coach: ' + TL.humanize(f.outcome));
         break;
       }
       case 'error': onError(f); break;
@@ -294,7 +308,9 @@
     if (!c) { renderChats(); return; }
     c.unread = 0;
     $('chat-title').textContent = c.visitor.name;
-    $('chat-meta').textContent = (c.visitor.email ? c.visitor.email + ' (unverified) · ' : '') + (c.lang || '') + ' · ' + c.id;
+    // The visitor by name; the chat's id only as a tooltip, for those who look it up.
+    $('chat-meta').textContent = (c.visitor.email ? c.visitor.email + ' (unverified) · ' : '') + (c.lang || '');
+    $('chat-meta').title = 'Chat ' + c.id;
     $('transcript').replaceChildren();
     c.notes.forEach(function (n) { $('transcript').append(h('li', {'class': 'sys', text: n})); });
     c.events.forEach(function (ev) { renderEvent(c, ev); });
@@ -368,7 +384,8 @@
         h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
         h('span', {'class': 'text', text: ev.text}),
         ev.contact ? h('span', {'class': 'sys', text: ' (' + ev.contact.name + ', ' + ev.contact.email + ')'}) : null,
-        mine ? h('span', {'class': 'state', text: c.overridden[ev.id] ? SENT_ANYWAY : ''}) : null]);
+        mine ? h('span', {'class': 'state'}) : null]);
+      if (mine && c.overridden[ev.id]) setState(li, 'coach', SENT_ANYWAY);
     } else if (ev.type === 'whisper') {
       li = h('li', {'class': 'whisper', 'aria-label': 'Private whisper from ' + ev.from.name},
         [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
@@ -388,12 +405,20 @@
       li = h('li', {'class': 'sys', text: 'Chat closed by ' + ev.by.name + ' · ' + TL.clock(ev.ts)});
     } else if (ev.type === 'read') {
       if (ev.by.role === 'visitor') t.querySelectorAll('.msg.mine').forEach(function (m) {
-        var st = m.querySelector('.state');
-        if (m.dataset.seq && TL.cmpSeq(m.dataset.seq, ev.up_to) <= 0 && st && !st.textContent) st.textContent = 'read';
+        if (m.dataset.seq && TL.cmpSeq(m.dataset.seq, ev.up_to) <= 0) setState(m, 'read', 'read');
       });
       return;
     } else return;
     t.append(li); scrollDown();
+  }
+
+  /** A sent message's state, read and what the coach made of it side by side:
+   * "read · coach: applied", "read · sent anyway". */
+  function setState(li, key, text) {
+    var st = li.querySelector('.state');
+    if (!st) return;
+    li.dataset[key] = text;
+    st.textContent = [li.dataset.read, li.dataset.coach].filter(Boolean).join(' · ');
   }
 
   function markRead(c) {
@@ -431,6 +456,14 @@
     ].filter(Boolean));
   }
 
+  /** What the customer said around a cue (cue.said; the matched words alone when the
+   * server does not say), the matched words emphasised. */
+  function cueWords(cue) {
+    var said = cue.said || cue.text || '', at = cue.text ? said.indexOf(cue.text) : -1;
+    if (at < 0 || said === cue.text) return [said];
+    return [said.slice(0, at), h('mark', {text: cue.text}), said.slice(at + cue.text.length)];
+  }
+
   function dropCards(c, which) {
     var kept = c.assist.filter(function (a) { return !which(a); });
     if (kept.length === c.assist.length) return;
@@ -465,7 +498,7 @@
             c.assist = c.assist.filter(function (x) { return x !== a; }); renderAssist(c);
           }}}, ['×'])]),
         h('div', {'class': 'body', id: id, hidden: a !== open}, [
-          a.cue ? h('p', {'class': 'cue'}, ['“', a.cue.text, '”']) : null,
+          a.cue ? h('p', {'class': 'cue'}, ['“'].concat(cueWords(a.cue), ['”'])) : null,
           h('p', {text: a.message}),
           h('div', {'class': 'options'}, options)])]);
     }));

@@ -978,6 +978,23 @@ async def test_scripts_nudges_and_whispers(site: Site, new_page: Any) -> None:
     assert await page.locator("#transcript img").count() == 0
 
 
+async def test_an_upset_card_quotes_what_the_customer_said_and_the_header_names_them(
+        site: Site, new_page: Any) -> None:
+    page, fake = await scripted_console(site, new_page)
+    # The chat is told by the visitor's name; its id is for a tooltip only.
+    await expect(page.locator("#chat-title")).to_have_text("Ana")
+    await expect(page.locator("#chat-meta")).not_to_contain_text(fake.CONV)
+    await expect(page.locator("#chat-meta")).to_have_attribute("title", f"Chat {fake.CONV}")
+    fake.send(type="script", conversation=fake.CONV, category="frustration",
+              cue={"seq": "1000-0", "start": 21, "end": 24, "text": "!!!",
+                   "said": "My parcel is late again!!!"},
+              message="Acknowledge the frustration before the facts.",
+              scripts=["I'm sorry about the delay, Ana."])
+    cue = page.locator("#assist .card.script .cue")
+    await expect(cue).to_have_text("“My parcel is late again!!!”", timeout=5_000)
+    await expect(cue.locator("mark")).to_have_text("!!!")
+
+
 async def test_many_cards_leave_the_conversation_and_reply_box_in_view(site: Site,
                                                                      new_page: Any) -> None:
     page, fake = await scripted_console(site, new_page)
@@ -1190,13 +1207,93 @@ async def test_a_message_sent_anyway_says_so_as_the_review_does(site: Site, new_
     await console.locator("#refusal").get_by_role("button", name="Send anyway").click()
     await wait_bubble(shop, asked, mine=False)
     state = console.locator("#transcript .msg.mine .state")
-    await expect(state).to_have_text("sent anyway", timeout=10_000)
+    anyway = re.compile(r"^(read · )?sent anyway$")  # read, once the visitor has seen it
+    await expect(state).to_have_text(anyway, timeout=10_000)
     # And so it stays once the coach has told how it recorded the message.
     deadline = time.monotonic() + 10
     while not any('"coach_checked"' in note for note in console.watched.trail):
         assert time.monotonic() < deadline, "no coach_checked frame"
         await asyncio.sleep(0.1)
-    await expect(state).to_have_text("sent anyway")
+    await expect(state).to_have_text(anyway)
+    assert console.watched.errors == []
+
+
+async def transcript_lines(console: Any) -> list[str]:
+    """The conversation's messages and whispers in the order shown: a message as its text,
+    a whisper as ``whisper: `` and its text."""
+    return list(await console.evaluate("""() => [...document.querySelectorAll(
+        '#transcript > li.msg, #transcript > li.whisper')].map(li => li.classList.contains('whisper')
+        ? 'whisper: ' + li.lastChild.textContent : li.querySelector('.text').textContent)"""))
+
+
+async def test_whispers_and_sent_anyway_stay_after_a_reload_and_a_reconnect(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console = await new_page()
+    sockets: list[Any] = []
+
+    def through(ws: Any) -> None:  # to the real server, and closable from here
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await console.route_web_socket(site.ws + "/ws/agent", through)
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "I'd like to pay for order 1182.")
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    conv = await console.locator("#chats .item").first.get_attribute("data-conv")
+    supervisor = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await supervisor.send(type="whisper", id="w1", conversation=conv,
+                          text="Offer the secure payment link.")
+    await supervisor.expect("pong", ref="w1")
+    whispers = console.locator("#transcript .whisper")
+    await expect(whispers).to_have_count(1, timeout=10_000)
+    asked = "Please send me your card number and CVV."
+    await console.locator("#draft").fill(asked)
+    await console.locator("#draft").press("Enter")
+    await console.locator("#refusal").get_by_role("button", name="Send anyway").click()
+    await wait_bubble(shop, asked, mine=False)
+    await write(shop, "Is that safe?")
+    await expect(console.locator("#transcript .msg .text").last).to_have_text(
+        "Is that safe?", timeout=10_000)
+    shown = ["I'd like to pay for order 1182.", "whisper: Offer the secure payment link.",
+             asked, "Is that safe?"]
+    assert await transcript_lines(console) == shown
+    state = console.locator("#transcript .msg.mine .state")
+
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(console.locator("#transcript .msg .text").last).to_have_text("Is that safe?")
+    # The whisper where it was said, once; the message still says it was sent anyway.
+    assert await transcript_lines(console) == shown
+    await expect(state).to_have_text(re.compile(r"^(read · )?sent anyway$"))
+    # A new whisper live, then a reconnect whose welcome lists both: each shown once.
+    await supervisor.send(type="whisper", id="w2", conversation=conv, text="Well done.")
+    await supervisor.expect("pong", ref="w2")
+    await expect(whispers).to_have_count(2, timeout=10_000)
+    await sockets[-1].close(code=1011)
+    await expect(console.locator("#conn")).to_have_text("Reconnecting…")
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await console.wait_for_timeout(300)
+    assert await transcript_lines(console) == shown + ["whisper: Well done."]
+    await supervisor.close()
+    assert console.watched.errors == []
+
+
+async def test_a_flagged_message_says_read_beside_what_the_coach_made_of_it(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(site, new_page, name, "Where is my order?")
+    await console.locator("#draft").type(NOT_MY_JOB, delay=10)
+    await expect(console.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
+    await console.locator("#draft").press("Enter")
+    await wait_bubble(shop, NOT_MY_JOB, mine=False)
+    # The visitor has it on screen (read) and the coach recorded it (ignored): both show,
+    # whichever came first.
+    await expect(console.locator("#transcript .msg.mine .state")).to_have_text(
+        "read · coach: ignored", timeout=10_000)
     assert console.watched.errors == []
 
 
