@@ -91,8 +91,10 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 batch=relay.store.batch,
             )
             if settings.draft_checker:
-                relay.drafts.checker = DraftChecker(rules.rules_dir, rules.cache_dir)
                 relay.drafts.fingerprint = lambda: rules.coach.fingerprint if rules.coach else None
+                relay.drafts.checker = DraftChecker(
+                    rules.rules_dir, rules.cache_dir, relay.drafts.fingerprint
+                )
         else:
             rules.error = "coach loading disabled"
         app.state.relay = relay
@@ -109,8 +111,6 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
         await relay.start()
         if relay.coaching is not None:
             relay.coaching.start()
-        if relay.drafts.checker is not None:
-            relay.drafts.checker.start()
         retention = asyncio.create_task(
             privacy.retention_loop(redis, settings.retention_days), name="retention"
         )
@@ -154,8 +154,9 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
             # The running rules stay; the last reload failed and says where.
             detail = f"; last rules reload failed, previous rules in use: {coach.error}"
         checker = relay.drafts.checker
-        if checker is not None and not checker.usable(relay.drafts.fingerprint()):
-            detail += "; draft checker not running (starting, or following new rules): "
+        coach_fingerprint = coach.coach.fingerprint if coach.coach else None
+        if checker is not None and checker.active and not checker.usable(coach_fingerprint):
+            detail += "; draft checker starting, or following new rules: "
             detail += "drafts are checked in this process meanwhile"
         return PlainTextResponse(f"ready: redis reachable, rules loaded{detail}\n")
 

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import TypeAdapter
@@ -48,6 +48,7 @@ BATCH_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 60.0
 RESTART_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
+WAIT_FOR_RULES_S = 0.2
 LINE_LIMIT = 1 << 24
 
 FLAGS = TypeAdapter(list[Flag])
@@ -60,9 +61,13 @@ class CheckerUnavailable(Exception):
 class DraftChecker:
     """The server process's side: starts the child, hands it batches of drafts."""
 
-    def __init__(self, rules_dir: Path, cache_dir: Path | None) -> None:
+    def __init__(
+        self, rules_dir: Path, cache_dir: Path | None, wanted: Callable[[], str | None]
+    ) -> None:
         self.rules_dir = rules_dir
         self.cache_dir = cache_dir
+        #: The rules the server process runs (None until it has loaded them).
+        self.wanted = wanted
         #: The rules the child runs; None while it is not ready.
         self.fingerprint: str | None = None
         #: Drafts the child checked, and children started, since this process started.
@@ -80,6 +85,11 @@ class DraftChecker:
     def usable(self, fingerprint: str | None) -> bool:
         """Can the child check drafts with the rules of ``fingerprint`` now?"""
         return fingerprint is not None and fingerprint == self.fingerprint
+
+    @property
+    def active(self) -> bool:
+        """Whether the child was asked for (with the first draft)."""
+        return self._task is not None
 
     @property
     def pid(self) -> int | None:
@@ -102,7 +112,9 @@ class DraftChecker:
             self._reloading = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._keep(), name="draft-checker")
+        """Start the child (once); drafts are checked in process until it is ready."""
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._keep(), name="draft-checker")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -115,6 +127,10 @@ class DraftChecker:
 
     async def _keep(self) -> None:
         """Run the child, and start a new one whenever it ends."""
+        # Once the server process has compiled the rules, the child loads them from the
+        # compile cache in a second or two instead of compiling them again.
+        while self.wanted() is None:
+            await asyncio.sleep(WAIT_FOR_RULES_S)
         while True:
             try:
                 await self._spawn()

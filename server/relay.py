@@ -291,6 +291,8 @@ class DraftDesk:
         self.fingerprint: Callable[[], str | None] = lambda: None
 
     def put(self, session: Session, conv: str, draft_id: int, text: str, lang: str) -> None:
+        if self.checker is not None:
+            self.checker.start()  # with the first draft: a server nobody types to needs none
         key = (session, conv)
         waiting = self._waiting.get(key)
         if waiting is not None and waiting[0] >= draft_id:

@@ -63,6 +63,7 @@ async def checker_ready(srv: Any) -> DraftChecker:
     """The server's draft checker, once it runs the server process's rules."""
     d = desk(srv)
     assert d.checker is not None
+    d.checker.start()  # as the first draft does
     async with asyncio.timeout(READY_S):
         while not d.checker.usable(d.fingerprint()):
             await asyncio.sleep(0.05)
@@ -91,6 +92,25 @@ async def test_the_checker_answers_drafts_as_the_server_process_would(
             assert bool(expected) == (n < len(DRAFTS))  # the last one reads well
         assert checker.checked - before == len(DRAFTS)
         await close_all(ag, *(vi for vi, _ in chats.values()))
+
+
+async def test_the_checker_starts_with_the_first_draft(redis_db: str, tmp_path: Path) -> None:
+    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+        checker = desk(srv).checker
+        assert checker is not None
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await asyncio.sleep(0.5)
+        assert not checker.active and checker.pid is None  # nobody typed: no child
+        await ag.send(type="draft", conversation=conv, draft_id=1, text="I don't know.")
+        # Answered at once, by the server process, while the child starts.
+        answer = await ag.expect("coach", conversation=conv, draft_id=1)
+        assert [f["category"] for f in answer["flags"]] == ["dont_know"]
+        assert checker.active and checker.checked == 0
+        await checker_ready(srv)
+        await ag.send(type="draft", conversation=conv, draft_id=2, text="Calm down.")
+        await ag.expect("coach", conversation=conv, draft_id=2)
+        assert checker.checked == 1 and checker.pid is not None
+        await close_all(ag, vi)
 
 
 async def test_suggestions_shown_by_the_checker_count_as_applied(
