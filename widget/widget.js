@@ -183,7 +183,7 @@
     '.sys{align-self:center;font-size:12px;color:#556;text-align:center}' +
     '.typing{padding:0 14px;font-size:12px;color:#556;min-height:18px}' +
     'form{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e6ea}' +
-    'form.stack{flex-direction:column}.intro{margin:0}' +
+    'form.stack{flex-direction:column}.intro{margin:0}.csat:focus{outline:0}' +
     'textarea,input[type=text],input[type=email]{flex:1;border:1px solid #b9c0ca;border-radius:8px;padding:8px;resize:none;min-width:0}' +
     'textarea{max-height:120px}' +
     '.btn{border:0;border-radius:8px;background:#1f5fbf;color:#fff;padding:8px 14px;cursor:pointer}' +
@@ -305,7 +305,8 @@
       if (state.ended) { state.ended.rate = false; save('ended', state.ended); }
       ui.again.firstChild.focus();
     }
-    var form = h('form', {'class': 'stack csat', hidden: true, on: {submit: function (e) {
+    // Focused as a whole when the chat ends (a focused first star would look chosen).
+    var form = h('form', {'class': 'stack csat', hidden: true, tabindex: '-1', 'aria-label': T.rate, on: {submit: function (e) {
       e.preventDefault();
       var picked = form.querySelector('input:checked');
       if (!picked || !state.ended) return;
@@ -327,7 +328,7 @@
     ui.typing.textContent = ''; ui.notice.textContent = '';
     askEnd(false); ui.end.hidden = ui.leave.hidden = ui.compose.hidden = true;
     ui.csat.hidden = !rate; ui.again.hidden = false;
-    if (f && !f.offsetParent) (rate ? ui.csat.querySelector('input') : ui.again.firstChild).focus();
+    if (f && !f.offsetParent) (rate ? ui.csat : ui.again.firstChild).focus();
     scroll(); // the form takes room: keep the last lines in view above it
   }
 

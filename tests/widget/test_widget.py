@@ -691,7 +691,10 @@ async def test_ending_the_chat_asks_first_and_keeps_away_from_close(
     await confirm.get_by_role("button", name="Yes").click()
     await agent.expect("closed", conversation=conv, timeout=10)
     await expect(page.locator(f"{W} form.csat")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    await expect(page.locator(f"{W} form.csat")).to_be_focused()
+    await page.keyboard.press("Tab")  # to the stars, none of them chosen
     await expect(page.locator(f"{W} form.csat input").first).to_be_focused()
+    assert await page.locator(f"{W} form.csat input:checked").count() == 0
     await expect(end).to_be_hidden()
     await agent.close()
 
