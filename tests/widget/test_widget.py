@@ -709,12 +709,14 @@ async def test_ending_the_chat_asks_first_and_keeps_away_from_close(
     ("sl", "Želite končati pogovor?", "Da", "Ne", "Preskoči", "Začni nov pogovor"),
 ], ids=["en", "sr-Latn", "sr-Cyrl", "hr", "sl"])
 async def test_ending_and_rating_speak_the_visitor_language(
-        site: Site, new_page: Any, agent_name: Any, lang: str, question: str, yes: str, no: str,
-        skip: str, again: str) -> None:
-    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "hvala", lang=lang)
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path, lang: str, question: str,
+        yes: str, no: str, skip: str, again: str) -> None:
+    agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "hvala", lang=lang,
+                                                 width=390, height=844)
     await page.locator(f"{W} header button.end").click()
     confirm = page.locator(W).get_by_role("group", name=question)
     await expect(confirm).to_have_text(question + yes + no)
+    await page.screenshot(path=out_dir / f"widget-end-confirm-{lang}-390.png")
     await confirm.get_by_role("button", name=yes, exact=True).click()
     await page.locator(f"{W} form.csat").get_by_role("button", name=skip).click()
     await page.locator(W).get_by_role("button", name=again).click()
@@ -752,7 +754,7 @@ async def test_a_chat_nobody_answered_ends_without_a_rating(site: Site, new_page
 
 
 async def test_links_the_agent_sends_open_in_a_new_tab(site: Site, new_page: Any,
-                                                      agent_name: Any) -> None:
+                                                      agent_name: Any, out_dir: Path) -> None:
     agent, page, conv = await chat_with_an_agent(site, new_page, agent_name, "tracking?")
     said = ("Track it at https://posta.example/track/123. Or see the FAQ "
             "(https://posta.example/faq). javascript:alert(1) http://x.example/a\"><img src=x "
@@ -770,6 +772,7 @@ async def test_links_the_agent_sends_open_in_a_new_tab(site: Site, new_page: Any
         assert await links.nth(i).get_attribute("target") == "_blank"
         assert await links.nth(i).get_attribute("rel") == "noopener noreferrer"
     assert await page.locator(f"{W} img").count() == 0
+    await page.screenshot(path=out_dir / "widget-links.png")
     await page.context.route("https://posta.example/**", lambda route: route.fulfill(
         body="<p>Parcel 123: on its way</p>", content_type="text/html"))
     async with page.context.expect_page() as opened:
