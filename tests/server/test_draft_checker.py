@@ -5,6 +5,7 @@ the chat's coaching goes on when the checker dies or the rules change."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 from coach import Coach
 from server.checker import NICENESS, DraftChecker
 from server.relay import DraftDesk
+from server.rules_runtime import RulesRuntime
 from tests.server.support import (
     agent,
     apply_a_suggestion,
@@ -216,3 +218,27 @@ async def test_a_burst_of_drafts_waits_for_the_checker_as_one_newest_draft(
         assert ids == sorted(ids) and ids[-1] == 40 and len(ids) < 10, ids
         assert checker.checked - before == len(ids)
         await close_all(vi, ag)
+
+
+async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path: Path) -> None:
+    runtime = RulesRuntime(ROOT / "rules", cache_dir=tmp_path / "cache")
+    assert await runtime.reload()
+    assert runtime.coach is not None
+    fingerprint = runtime.coach.fingerprint
+    checker = DraftChecker(ROOT / "rules", tmp_path / "cache", lambda: fingerprint)
+    checker.start()
+    try:
+        async with asyncio.timeout(READY_S):
+            while not checker.usable(fingerprint):
+                await asyncio.sleep(0.05)
+        pid = checker.pid
+        # A language the coach does not know raises in the child: that draft gets no
+        # flags, the next ones theirs, from the same child.
+        (_, bad), (_, good) = await checker.check([("xx", "Hello"), ("en", "I don't know.")])
+        assert bad == "[]"
+        assert [f["category"] for f in json.loads(good)] == ["dont_know"]
+        assert checker.pid == pid and checker.started == 1
+    finally:
+        await checker.stop()
+        gc.unfreeze()
+    assert checker.pid is None
