@@ -372,7 +372,26 @@
     S.socket.send({type: 'transfer', conversation: c.id, to_agent: back.id, id: S.handBack.id});
   }
 
-  function scrollDown() { var t = $('transcript'); t.scrollTop = t.scrollHeight; }
+  function scrollDown() { var t = $('transcript'); t.scrollTop = t.scrollHeight; S.atEnd = true; S.endTop = t.scrollTop; }
+
+  /** Mark an area that has more below than it shows (its foot says so until scrolled there). */
+  function moreBelow(el) {
+    el.classList.toggle('more-below', el.scrollTop + el.clientHeight < el.scrollHeight - 2);
+  }
+
+  // The conversation keeps its latest line in view as cards and suggestions come and go
+  // and take room from it, unless the agent scrolled up to read back.
+  S.atEnd = true;
+  $('transcript').addEventListener('scroll', function () {
+    // Lines added since this page scrolled down do not count as the agent scrolling up.
+    var t = $('transcript');
+    S.atEnd = t.scrollTop + t.clientHeight >= t.scrollHeight - 8 || t.scrollTop >= S.endTop;
+  });
+  ['coaching', 'flags'].forEach(function (id) { $(id).addEventListener('scroll', function () { moreBelow($(id)); }); });
+  new ResizeObserver(function () {
+    if (S.atEnd) scrollDown();
+    moreBelow($('coaching')); moreBelow($('flags'));
+  }).observe($('transcript'));
 
   function renderEvent(c, ev) {
     var t = $('transcript'), li;
@@ -502,6 +521,7 @@
           h('p', {text: a.message}),
           h('div', {'class': 'options'}, options)])]);
     }));
+    moreBelow($('coaching'));
   }
 
   // ---------------------------------------------------------------- drafts kept over a reload
@@ -624,6 +644,7 @@
         h('q', {text: x.t}), ' ', h('span', {text: x.flag.message}),
         h('div', {'class': 'options'}, suggestionButtons(c, i))]);
     }));
+    moreBelow($('flags'));
     hidePopover();
   }
 
@@ -774,6 +795,7 @@
     ].filter(Boolean));
     box.hidden = false;
     $('coaching').scrollTop = 0;
+    moreBelow($('coaching'));
     box.querySelector('button').focus();
   }
 

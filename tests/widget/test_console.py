@@ -27,6 +27,7 @@ from tests.widget.support import W, open_shop, open_widget, wait_bubble, write
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
 
 XSS = "<img src=x onerror=alert(1)>"
+SHOTS = Path("/tmp/console2-shots")  # screenshots to look at, outside the repository
 NOT_MY_JOB = "I don't know, that's not my job."
 FLAGS = [
     {"rule": "en.dont_know.i_dont_know", "category": "dont_know", "severity": "warning",
@@ -1015,6 +1016,74 @@ async def test_many_cards_leave_the_conversation_and_reply_box_in_view(site: Sit
     assert draft is not None and transcript is not None
     assert draft["y"] + draft["height"] <= 768, draft
     assert transcript["height"] >= 120, transcript
+
+
+THREE_FLAGS_DRAFT = "I don't know, that's not my job, calm down."
+THREE_FLAGS = FLAGS + [
+    {"rule": "en.dismissive.calm_down", "category": "dismissive", "severity": "alert",
+     "start": 33, "end": 42, "text": "calm down", "message": "Acknowledge the feeling instead.",
+     "suggestions": ["I understand how frustrating this is",
+                     "I'm sorry this has taken so long, let me sort it out",
+                     "I can see why you are upset, and I'll help you right away"]},
+]
+THREE_FLAGS[0] = {**THREE_FLAGS[0], "suggestions": [
+    "Let me find out for you", "I'll check that for you right away",
+    "Give me a moment to look into it"]}
+THREE_FLAGS[1] = {**THREE_FLAGS[1], "suggestions": [
+    "I'll make sure the right team handles this",
+    "I'll get you to the colleague who handles this, with everything you told me"]}
+
+
+@pytest.mark.parametrize("width,height", [(1280, 720), (1440, 900)])
+async def test_three_flags_and_cards_leave_the_latest_messages_in_view(
+        site: Site, new_page: Any, width: int, height: int) -> None:
+    page, fake = await scripted_console(site, new_page)
+    await page.set_viewport_size({"width": width, "height": height})
+    now = int(time.time() * 1000)
+    for i in range(1, 13):
+        fake.send(**{"type": "message", "conversation": fake.CONV, "seq": f"{1000 + i}-0",
+                     "ts": now - 60_000 + i * 1000, "id": f"m{i + 1}",
+                     "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+                     "text": f"And another thing, number {i}: where is my parcel?"})
+    latest = page.locator("#transcript .msg").last
+    await expect(latest).to_contain_text("number 12")
+    for category in ("frustration", "repeat_contact"):
+        fake.send(type="script", conversation=fake.CONV, category=category,
+                  cue={"seq": "1012-0", "start": 0, "end": 16, "text": "And another thing",
+                       "said": "And another thing, number 12: where is my parcel?"},
+                  message="Acknowledge it before the facts.",
+                  scripts=["I'm sorry about the delay, Ana. I understand how frustrating "
+                           "this is, and I'll look into it right now."] * 2)
+    await expect(page.locator("#assist .card")).to_have_count(2, timeout=5_000)
+    await page.locator("#draft").fill(THREE_FLAGS_DRAFT)
+    await fake.answer_draft_with(THREE_FLAGS_DRAFT, THREE_FLAGS)
+    await expect(page.locator("#flags li")).to_have_count(3, timeout=5_000)
+    await page.wait_for_timeout(200)  # the layout settles
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SHOTS / f"console-three-flags-{width}x{height}.png")
+    pane = await page.locator("#conversation").bounding_box()
+    transcript = await page.locator("#transcript").bounding_box()
+    assert pane is not None and transcript is not None
+    # The conversation keeps at least about 40% of the pane, its latest message in view.
+    assert transcript["height"] >= 0.38 * pane["height"], (transcript, pane)
+    last = await latest.bounding_box()
+    assert last is not None
+    assert transcript["y"] <= last["y"] and (
+        last["y"] + last["height"] <= transcript["y"] + transcript["height"] + 1), (last, transcript)
+    # The reply box is on the page; whatever of the cards and the flags does not fit says
+    # that it scrolls, and scrolls to the last suggestion.
+    draft = await page.locator("#draft").bounding_box()
+    assert draft is not None and draft["y"] + draft["height"] <= height, draft
+    for area in ("#coaching", "#flags"):
+        box = page.locator(area)
+        if await box.evaluate("el => el.scrollHeight > el.clientHeight + 1"):
+            await expect(box).to_have_class(re.compile(r"\bmore-below\b"))
+            await box.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+            await expect(box).not_to_have_class(re.compile(r"\bmore-below\b"))
+    last_option = page.locator("#flags li").last.locator(".apply").last
+    await last_option.scroll_into_view_if_needed()
+    assert await wholly_in_view(last_option)
+    await page.screenshot(path=SHOTS / f"console-three-flags-{width}x{height}-scrolled.png")
 
 
 OVERLAPPING = [
