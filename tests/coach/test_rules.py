@@ -329,3 +329,36 @@ def test_the_first_suggestion_keeps_what_the_agent_meant(
     # "Žal," goes with the words it introduced instead of before a kind offer.
     [flag] = rules_coach.check(text, lang, "agent")
     assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "spliced"),
+    [
+        ("hr", "Razumijem. Nije moguće.", "Razumijem. Evo što mogu učiniti za vas."),
+        ("sr", "Nije moguće.", "Evo šta mogu da uradim za vas."),
+        ("sr", "Није могуће.", "Ево шта могу да урадим за вас."),
+        ("sl", "Razumem. Ni mogoče.", "Razumem. Lahko vam ponudim drugo možnost."),
+    ],
+)
+def test_a_bare_not_possible_is_a_flat_no(
+    rules_coach: Coach, lang: str, text: str, spliced: str
+) -> None:
+    # "Nije moguće." alone, without "to", refuses as flatly as "To nije moguće.",
+    # and the sentence before it stays.
+    [flag] = [f for f in rules_coach.check(text, lang, "agent") if f.category == "absolute_no"]
+    assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [
+        ("hr", "Nije moguće da ste čekali tako dugo, odmah provjeravam."),
+        ("sr", "Nije moguće da ste čekali toliko dugo, odmah proveravam."),
+        ("sl", "Ni mogoče, da ste čakali tako dolgo, takoj preverim."),
+    ],
+)
+def test_not_possible_said_in_sympathy_is_no_refusal(
+    rules_coach: Coach, lang: str, text: str
+) -> None:
+    flags = rules_coach.check(text, lang, "agent")
+    assert [f.rule for f in flags if f.category == "absolute_no"] == []
