@@ -2,7 +2,7 @@
  *   <script src="https://HOST/widget.js" data-site="SITE" data-lang="sr-Latn" async></script>
  * It renders into a Shadow DOM, speaks protocol v1 (docs/protocol.md) on /ws/visitor and
  * exposes window.Tactline.open(), .close() and .identify({userId, userHash, name, email}).
- * User text is only ever set as textContent. */
+ * User text is only ever set as textContent (an http(s) URL in it also as a link's href). */
 (function () {
   'use strict';
   if (window.Tactline && window.Tactline.version) return;
