@@ -145,6 +145,10 @@
       });
   }
 
+  /** Whether `err`, as api() rejected, is the network failing (the server down or out of
+   * reach: fetch's own TypeError, "Failed to fetch") rather than an answer of the server. */
+  function unreachable(err) { return err instanceof TypeError; }
+
   /** Fill `form` (#login-form) so that it logs in and then calls onDone(session). */
   function loginForm(form, onDone) {
     var err = form.querySelector('.error');
@@ -228,6 +232,6 @@
   };
 
   window.TL = {h: h, svg: svg, cmpSeq: cmpSeq, uid: uid, duration: duration, clock: clock, day: day, when: when, utf16: utf16,
-    humanize: humanize, api: api, ApiError: ApiError, loginForm: loginForm, Socket: Socket,
+    humanize: humanize, api: api, ApiError: ApiError, unreachable: unreachable, loginForm: loginForm, Socket: Socket,
     session: function () { return session; }, setSession: setSession, logout: logout};
 })();

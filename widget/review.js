@@ -6,7 +6,8 @@
   var h = TL.h, $ = function (id) { return document.getElementById(id); };
 
   // Timeouts
-  var LIVE_REFRESH_MS = 5000, TOAST_MS = 6000;
+  var LIVE_REFRESH_MS = 5000, TOAST_MS = 6000, RETRY_MS = 3000;
+  var UNREACHABLE = 'Cannot reach the server; retrying…';
 
   // What the Category filter offers (coach/taxonomy.py): flags on the agent's messages,
   // whatever the agent did with them, and cues in the customer's.
@@ -15,10 +16,33 @@
   var CUE_CATEGORIES = ['frustration', 'repeat_contact', 'escalation_request'];
   var S = {socket: null, watching: null, liveTimer: null, watchLog: null};
 
-  function toast(text) {
+  function toast(text, keep) {
     $('toast').textContent = text;
     clearTimeout(S.toastOff);
-    S.toastOff = setTimeout(function () { $('toast').textContent = ''; }, TOAST_MS);
+    if (!keep) S.toastOff = setTimeout(function () { $('toast').textContent = ''; }, TOAST_MS);
+  }
+
+  /** TL.api, where the network failing reads as such ("Cannot reach the server;
+   * retrying…", an ApiError with status 0) and the page loads again by itself until the
+   * server answers; then the notice goes. */
+  function api(path, opts) {
+    return TL.api(path, opts).then(function (data) {
+      if (S.unreachable) {
+        S.unreachable = false;
+        if ($('toast').textContent === UNREACHABLE) $('toast').textContent = '';
+      }
+      return data;
+    }, function (err) {
+      if (!TL.unreachable(err)) throw err;
+      S.unreachable = true;
+      toast(UNREACHABLE, true);
+      // What failed to load loads again; the live page does so every few seconds anyway.
+      var here = (location.hash || '').slice(1).split('?')[0];
+      if (!(opts && (opts.method || opts.raw)) && here.indexOf('/live') !== 0 && !S.retry) {
+        S.retry = setTimeout(function () { S.retry = null; route(); }, RETRY_MS);
+      }
+      throw new TL.ApiError(0, 'unreachable', UNREACHABLE);
+    });
   }
 
   function page() { return $('page'); }
@@ -55,7 +79,7 @@
 
   // ---------------------------------------------------------------- exports
   function download(path, name) {
-    TL.api(path, {raw: true}).then(function (r) { return r.blob(); }).then(function (blob) {
+    api(path, {raw: true}).then(function (r) { return r.blob(); }).then(function (blob) {
       var a = h('a', {href: URL.createObjectURL(blob), download: name});
       document.body.append(a); a.click(); a.remove();
       setTimeout(function () { URL.revokeObjectURL(a.href); }, 10000);
@@ -118,7 +142,7 @@
       return h('option', {value: value, text: text, title: title, selected: value === current});
     }
     var sel = h('select', {name: 'agent'}, [option('', 'any')].concat(current ? [option(current, current)] : []));
-    TL.api('/api/agents').then(function (data) {
+    api('/api/agents').then(function (data) {
       var people = items(data).slice().sort(function (x, y) { return x.name.localeCompare(y.name) || x.id.localeCompare(y.id); });
       var count = {};
       people.forEach(function (p) { count[p.name] = (count[p.name] || 0) + 1; });
@@ -138,14 +162,13 @@
     var q = params.toString();
     page().replaceChildren(h('h1', {text: 'Conversations'}), filterForm(params),
       h('p', {}, [exportButtons('/api/review/export', 'conversations', q)]));
-    TL.api('/api/review/conversations' + (q ? '?' + q : '')).then(function (data) {
+    api('/api/review/conversations' + (q ? '?' + q : '')).then(function (data) {
       var rows = items(data).map(function (c) {
         var f = c.flags || {};
         return h('tr', {'class': 'clickable', tabindex: '0', 'data-conv': c.conversation, on: {
           click: function () { location.hash = '#/conversation/' + encodeURIComponent(c.conversation); },
           keydown: function (e) { if (e.key === 'Enter') location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
-          h('td', {}, [h('a', {href: '#/conversation/' + encodeURIComponent(c.conversation), text: c.conversation})]),
-          agentsCell(c), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
+          conversationCell(c), agentsCell(c), h('td', {text: c.lang || ''}), h('td', {text: c.site || ''}),
           h('td', {text: dt(c.started_at)}), h('td', {text: c.csat == null ? '' : String(c.csat)}),
           h('td', {'class': 'flags'}, [flagCount(f.total != null ? f.total : f.count, f.open != null ? f.open : f.count),
             ' ', f.worst ? tag(f.worst, f.worst) : null]),
@@ -162,7 +185,7 @@
       if (!unavailable(err)) return failed(err);
       // A server without the review API still lists and shows transcripts.
       page().append(h('p', {'class': 'note', text: 'Coaching review is not available on this server; showing conversations without flags.'}));
-      TL.api('/api/conversations?limit=100').then(function (data) {
+      api('/api/conversations?limit=100').then(function (data) {
         page().append(table(['Conversation', 'Status', 'Agent', 'Lang', 'Visitor', 'Preview'], items(data).map(function (c) {
           return h('tr', {'class': 'clickable', 'data-conv': c.conversation, on: {click: function () {
             location.hash = '#/conversation/' + encodeURIComponent(c.conversation); }}}, [
@@ -172,6 +195,16 @@
         })));
       }, failed);
     });
+  }
+
+  /** A chat as people tell it apart: the visitor's name and the start of what they first
+   * wrote, linking to the transcript; the id small underneath, for those who look it up. */
+  function conversationCell(c) {
+    var href = '#/conversation/' + encodeURIComponent(c.conversation);
+    return h('td', {'class': 'conv'}, [
+      h('a', {href: href, text: visitorOf(c) || c.conversation}),
+      c.preview ? h('span', {'class': 'preview', text: c.preview}) : null,
+      h('span', {'class': 'conv-id', text: c.conversation})]);
   }
 
   /** "4 flags, 2 to review": all of a conversation's flags (as its transcript lists them)
@@ -213,9 +246,9 @@
   function transcript(id) {
     page().replaceChildren(h('p', {'class': 'note', text: 'Loading…'}));
     var base = '/api/review/conversations/' + encodeURIComponent(id);
-    TL.api(base).then(function (t) { showTranscript(id, t, true); }, function (err) {
+    api(base).then(function (t) { showTranscript(id, t, true); }, function (err) {
       if (!unavailable(err)) { page().replaceChildren(); return failed(err); }
-      TL.api('/api/conversations/' + encodeURIComponent(id)).then(function (t) {
+      api('/api/conversations/' + encodeURIComponent(id)).then(function (t) {
         var c = t.conversation;
         showTranscript(id, {conversation: id, agent: c.agent, visitor: c.visitor, lang: c.lang, site: c.site,
           events: t.events, flags: [], cues: []}, false);
@@ -314,7 +347,7 @@
         h('strong', {'class': 'outcome', text: humanize(f.outcome || 'unknown')}), f.override ? ' · sent anyway (override)' : '']),
       h('p', {'class': 'review-status', text: review ? 'Review: ' + humanize(review) : ''})]);
     function mark(status) {
-      TL.api('/api/review/flags/' + encodeURIComponent(f.id), {method: 'POST', body: {status: status, note: ''}})
+      api('/api/review/flags/' + encodeURIComponent(f.id), {method: 'POST', body: {status: status, note: ''}})
         .then(function () {
           li.querySelector('.review-status').textContent = 'Review: ' + humanize(status);
           li.classList.toggle('false-alarm', status === 'false_alarm');
@@ -333,7 +366,7 @@
     var q = params.toString();
     page().replaceChildren(h('h1', {text: 'Scorecards'}),
       periodForm('#/scorecards', params, [label('Agent', agentSelect(params))]));
-    TL.api('/api/review/scorecards' + (q ? '?' + q : '')).then(function (data) {
+    api('/api/review/scorecards' + (q ? '?' + q : '')).then(function (data) {
       var cards = items(data).map(scorecard);
       page().append(cards.length ? h('div', {'class': 'cards'}, cards) : h('p', {'class': 'note', text: 'No data for this period.'}));
     }, failed);
@@ -424,7 +457,7 @@
       h('p', {'class': 'note', text: 'Every rule that raised a flag ' + (period ? 'in the period' : 'so far (all time)') +
         ', the most annoying first: the highest share of false alarms, then the most false alarms, then the most flags. ' +
         'Fires counts every flag the rule raised on a sent message, applied or not.'}));
-    TL.api('/api/review/rule-quality' + (q ? '?' + q : '')).then(function (data) {
+    api('/api/review/rule-quality' + (q ? '?' + q : '')).then(function (data) {
       page().append(table(RULE_HEADS, items(data).map(function (r) {
         return h('tr', {'data-rule': r.rule}, [h('td', {}, [h('code', {text: r.rule})]), h('td', {text: String(r.fires)}),
           h('td', {text: String(r.false_alarms)}), h('td', {text: pct(r.rate)})]);
@@ -475,7 +508,7 @@
           return h('th', {scope: 'col', text: t}); }))]), agents]));
     function refresh() {
       if (location.hash.indexOf('#/live') !== 0) return;
-      TL.api('/api/review/live').then(function (data) {
+      api('/api/review/live').then(function (data) {
         body.replaceChildren.apply(body, items(data).map(function (c) {
           var agent = agentOf(c), vis = visitorOf(c);
           var cue = c.last_cue, flag = c.last_flag;
@@ -489,17 +522,21 @@
               (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);
         }));
-      }, function (err) { body.replaceChildren(); if (!unavailable(err)) toast(err.message); else body.append(
+      }, function (err) { body.replaceChildren(); if (!unavailable(err) && err.status !== 0) toast(err.message); else body.append(
         h('tr', {}, [h('td', {colspan: '8', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
-      TL.api('/api/agents').then(function (data) {
+      api('/api/agents').then(function (data) {
         // Agents, and anyone else holding chats (a supervisor who took one over).
         var shown = items(data).filter(function (a) { return a.role !== 'supervisor' || a.open; });
         agents.replaceChildren.apply(agents, shown.length ? shown.map(function (a) {
+          // A supervisor holds chats they took over, whatever their agent status: they take
+          // none from the queue, so neither a status nor a capacity says anything of them.
+          var sup = a.role === 'supervisor';
           return h('tr', {'data-agent': a.id}, [person(a.name, a.id),
-            h('td', {'class': 'status status-' + a.status, text: statusText(a.status, a.held_until)}),
-            h('td', {text: a.open + ' of ' + a.capacity}), h('td', {text: (a.languages || []).join(', ')})]);
+            h('td', {'class': 'status status-' + (sup ? 'supervisor' : a.status), text: sup ? 'Supervisor' : statusText(a.status, a.held_until)}),
+            h('td', {text: sup ? a.open + (a.open === 1 ? ' chat' : ' chats') + ' taken over' : a.open + ' of ' + a.capacity}),
+            h('td', {text: (a.languages || []).join(', ')})]);
         }) : [h('tr', {}, [h('td', {colspan: '4', 'class': 'note', text: 'No agents.'})])]);
-      }, function (err) { if (!unavailable(err)) toast(err.message); });
+      }, function (err) { if (!unavailable(err) && err.status !== 0) toast(err.message); });
     }
     refresh();
     clearInterval(S.liveTimer);

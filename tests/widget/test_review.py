@@ -817,3 +817,70 @@ async def test_logging_out_of_the_review_pages_ends_the_session(site: Site,
         "t => fetch('/api/agents', {headers: {Authorization: 'Bearer ' + t}}).then(r => r.status)",
         token)
     assert status == 401
+
+
+async def test_the_list_names_each_chat_by_its_visitor_and_first_words(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    agent, shop, conv = await start_chat(site, new_page, agent_name, "Where is my order 1182?")
+    await write(shop, "It was due on Monday.")
+    await agent.expect("message", conversation=conv, text="It was due on Monday.", timeout=10)
+    page = await new_page()
+    await login(page, site)
+    cell = page.locator(f"tr[data-conv='{conv}'] td.conv")
+    await expect(cell.locator("a")).to_have_text(re.compile(r"^Visitor [0-9A-F]{4}$"),
+                                                 timeout=10_000)
+    await expect(cell.locator(".preview")).to_have_text("Where is my order 1182?")
+    await expect(cell.locator(".conv-id")).to_have_text(conv)  # small, for looking it up
+    await cell.locator("a").click()
+    await expect(page.locator(".transcript .msg .text").first).to_have_text(
+        "Where is my order 1182?", timeout=10_000)
+    assert page.watched.errors == []
+    await agent.close()
+
+
+async def test_live_lists_a_supervisor_holding_a_chat_as_a_supervisor(
+        site: Site, new_page: Any) -> None:
+    agents = {"items": [
+        {"id": "agent1", "name": "Jelena", "role": "agent", "status": "online",
+         "held_until": None, "open": 1, "capacity": 3, "languages": ["en", "sr"]},
+        {"id": "supervisor", "name": "Ana", "role": "supervisor", "status": "offline",
+         "held_until": None, "open": 1, "capacity": 3, "languages": ["en"]}]}
+    page = await new_page(width=1280, height=900)
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/agents", lambda route: route.fulfill(json=agents))
+    await login(page, site, hash_="#/live")
+    rows = page.get_by_role("table", name="Agents").locator("tbody tr")
+    await expect(rows).to_have_count(2, timeout=10_000)
+    await expect(rows.nth(0).locator("td")).to_have_text(["Jelena", "Online", "1 of 3", "en, sr"])
+    # Not "Offline · 1 of 3": a supervisor takes no chats from the queue.
+    await expect(rows.nth(1).locator("td")).to_have_text(
+        ["Ana", "Supervisor", "1 chat taken over", "en"])
+    assert page.watched.errors == []
+
+
+async def test_pages_say_the_server_cannot_be_reached_and_recover_by_themselves(
+        site: Site, new_page: Any) -> None:
+    page, _ = await review_page(site, new_page)
+    await expect(page.locator(f"tr[data-conv='{CONV}']")).to_have_count(1, timeout=10_000)
+    down = True
+
+    async def network(route: Any) -> None:
+        if down:
+            await route.abort("connectionrefused")
+        else:
+            await route.fallback()
+
+    await page.route(site.base + "/api/**", network)
+    toast = page.locator("#toast")
+    for hash_, loaded in (("#/conversations?lang=en", f"tr[data-conv='{CONV}']"),
+                          ("#/live", "tr[data-conv='c_review0002']")):
+        down = True
+        await page.evaluate("h => { location.hash = h; }", hash_)
+        await expect(toast).to_have_text("Cannot reach the server; retrying…", timeout=10_000)
+        await expect(page.locator("body")).not_to_contain_text("Failed to fetch")
+        await page.wait_for_timeout(1_000)
+        down = False
+        # Back by itself, the notice gone, without a reload.
+        await expect(page.locator(loaded)).to_have_count(1, timeout=10_000)
+        await expect(toast).to_have_text("", timeout=10_000)
+    assert page.watched.errors == []
