@@ -362,3 +362,23 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
 ) -> None:
     flags = rules_coach.check(text, lang, "agent")
     assert [f.rule for f in flags if f.category == "absolute_no"] == []
+
+
+@pytest.mark.parametrize(
+    ("lang", "category", "text", "spliced"),
+    [
+        # No "ih"/"njima" left pointing at a service the text never named.
+        ("sr", "not_my_job", "To ne znam, pitajte nekog drugog.",
+         "To ne znam, ja ću se umesto vas obratiti nadležnoj službi i javiti vam ishod."),
+        ("hr", "not_my_job", "Obratite se drugom odjelu.",
+         "Ja ću se umjesto vas javiti nadležnoj službi i obavijestiti vas o ishodu."),
+        ("hr", "not_my_job", "Nazovite ga sami.",
+         "Ja ću se javiti umjesto vas i obavijestiti vas o ishodu."),
+    ],
+)
+def test_the_first_suggestion_fits_what_it_replaces(
+    rules_coach: Coach, lang: str, category: str, text: str, spliced: str
+) -> None:
+    [flag] = [f for f in rules_coach.check(text, lang, "agent") if f.category == category]
+    assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
+
