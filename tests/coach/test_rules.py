@@ -374,6 +374,17 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
          "Ja ću se umjesto vas javiti nadležnoj službi i obavijestiti vas o ishodu."),
         ("hr", "not_my_job", "Nazovite ga sami.",
          "Ja ću se javiti umjesto vas i obavijestiti vas o ishodu."),
+        # A cause pinned on the customer has no steps to go through.
+        ("hr", "blame", "To se dogodilo zato što ste kasno reagirali.",
+         "Nije važno kako se to dogodilo, odmah ću to riješiti."),
+        ("hr", "blame", "Krivo ste unijeli adresu.", "To ćemo zajedno ispraviti."),
+        # "Whatever" has nothing to explain; going along with the customer answers it.
+        ("hr", "dismissive", "Kako god.",
+         "Razumijem vas, napravit ćemo kako vama najviše odgovara."),
+        ("sr", "dismissive", "Dobro, kako god!",
+         "Razumem vas, uradićemo kako vama najviše odgovara."),
+        ("sr", "dismissive", "Како год.", "Разумем вас, урадићемо како вама највише одговара."),
+        ("sl", "dismissive", "Kakorkoli.", "Razumem, naredimo tako, kot vam najbolj ustreza."),
     ],
 )
 def test_the_first_suggestion_fits_what_it_replaces(
@@ -381,4 +392,11 @@ def test_the_first_suggestion_fits_what_it_replaces(
 ) -> None:
     [flag] = [f for f in rules_coach.check(text, lang, "agent") if f.category == category]
     assert text[: flag.start] + flag.suggestions[0] + text[flag.end :] == spliced
+
+
+def test_not_reading_my_message_is_dismissive_not_blame(rules_coach: Coach) -> None:
+    # One finding for one sentence: it is about being understood (an offer to
+    # explain), not about steps the customer missed.
+    flags = rules_coach.check("Niste pažljivo pročitali moju poruku", "hr", "agent")
+    assert [f.category for f in flags] == ["dismissive"]
 
