@@ -400,3 +400,16 @@ def test_not_reading_my_message_is_dismissive_not_blame(rules_coach: Coach) -> N
     flags = rules_coach.check("Niste pažljivo pročitali moju poruku", "hr", "agent")
     assert [f.category for f in flags] == ["dismissive"]
 
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("ZAKAJ NIHČE NE ODGOVORI", {"frustration"}),
+        ("Zakaj nihče ne odgovori?", {"frustration"}),
+        ("Nihče mi ni odgovoril na zadnje sporočilo.", {"repeat_contact"}),
+    ],
+)
+def test_nobody_answering_is_a_repeat_contact_only_after_writing_before(
+    rules_coach: Coach, text: str, categories: set[str]
+) -> None:
+    assert {f.category for f in rules_coach.check(text, "sl", "customer")} == categories
