@@ -154,7 +154,7 @@
       var picked = sel.value;  // what was chosen while the list loaded
       sel.replaceChildren.apply(sel, kids);
       sel.value = picked;
-    }, function (err) { toast('Could not load the agents: ' + err.message); });
+    }, function (err) { if (err.status !== 0) toast('Could not load the agents: ' + err.message); });
     return sel;
   }
 
