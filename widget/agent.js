@@ -37,7 +37,7 @@
     if (!c) {
       c = {id: id, visitor: {name: 'Visitor'}, lang: '', status: 'assigned', events: [], last: null,
         unread: 0, waitingSince: null, draft: '', draftId: 0, draftTexts: {}, flags: [], applied: [],
-        assist: [], notes: [], lastRead: null, pending: {}, overridden: {}, whispers: {}};
+        assist: [], notes: [], lastRead: null, pending: {}, overridden: {}, coached: {}, whispers: {}};
       S.convs.set(id, c);
     }
     return c;
@@ -192,9 +192,11 @@
       }
       case 'coach_checked': {
         var cc = S.convs.get(f.conversation);
-        var msg = cc && document.querySelector('#transcript .msg[data-id="' + CSS.escape(f.ref) + '"]');
-        // Sent after a refusal, on purpose: said as the review pages say it.
-        if (msg && !cc.overridden[f.ref] && f.outcome !== 'clean') setState(msg, 'coach', 'coach: ' + TL.humanize(f.outcome));
+        // Sent after a refusal, on purpose: it says so, as the review pages do, whatever the outcome.
+        if (!cc || cc.overridden[f.ref] || f.outcome === 'clean') break;
+        cc.coached[f.ref] = 'coach: ' + TL.humanize(f.outcome); // for when the chat is shown again
+        var msg = document.querySelector('#transcript .msg[data-id="' + CSS.escape(f.ref) + '"]');
+        if (msg && S.current === cc.id) setState(msg, 'coach', cc.coached[f.ref]);
         break;
       }
       case 'error': onError(f); break;
@@ -404,7 +406,7 @@
         h('span', {'class': 'text', text: ev.text}),
         ev.contact ? h('span', {'class': 'sys', text: ' (' + ev.contact.name + ', ' + ev.contact.email + ')'}) : null,
         mine ? h('span', {'class': 'state'}) : null]);
-      if (mine && c.overridden[ev.id]) setState(li, 'coach', SENT_ANYWAY);
+      if (mine && (c.overridden[ev.id] || c.coached[ev.id])) setState(li, 'coach', c.overridden[ev.id] ? SENT_ANYWAY : c.coached[ev.id]);
     } else if (ev.type === 'whisper') {
       li = h('li', {'class': 'whisper', 'aria-label': 'Private whisper from ' + ev.from.name},
         [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);

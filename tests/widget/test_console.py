@@ -1361,8 +1361,18 @@ async def test_a_flagged_message_says_read_beside_what_the_coach_made_of_it(
     await wait_bubble(shop, NOT_MY_JOB, mine=False)
     # The visitor has it on screen (read) and the coach recorded it (ignored): both show,
     # whichever came first.
-    await expect(console.locator("#transcript .msg.mine .state")).to_have_text(
-        "read · coach: ignored", timeout=10_000)
+    state = console.locator("#transcript .msg.mine .state")
+    await expect(state).to_have_text("read · coach: ignored", timeout=10_000)
+    # And so it reads when the chat is shown again after another.
+    other = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await other.say("Hello?")
+    chats = console.locator("#chats .item")
+    await expect(chats).to_have_count(2, timeout=10_000)
+    await chats.nth(1).click()
+    await expect(state).to_have_count(0)
+    await chats.nth(0).click()
+    await expect(state).to_have_text("read · coach: ignored")
+    await other.close()
     assert console.watched.errors == []
 
 
