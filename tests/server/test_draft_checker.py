@@ -28,6 +28,8 @@ from tests.server.support import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A reload compiles the rules that changed: seconds, more on a busy machine.
+RELOAD_TIMEOUT_S = 120.0
 READY_S = 60.0
 LANGS = ("en", "sr", "hr", "sl")
 
@@ -165,7 +167,9 @@ async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_o
         good = path.read_text(encoding="utf-8").rstrip("\n") + "\n" + FOGGIEST
         async with await supervisor_http(srv, redis_db) as sup:
             path.write_text(good, encoding="utf-8")
-            assert (await sup.post("/api/rules/reload")).status_code == 200
+            assert (
+                await sup.post("/api/rules/reload", timeout=RELOAD_TIMEOUT_S)
+            ).status_code == 200
             # Meanwhile the server process answers drafts with its new rules; then the child
             # has them too.
             await ag.send(type="draft", conversation=conv, draft_id=1, text="Not the foggiest.")
@@ -182,7 +186,9 @@ async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_o
             # A bad file: the server process keeps its rules, and so does the checker.
             path.write_text(good.replace("category: dont_know", "category: rudeness", 1))
             await asyncio.sleep(0)
-            assert (await sup.post("/api/rules/reload")).status_code == 422
+            assert (
+                await sup.post("/api/rules/reload", timeout=RELOAD_TIMEOUT_S)
+            ).status_code == 422
             kept = checker.fingerprint
             await ag.send(type="draft", conversation=conv, draft_id=3, text="Not the foggiest.")
             answer = await ag.expect("coach", conversation=conv, draft_id=3)
