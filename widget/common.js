@@ -5,7 +5,7 @@
   'use strict';
 
   // Timeouts
-  var PING_MS = 30000, BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 30000;
+  var PING_MS = 30000, BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 4000;
   var SESSION_KEY = 'tactline:session';
 
   /** An element; string children become text nodes, `on` adds listeners. */
@@ -172,8 +172,13 @@
    * error naming it) and resent after a reconnect.
    */
   function Socket(opts) {
+    var self = this;
     this.opts = opts; this.ws = null; this.ready = false; this.attempt = 0;
     this.outbox = []; this.stopped = false;
+    // Back online, or the tab shown again: try now rather than at the end of the wait.
+    function now() { if (self.retry && !self.stopped) { clearTimeout(self.retry); self.connect(); } }
+    window.addEventListener('online', now);
+    document.addEventListener('visibilitychange', function () { if (!document.hidden) now(); });
     this.connect();
   }
   Socket.prototype.connect = function () {

@@ -27,7 +27,7 @@ XSS = "<img src=x onerror=alert(1)>"
 # Timeouts
 DELIVERY_TIMEOUT_MS = 45_000  # reconnect backoff after a restart included
 OUTAGE_MS = 20_000  # long enough for the widget's backoff to reach its cap
-BACKOFF_CAP_S = 4  # the widget's longest wait between attempts
+BACKOFF_CAP_S = 4  # the widget's and the console's longest wait between attempts
 BACK_WITHIN_MS = 6_000  # the cap, the connection and the welcome
 
 
@@ -116,7 +116,14 @@ async def test_restart_while_the_widget_is_open_delivers_each_message_once(
 
 
 async def test_after_a_long_outage_the_widget_is_back_within_seconds(
-        own_site: Site, new_page: Any, out_dir: Path) -> None:
+        own_site: Site, new_page: Any, own_agent: Any, out_dir: Path) -> None:
+    # The agent's console too: it waits at most as long between attempts.
+    console = await new_page()
+    await login(console, own_site, await own_agent())
+    conn = console.locator("#conn")
+    await expect(conn).to_have_text("Connected", timeout=10_000)
+    console_attempts: list[float] = []
+    console.on("websocket", lambda _: console_attempts.append(time.monotonic()))
     shop = await new_page(width=390, height=844)
     attempts: list[float] = []
     shop.on("websocket", lambda _: attempts.append(time.monotonic()))
@@ -136,9 +143,14 @@ async def test_after_a_long_outage_the_widget_is_back_within_seconds(
     print(f"\nattempts while down: {len(late) - 1}, longest gap {max(gaps):.1f} s")
     # Never long between two attempts, so never long after the server is back.
     assert max(gaps) <= BACKOFF_CAP_S + 1, gaps
+    late = [t for t in console_attempts if t > down] + [time.monotonic()]
+    console_gaps = [b - a for a, b in zip(late, late[1:], strict=False)]
+    assert len(late) > 2 and max(console_gaps) <= BACKOFF_CAP_S + 1, console_gaps
+    await expect(conn).to_have_text("Reconnecting…")
     await asyncio.to_thread(own_site.start)
     await expect(notice).to_have_text("", timeout=BACK_WITHIN_MS)
-    assert shop.watched.errors == []
+    await expect(conn).to_have_text("Connected", timeout=BACK_WITHIN_MS)
+    assert shop.watched.errors == [] and console.watched.errors == []
 
 
 async def test_the_whole_story_with_coaching(own_site: Site, new_page: Any, own_agent: Any,
