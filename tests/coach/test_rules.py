@@ -385,6 +385,9 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
          "Razumem vas, uradićemo kako vama najviše odgovara."),
         ("sr", "dismissive", "Како год.", "Разумем вас, урадићемо како вама највише одговара."),
         ("sl", "dismissive", "Kakorkoli.", "Razumem, naredimo tako, kot vam najbolj ustreza."),
+        # What is refused after »da« goes too, not left after the offer.
+        ("sl", "absolute_no", "Žal ni mogoče, da bi to uredili danes.",
+         "Lahko vam ponudim drugo možnost."),
     ],
 )
 def test_the_first_suggestion_fits_what_it_replaces(
