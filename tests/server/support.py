@@ -365,3 +365,14 @@ async def close_all(*clients: Client) -> None:
     """Close every client's connection."""
     for client in clients:
         await client.close()
+
+
+async def burst_of_drafts(ag: Client, conv: str, typed: str, count: int = 40) -> None:
+    """``count`` drafts of ``typed``, longer and longer, in one TCP write, as from a fast
+    typist on a slow link."""
+    protocol = ag.ws.protocol
+    for n in range(1, count + 1):
+        frame = {"v": 1, "type": "draft", "conversation": conv, "draft_id": n}
+        frame["text"] = typed[: len(typed) * n // count]
+        protocol.send_text(json.dumps(frame).encode())
+    ag.ws.transport.write(b"".join(protocol.data_to_send()))

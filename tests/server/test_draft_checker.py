@@ -20,6 +20,7 @@ from server.rules_runtime import RulesRuntime
 from tests.server.support import (
     agent,
     apply_a_suggestion,
+    burst_of_drafts,
     close_all,
     open_chat,
     running_with_coach,
@@ -209,13 +210,7 @@ async def test_a_burst_of_drafts_waits_for_the_checker_as_one_newest_draft(
         checker = await checker_ready(srv)
         ag, vi, conv = await start_chat(srv, redis_db)
         before = checker.checked
-        typed = "I don't know, that's not my job, but let me check"
-        protocol = ag.ws.protocol
-        for n in range(1, 41):
-            frame = {"v": 1, "type": "draft", "conversation": conv, "draft_id": n}
-            frame["text"] = typed[: len(typed) * n // 40]
-            protocol.send_text(json.dumps(frame).encode())
-        ag.ws.transport.write(b"".join(protocol.data_to_send()))
+        await burst_of_drafts(ag, conv, "I don't know, that's not my job, but let me check")
         last = await ag.expect("coach", conversation=conv, draft_id=40)
         assert {f["category"] for f in last["flags"]} >= {"dont_know", "not_my_job"}
         answers = [f for f in ag.skipped if f.get("type") == "coach"]

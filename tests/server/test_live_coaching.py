@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from tests.server.support import (
     agent,
     apply_a_suggestion,
+    burst_of_drafts,
     close_all,
     connect,
     console,
@@ -61,13 +61,7 @@ async def test_a_burst_of_drafts_is_answered_for_the_newest_without_a_backlog(
     # draft 40 and not a queue of answers to drafts already outdated.
     async with running_with_coach(redis_db, rate_conn_burst="100") as srv:
         ag, vi, conv = await start_chat(srv, redis_db)
-        typed = "I don't know, that's not my job, but let me check"
-        protocol = ag.ws.protocol
-        for n in range(1, 41):
-            frame = {"v": 1, "type": "draft", "conversation": conv, "draft_id": n}
-            frame["text"] = typed[: len(typed) * n // 40]
-            protocol.send_text(json.dumps(frame).encode())
-        ag.ws.transport.write(b"".join(protocol.data_to_send()))
+        await burst_of_drafts(ag, conv, "I don't know, that's not my job, but let me check")
         last = await ag.expect("coach", conversation=conv, draft_id=40)
         assert {f["category"] for f in last["flags"]} >= {"dont_know", "not_my_job"}
         earlier = [f for f in ag.skipped if f.get("type") == "coach"]
