@@ -380,6 +380,8 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
         ("hr", "blame", "Krivo ste unijeli adresu.", "To ćemo zajedno ispraviti."),
         ("sr", "blame", "To se desilo zato što ste kasno reagovali.",
          "Nije važno kako se to desilo, odmah ću to rešiti."),
+        ("sl", "blame", "To se je zgodilo, ker ste prepozno reagirali.",
+         "Ni pomembno, kako se je to zgodilo, takoj to uredim."),
         # "Whatever" has nothing to explain; going along with the customer answers it.
         ("hr", "dismissive", "Kako god.",
          "Razumijem vas, napravit ćemo kako vama najviše odgovara."),
