@@ -759,15 +759,24 @@ class Coach:
             return []
         truncated = len(text) > self.max_chars
         checked = script.normalize_punctuation(text[: self.max_chars])
-        view = pack.view(checked)
-        candidates = self._candidates(pack, view, checked, role)
-        if not candidates:  # most messages
+        # Each line on its own: no match, and no clause a suggestion replaces, runs from
+        # one line into the next.
+        candidates: list[_Candidate] = []
+        for offset, line in _lines(checked):
+            view = pack.view(line)
+            found = self._candidates(pack, view, line, role)
+            if not found:  # most messages
+                continue
+            if categories is not None:
+                found = [c for c in found if c.rule.category in categories]
+            elif not include_offers:
+                found = [c for c in found if c.rule.category != "upsell_when_upset"]
+            found = self._without_exceptions(pack, view, line, found)
+            if offset:
+                found = [_Candidate(c.rule, c.start + offset, c.end + offset) for c in found]
+            candidates += found
+        if not candidates:
             return [self._truncated_flag(pack.lang, text)] if truncated else []
-        if categories is not None:
-            candidates = [c for c in candidates if c.rule.category in categories]
-        elif not include_offers:
-            candidates = [c for c in candidates if c.rule.category != "upsell_when_upset"]
-        candidates = self._without_exceptions(pack, view, checked, candidates)
         if resolve_overlaps:
             candidates = _resolve_overlaps(candidates)
         text_cyrillic = pack.lang == "sr" and script.is_cyrillic(text)
@@ -818,12 +827,15 @@ class Coach:
                             todo = entries + [e for e in paired if e[1].possible_in(present)]
                     for rule, pattern in todo:
                         for start, end in pattern.matches_at_anchor(view, i):
-                            start = view.within_sentence(start, end)
-                            out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
+                            start, end = view.within_sentence(start, end)
+                            if start < end:
+                                span = view.char_span(start, end)
+                                out.append(_Candidate(rule, *span, (start, end)))
         for rule, pattern in pack.unanchored[role]:
             for start, end in pattern.find(view):
-                start = view.within_sentence(start, end)
-                out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
+                start, end = view.within_sentence(start, end)
+                if start < end:
+                    out.append(_Candidate(rule, *view.char_span(start, end), (start, end)))
         regex_rules = pack.regex_rules[role]
         if regex_rules:
             gate = pack.regex_gate[role]
@@ -997,6 +1009,18 @@ def _finds(
         return True
     lowered = text.lower()
     return any(True for rx in regexes for _ in rx.finditer(text, lowered))
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of ``text`` that have words, each with where it starts."""
+    if "\n" not in text:
+        yield 0, text
+        return
+    offset = 0
+    for line in text.split("\n"):
+        if line.strip():
+            yield offset, line
+        offset += len(line) + 1
 
 
 def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:

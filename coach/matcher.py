@@ -124,9 +124,9 @@ class TokenView:
         first, last = self.doc[start], self.doc[end - 1]
         return first.idx, last.idx + len(last.text)
 
-    def within_sentence(self, start: int, end: int) -> int:
-        """Where a match of tokens ``start:end`` begins if it may not reach back over the
-        end of a sentence: after the last ".", "!" or "?" in it that has a word after it.
+    def within_sentence(self, start: int, end: int) -> tuple[int, int]:
+        """The tokens of a match ``start:end`` without the spaces at its ends, beginning
+        after the last ".", "!" or "?" in it that has a word after it.
 
         Patterns take the words around a phrase up to a comma or the sentence's end, so
         that a suggestion replaces the whole clause; an optional punctuation mark meant
@@ -134,14 +134,18 @@ class TokenView:
         applying the suggestion would delete the sentence before.
         """
         doc = self.doc
+        while start < end and doc[start].is_space:
+            start += 1
+        while end > start and doc[end - 1].is_space:
+            end -= 1
         word_after = False
         for i in range(end - 1, start - 1, -1):
             token = doc[i]
             if not token.is_punct:
                 word_after = True
             elif word_after and token.text in SENTENCE_ENDS:
-                return i + 1
-        return start
+                return i + 1, end
+        return start, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,9 +348,7 @@ class Pattern:
                 # The anchor starts a run of upper-case tokens: only where
                 # the next ones are upper case too.
                 upper = set(positions)
-                positions = [
-                    i for i in positions if all(i + j in upper for j in range(1, run))
-                ]
+                positions = [i for i in positions if all(i + j in upper for j in range(1, run))]
             for i in positions:
                 if i >= hi + self.pre_max:
                     break
@@ -463,7 +465,13 @@ def _flag_anchored(tests: Sequence[TokenTest]) -> Pattern:
                         break
                     run += 1
                 return Pattern(
-                    tuple(tests), k, frozenset(), pre_min, pre_max, before, name,
+                    tuple(tests),
+                    k,
+                    frozenset(),
+                    pre_min,
+                    pre_max,
+                    before,
+                    name,
                     gate=_capitals(run) if run else None,
                     capitals=2 * run,
                 )

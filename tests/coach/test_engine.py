@@ -635,3 +635,19 @@ def test_a_flag_keeps_to_its_own_sentence(
     assert flag.text == flagged
     spliced = text[: flag.start] + flag.suggestions[0] + text[flag.end :]
     assert spliced.startswith(kept) and spliced[len(kept)].isupper()
+
+
+# A message of several lines: each flag keeps to its line, with offsets into the whole.
+def test_flags_keep_to_their_lines(coach: Coach) -> None:
+    text = "Niste pažljivo pročitali moju poruku \r\nHvala.\n\nNe znam, to nije moj posao."
+    flags = coach.check(text, "hr", "agent")
+    assert [f.text for f in flags] == [
+        "Niste pažljivo pročitali moju poruku",
+        "Ne znam",
+        "to nije moj posao",
+    ]
+    for f in flags:
+        assert text[f.start : f.end] == f.text
+    first = flags[0]
+    spliced = text[: first.start] + first.suggestions[0] + text[first.end :]
+    assert spliced.endswith(" \r\nHvala.\n\nNe znam, to nije moj posao.")
