@@ -266,15 +266,19 @@ async def test_queue_position_is_shown_while_waiting(site: Site, new_page: Any,
     await agent.close()
 
 
-async def leave_a_message(page: Any, name: str, email: str, text: str, send: str) -> None:
-    """Fill in the leave-a-message form (its labels in the page's language) and send it."""
+async def leave_a_message(
+    page: Any, name: str, email: str, text: str, send: str, *, after_what_is_there: bool = False
+) -> None:
+    """Fill in the leave-a-message form (its labels in the page's language) and send it;
+    ``after_what_is_there``: the text goes after what the form holds already."""
     form = page.locator(f"{W} form.leave")
     await form.wait_for(state="visible", timeout=10_000)
     await expect(page.locator(f"{W} form.compose")).to_be_hidden()
     inputs = form.locator("input, textarea")
     await inputs.nth(0).fill(name)
     await inputs.nth(1).fill(email)
-    await inputs.nth(2).fill(text)
+    there = await inputs.nth(2).input_value() if after_what_is_there else ""
+    await inputs.nth(2).fill(f"{there} {text}".strip())
     await form.get_by_role("button", name=send).click()
 
 
@@ -436,9 +440,11 @@ async def test_a_waiting_visitor_is_offered_to_leave_a_message_when_their_agents
     await open_widget(page)
     await expect(page.locator(f"{W} form.compose")).to_be_visible()
     await slovenian.send(type="status", status="away")
+    # The visitor writes as the news that nobody is there comes: what they wrote is sent
+    # as a chat message, or, if the form came first, is carried into it. Never lost.
     await write(page, "Pozdravljeni")
     await leave_a_message(page, "Ana", "ana@example.si", "Pokličite me, prosim.",
-                          "Pošlji sporočilo")
+                          "Pošlji sporočilo", after_what_is_there=True)
     await page.locator(f"{W} .sys").filter(
         has_text="Oglasili se vam bomo po e-pošti.").wait_for(timeout=10_000)
     # Back online, the Slovenian speaker is not handed it as a chat, but accepts it.
@@ -448,7 +454,7 @@ async def test_a_waiting_visitor_is_offered_to_leave_a_message_when_their_agents
     await slovenian.send(type="accept", conversation=entry["conversation"])
     assignment = await slovenian.expect("assignment", timeout=10)
     texts = [e["text"] for e in assignment["events"] if e["type"] == "message"]
-    assert texts == ["Pozdravljeni", "Pokličite me, prosim."]
+    assert " ".join(texts) == "Pozdravljeni Pokličite me, prosim.", texts
     await page.locator(f"{W} .sys").filter(
         has_text="Z vašim sporočilom se ukvarja:").wait_for(timeout=10_000)
     assert page.watched.errors == []
