@@ -762,7 +762,7 @@ class Coach:
         # Each line on its own: no match, and no clause a suggestion replaces, runs from
         # one line into the next.
         candidates: list[_Candidate] = []
-        for offset, line in _lines(checked):
+        for offset, line in _lines(checked) if "\n" in checked else ((0, checked),):
             view = pack.view(line)
             found = self._candidates(pack, view, line, role)
             if not found:  # most messages
@@ -1013,9 +1013,6 @@ def _finds(
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
     """The lines of ``text`` that have words, each with where it starts."""
-    if "\n" not in text:
-        yield 0, text
-        return
     offset = 0
     for line in text.split("\n"):
         if line.strip():
