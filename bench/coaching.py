@@ -41,6 +41,7 @@ relay_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(relay_bench)
 
 DRAFT_EVERY_S = 0.150
+WARM_UP_S = 5.0  # for the draft checkers to load the rules
 PAYLOAD = "x" * 100
 CORPUS = (
     Path(os.environ.get("TACTLINE_CORPORA") or ROOT.parent / "shared" / "corpora")
@@ -125,6 +126,13 @@ async def run(target: Any, n: int, seconds: float, drafts: bool) -> dict[str, An
         visitors += batch
         readers += [asyncio.create_task(relay_bench.drain(v, lambda _: None)) for v, _ in batch]
     await asyncio.sleep(2.0)  # every conversation assigned
+    if drafts:
+        # A server in use has had drafts before: its draft checkers (one per process,
+        # started with the first draft) are running when the timed part begins.
+        for i, conv in conv_of_agent.items():
+            warm = {"v": 1, "type": "draft", "conversation": conv, "draft_id": 0, "text": "Hi"}
+            await agents[i].send(json.dumps(warm))
+        await asyncio.sleep(WARM_UP_S)
 
     start = time.time() + 0.5
     texts = replies()

@@ -151,7 +151,11 @@ class Full(Target):
     def __init__(self, redis_url: str, workers: int, data_dir: Path, coach: bool = False) -> None:
         self.port = free_port()
         self.redis_url = redis_url
+        # The bench's own settings; TACTLINE_DRAFT_CHECKER=false compares draft checking
+        # in the server processes.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TACTLINE_")}
+        if "TACTLINE_DRAFT_CHECKER" in os.environ:
+            env["TACTLINE_DRAFT_CHECKER"] = os.environ["TACTLINE_DRAFT_CHECKER"]
         env.update(
             {
                 "TACTLINE_REDIS_URL": redis_url,

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     demo: bool = True
     coach: bool = True  # load the phrasing coach at start (/readyz waits for it)
     #: Check drafts in a process of its own at a lower CPU priority (server/checker.py).
-    draft_checker: bool = True
+    #: Off by default: on the 2-CPU bench machine it measured slower (docs/benchmarks.md).
+    draft_checker: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Limits

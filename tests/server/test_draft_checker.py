@@ -78,7 +78,7 @@ async def checker_ready(srv: Any) -> DraftChecker:
 async def test_the_checker_answers_drafts_as_the_server_process_would(
     redis_db: str, tmp_path: Path
 ) -> None:
-    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+    async with running_with_coach(redis_db, draft_checker=True, data_dir=tmp_path / "var") as srv:
         checker = await checker_ready(srv)
         pid = checker.pid
         assert pid is not None and pid != os.getpid()
@@ -100,7 +100,7 @@ async def test_the_checker_answers_drafts_as_the_server_process_would(
 
 
 async def test_the_checker_starts_with_the_first_draft(redis_db: str, tmp_path: Path) -> None:
-    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+    async with running_with_coach(redis_db, draft_checker=True, data_dir=tmp_path / "var") as srv:
         checker = desk(srv).checker
         assert checker is not None
         ag, vi, conv = await start_chat(srv, redis_db)
@@ -121,7 +121,7 @@ async def test_the_checker_starts_with_the_first_draft(redis_db: str, tmp_path: 
 async def test_suggestions_shown_by_the_checker_count_as_applied(
     redis_db: str, tmp_path: Path
 ) -> None:
-    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+    async with running_with_coach(redis_db, draft_checker=True, data_dir=tmp_path / "var") as srv:
         checker = await checker_ready(srv)
         ag, vi, conv = await start_chat(srv, redis_db)
         before = checker.checked
@@ -134,7 +134,7 @@ async def test_suggestions_shown_by_the_checker_count_as_applied(
 async def test_drafts_are_answered_while_the_checker_is_killed_and_replaced(
     redis_db: str, tmp_path: Path
 ) -> None:
-    async with running_with_coach(redis_db, data_dir=tmp_path / "var") as srv:
+    async with running_with_coach(redis_db, draft_checker=True, data_dir=tmp_path / "var") as srv:
         checker = await checker_ready(srv)
         first = checker.pid
         assert first is not None
@@ -160,7 +160,9 @@ async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_o
 ) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)
-    async with running_with_coach(redis_db, rules_dir=rules, data_dir=tmp_path / "var") as srv:
+    async with running_with_coach(
+        redis_db, draft_checker=True, rules_dir=rules, data_dir=tmp_path / "var"
+    ) as srv:
         checker = await checker_ready(srv)
         old = checker.fingerprint
         ag, vi, conv = await start_chat(srv, redis_db)
@@ -205,7 +207,7 @@ async def test_a_burst_of_drafts_waits_for_the_checker_as_one_newest_draft(
     # the chat takes the place of the others, so a few answers come, in order, the last
     # for draft 40.
     async with running_with_coach(
-        redis_db, rate_conn_burst="100", data_dir=tmp_path / "var"
+        redis_db, draft_checker=True, rate_conn_burst="100", data_dir=tmp_path / "var"
     ) as srv:
         checker = await checker_ready(srv)
         ag, vi, conv = await start_chat(srv, redis_db)
