@@ -91,9 +91,10 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
                 batch=relay.store.batch,
             )
             if settings.draft_checker:
-                relay.drafts.fingerprint = lambda: rules.coach.fingerprint if rules.coach else None
                 relay.drafts.checker = DraftChecker(
-                    rules.rules_dir, rules.cache_dir, relay.drafts.fingerprint
+                    rules.rules_dir,
+                    rules.cache_dir,
+                    lambda: rules.coach.fingerprint if rules.coach else None,
                 )
         else:
             rules.error = "coach loading disabled"
@@ -154,8 +155,7 @@ def create_app(settings: Settings | None = None, *, load_coach: bool = True) -> 
             # The running rules stay; the last reload failed and says where.
             detail = f"; last rules reload failed, previous rules in use: {coach.error}"
         checker = relay.drafts.checker
-        coach_fingerprint = coach.coach.fingerprint if coach.coach else None
-        if checker is not None and checker.active and not checker.usable(coach_fingerprint):
+        if checker is not None and checker.active and not checker.usable():
             detail += "; draft checker starting, or following new rules: "
             detail += "drafts are checked in this process meanwhile"
         return PlainTextResponse(f"ready: redis reachable, rules loaded{detail}\n")

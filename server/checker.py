@@ -83,9 +83,10 @@ class DraftChecker:
         self._asked: tuple[str, str] | None = None
         self._backoff = RESTART_BACKOFF_S
 
-    def usable(self, fingerprint: str | None) -> bool:
-        """Can the child check drafts with the rules of ``fingerprint`` now?"""
-        return fingerprint is not None and fingerprint == self.fingerprint
+    def usable(self) -> bool:
+        """Can the child check drafts now, with the rules the server process runs?"""
+        wanted = self.wanted()
+        return wanted is not None and wanted == self.fingerprint
 
     @property
     def active(self) -> bool:
@@ -96,8 +97,9 @@ class DraftChecker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def follow(self, fingerprint: str | None) -> None:
+    def follow(self) -> None:
         """Have the child load the rules again when the server process's rules changed."""
+        fingerprint = self.wanted()
         have = self.fingerprint
         if fingerprint is None or have is None or have == fingerprint:
             return

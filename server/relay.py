@@ -287,8 +287,6 @@ class DraftDesk:
         self._waiting: dict[tuple[Session, str], tuple[int, str, str]] = {}
         self._ready = asyncio.Event()
         self.checker: DraftChecker | None = None
-        #: The rules the process runs (the checker must run the same).
-        self.fingerprint: Callable[[], str | None] = lambda: None
 
     def put(self, session: Session, conv: str, draft_id: int, text: str, lang: str) -> None:
         if self.checker is not None:
@@ -308,9 +306,8 @@ class DraftDesk:
             while self._waiting:
                 checker = self.checker
                 if checker is not None:
-                    fingerprint = self.fingerprint()
-                    checker.follow(fingerprint)
-                    if checker.usable(fingerprint):
+                    checker.follow()
+                    if checker.usable():
                         with contextlib.suppress(CheckerUnavailable):
                             await self._check_apart(checker)
                             continue
@@ -750,9 +747,7 @@ class Session:
         if last is not None and p.seq_key(seq) <= p.seq_key(last):
             return
         self.convs[conv] = seq
-        if self.role == "visitor" and (
-            '"type":"transferred"' in payload or '"override":true' in payload
-        ):
+        if self.role == "visitor" and any(f'"{key}":' in payload for key in AGENTS_ONLY):
             payload = _strip_for_visitor(payload)
         self.send(payload)
         at = payload.find('"ts":')

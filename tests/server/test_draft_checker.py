@@ -70,7 +70,7 @@ async def checker_ready(srv: Any) -> DraftChecker:
     assert d.checker is not None
     d.checker.start()  # as the first draft does
     async with asyncio.timeout(READY_S):
-        while not d.checker.usable(d.fingerprint()):
+        while not d.checker.usable():
             await asyncio.sleep(0.05)
     return d.checker
 
@@ -196,7 +196,7 @@ async def test_the_checker_follows_a_rules_reload_and_keeps_its_rules_on_a_bad_o
             await ag.send(type="draft", conversation=conv, draft_id=3, text="Not the foggiest.")
             answer = await ag.expect("coach", conversation=conv, draft_id=3)
             assert [f["category"] for f in answer["flags"]] == ["dont_know"]
-            assert checker.usable(desk(srv).fingerprint()) and checker.fingerprint == kept
+            assert checker.usable() and checker.fingerprint == kept
         await close_all(ag, vi)
 
 
@@ -232,7 +232,7 @@ async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path:
     checker.start()
     try:
         async with asyncio.timeout(READY_S):
-            while not checker.usable(fingerprint):
+            while not checker.usable():
                 await asyncio.sleep(0.05)
         pid = checker.pid
         # A language the coach does not know raises in the child: that draft gets no
