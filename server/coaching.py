@@ -290,10 +290,7 @@ class Coaching:
             drafts.shown.clear()
             drafts.shown_json.clear()
             drafts.last_id = max(drafts.last_id, 0)
-        if records:
-            outcome = "applied" if applied and not check.flags else records[-1]["outcome"]
-        else:
-            outcome = "clean"
+        outcome = message_outcome(records)
         day = day_of(ts)
         pipe = self.redis.pipeline(transaction=False)
         sk = score_key(agent_id, day)
@@ -478,6 +475,14 @@ class Coaching:
                 found.append({k: record[k] for k in ("ts", "from", "text")})
         return found
 
+    async def outcomes(self, conv: str) -> dict[str, str]:
+        """What the agent did with the flags of each flagged message: message id -> outcome."""
+        by_message: dict[str, list[dict[str, Any]]] = {}
+        for raw in await self.redis.hvals(conv_key(conv, "flags")):
+            record = json.loads(raw)
+            by_message.setdefault(record["ref"], []).append(record)
+        return {ref: message_outcome(records) for ref, records in by_message.items()}
+
     # ------------------------------------------------------------ the clock
 
     async def _tick_loop(self) -> None:
@@ -644,6 +649,18 @@ def coach_frame(conv: str, draft_id: int, flags: list[Flag]) -> dict[str, Any]:
         "draft_id": draft_id,
         "flags": [f.model_dump() for f in flags],
     }
+
+
+def message_outcome(records: list[dict[str, Any]]) -> str:
+    """One word for what became of a sent message's flags: ``applied`` when the agent took
+    every suggestion, ``ignored`` when a flag they saw was sent anyway, else ``not_seen``;
+    ``clean`` for a message without flags."""
+    if not records:
+        return "clean"
+    kept = {r["outcome"] for r in records} - {"applied"}
+    if not kept:
+        return "applied"
+    return "ignored" if "ignored" in kept else "not_seen"
 
 
 def _record(

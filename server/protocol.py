@@ -334,6 +334,10 @@ class ConversationView(BaseModel):
     history_truncated: bool = False
     #: Agents and supervisors only: the supervisors' whispers in it, oldest first.
     whispers: list[dict[str, Any]] | None = None
+    #: Agents and supervisors only: what the agent did with the coach's flags on each
+    #: flagged message (message id -> applied, ignored or not_seen), as ``coach_checked``
+    #: told them when it was sent.
+    coached: dict[str, str] | None = None
 
 
 class Welcome(ServerFrame):

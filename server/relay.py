@@ -621,6 +621,7 @@ class Session:
     async def _view(self, conv: str, st: dict[str, str], cursor: str | None) -> p.ConversationView:
         events, truncated = await self._begin_join(conv, cursor)
         agent = await self.relay.names.agent(st["agent"]) if st.get("agent") else None
+        whispers, coached = await self._coaching_of(conv)
         return p.ConversationView(
             conversation=conv,
             status=st.get("status", "queued"),
@@ -629,13 +630,20 @@ class Session:
             agent=agent,
             events=[_strip_event(e, self.role or "") for e in events],
             history_truncated=truncated,
-            whispers=None if self.role == "visitor" else await self._whispers(conv),
+            whispers=whispers,
+            coached=coached,
         )
 
-    async def _whispers(self, conv: str) -> list[dict[str, Any]]:
-        if self.relay.coaching is None:
-            return []
-        return await self.relay.coaching.whispers(conv)
+    async def _coaching_of(
+        self, conv: str
+    ) -> tuple[list[dict[str, Any]] | None, dict[str, str] | None]:
+        """The whispers and the coach's outcomes of a conversation, for agents' eyes only."""
+        coaching = self.relay.coaching
+        if self.role == "visitor":
+            return None, None
+        if coaching is None:
+            return [], {}
+        return await coaching.whispers(conv), await coaching.outcomes(conv)
 
     async def _welcome(
         self, wanted: list[str], resume: dict[str, str], may_see: Callable[[dict[str, str]], bool]

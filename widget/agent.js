@@ -103,6 +103,15 @@
     renderChats();
   }
 
+  /** Remembers what the coach recorded for a sent message, for when the chat is shown
+   * again; false when there is nothing to say. Sent after a refusal, on purpose: it says
+   * so, as the review pages do, whatever the outcome. */
+  function coached(c, ref, outcome) {
+    if (c.overridden[ref] || outcome === 'clean') return false;
+    c.coached[ref] = 'coach: ' + TL.humanize(outcome);
+    return true;
+  }
+
   // ---------------------------------------------------------------- frames
   function onFrame(f) {
     switch (f.type) {
@@ -117,6 +126,7 @@
           c.visitor = view.visitor || c.visitor; c.lang = view.lang; c.status = view.status;
           view.events.forEach(function (ev) { addEvent(c, ev); });
           (view.whispers || []).forEach(function (w) { addWhisper(c, w); });
+          Object.entries(view.coached || {}).forEach(function (e) { coached(c, e[0], e[1]); });
           if (fresh) c.unread = 0;
         });
         restoreDrafts();
@@ -192,9 +202,7 @@
       }
       case 'coach_checked': {
         var cc = S.convs.get(f.conversation);
-        // Sent after a refusal, on purpose: it says so, as the review pages do, whatever the outcome.
-        if (!cc || cc.overridden[f.ref] || f.outcome === 'clean') break;
-        cc.coached[f.ref] = 'coach: ' + TL.humanize(f.outcome); // for when the chat is shown again
+        if (!cc || !coached(cc, f.ref, f.outcome)) break;
         var msg = document.querySelector('#transcript .msg[data-id="' + CSS.escape(f.ref) + '"]');
         if (msg && S.current === cc.id) setState(msg, 'coach', cc.coached[f.ref]);
         break;

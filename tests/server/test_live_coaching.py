@@ -85,12 +85,23 @@ async def test_draft_for_someone_elses_chat_is_an_error(redis_db: str) -> None:
 async def test_sent_message_records_what_the_agent_did(redis_db: str) -> None:
     async with running_with_coach(redis_db) as srv:
         ag, vi, conv = await start_chat(srv, redis_db)
-        assert (await apply_a_suggestion(ag, conv))["outcome"] == "applied"
-        assert (await ignore_a_suggestion(ag, conv))["outcome"] == "ignored"
+        applied = await apply_a_suggestion(ag, conv)
+        assert applied["outcome"] == "applied"
+        ignored = await ignore_a_suggestion(ag, conv)
+        assert ignored["outcome"] == "ignored"
+        clean = await ag.say("Let me check that for you.", conversation=conv)
+        assert (await ag.expect("coach_checked", ref=clean["ref"]))["outcome"] == "clean"
         async with await supervisor_http(srv, redis_db) as sup:
             t = (await sup.get(f"/api/review/conversations/{conv}")).json()
             outcomes = sorted(f["outcome"] for f in t["flags"])
             assert outcomes == ["applied", "ignored"]
+        # A console opened again is told the same of each flagged message; a visitor never.
+        again = await agent(srv, redis_db, "ana", create=False)
+        (view,) = [c for c in again.welcome["conversations"] if c["conversation"] == conv]
+        assert view["coached"] == {applied["ref"]: "applied", ignored["ref"]: "ignored"}
+        reloaded = await connect(srv.ws, "/ws/visitor", vi.token)
+        assert reloaded.welcome["conversations"][0]["coached"] is None
+        await close_all(again, reloaded)
 
 
 async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str) -> None:

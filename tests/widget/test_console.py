@@ -1372,6 +1372,12 @@ async def test_a_flagged_message_says_read_beside_what_the_coach_made_of_it(
     await expect(state).to_have_count(0)
     await chats.nth(0).click()
     await expect(state).to_have_text("read · coach: ignored")
+    # And after a reload of the console, from what the server recorded.
+    conv = await chats.nth(0).get_attribute("data-conv")
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await console.locator(f'#chats .item[data-conv="{conv}"]').click()
+    await expect(state).to_have_text("read · coach: ignored", timeout=10_000)
     await other.close()
     assert console.watched.errors == []
 
