@@ -1068,8 +1068,9 @@ async def test_three_flags_and_cards_leave_the_latest_messages_in_view(
     assert transcript["height"] >= 0.38 * pane["height"], (transcript, pane)
     last = await latest.bounding_box()
     assert last is not None
-    assert transcript["y"] <= last["y"] and (
-        last["y"] + last["height"] <= transcript["y"] + transcript["height"] + 1), (last, transcript)
+    bottom = transcript["y"] + transcript["height"]
+    assert transcript["y"] <= last["y"] and last["y"] + last["height"] <= bottom + 1, (
+        last, transcript)
     # The reply box is on the page; whatever of the cards and the flags does not fit says
     # that it scrolls, and scrolls to the last suggestion.
     draft = await page.locator("#draft").bounding_box()
@@ -1291,8 +1292,9 @@ async def transcript_lines(console: Any) -> list[str]:
     """The conversation's messages and whispers in the order shown: a message as its text,
     a whisper as ``whisper: `` and its text."""
     return list(await console.evaluate("""() => [...document.querySelectorAll(
-        '#transcript > li.msg, #transcript > li.whisper')].map(li => li.classList.contains('whisper')
-        ? 'whisper: ' + li.lastChild.textContent : li.querySelector('.text').textContent)"""))
+        '#transcript > li.msg, #transcript > li.whisper')].map(
+        li => li.classList.contains('whisper') ? 'whisper: ' + li.lastChild.textContent
+            : li.querySelector('.text').textContent)"""))
 
 
 async def test_whispers_and_sent_anyway_stay_after_a_reload_and_a_reconnect(
