@@ -310,7 +310,8 @@
       e.preventDefault();
       var picked = form.querySelector('input:checked');
       if (!picked || !state.ended) return;
-      send({type: 'csat', conversation: state.ended.conv, score: +picked.value, comment: comment.value.trim()});
+      // Kept until the server has it, as messages are: a rating given offline is not lost.
+      queueFrame({type: 'csat', id: uid('r'), conversation: state.ended.conv, score: +picked.value, comment: comment.value.trim()});
       done(); system(T.thanks);
     }}}, [h('fieldset', {'class': 'stars', role: 'radiogroup'}, [h('legend', {}, [T.rate])].concat(stars)), comment,
       h('div', {'class': 'row'}, [h('button', {'class': 'btn', type: 'submit'}, [T.rateSend]),
@@ -577,7 +578,11 @@
       if (!(state.conv || state.left || state.ended)) agentsChanged(f.agents_online);
     } else if (f.type === 'queue') {
       state.conv = f.conversation; state.status = 'queued'; showQueue(f);
+    } else if (f.type === 'pong') {
+      if (f.ref) dropOutbox(f.ref); // a rating arrived
     } else if (f.type === 'error') {
+      // A rating the server will never take (already rated, say) is not sent again.
+      if (state.outbox.some(function (fr) { return fr.id === f.ref && fr.type === 'csat'; })) dropOutbox(f.ref);
       if (f.code === 'agents_online') { // someone who speaks the language came online: chat instead
         var left = state.outbox.filter(function (fr) { return fr.id === f.ref; })[0];
         dropOutbox(f.ref); offerLeave(false); state.left = false; state.leftId = null;

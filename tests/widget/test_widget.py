@@ -867,9 +867,21 @@ async def test_phone_width_and_page_styles_do_not_leak_in(site: Site, new_page: 
     await page.screenshot(path=out_dir / "widget-phone-open.png")
 
 
-async def test_rating_reaches_the_review(site: Site, new_page: Any, agent_name: Any) -> None:
+async def test_rating_reaches_the_review_also_when_given_offline(
+        site: Site, new_page: Any, agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name())
     page = await new_page()
+    sockets: list[Any] = []
+    down = False
+
+    async def through(ws: Any) -> None:  # to the real server, and closable from here
+        if down:
+            await ws.close(code=1011)
+            return
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await page.route_web_socket("**/ws/visitor", through)
     await open_shop(page, site.base)
     await open_widget(page)
     await write(page, "rate me")
@@ -877,8 +889,14 @@ async def test_rating_reaches_the_review(site: Site, new_page: Any, agent_name: 
     await agent.send(type="close", conversation=conv)
     csat = page.locator(f"{W} form.csat")
     await csat.wait_for(state="visible", timeout=10_000)
+    # The connection is down while the visitor rates: the rating waits for it.
+    down = True
+    await sockets[-1].close(code=1011)
+    await expect(page.locator(f"{W} .notice")).to_have_text("Reconnecting…")
     await csat.get_by_label("5 of 5").check()
     await csat.get_by_role("button", name="Send rating").click()
+    await page.wait_for_timeout(1_000)
+    down = False
     token = await site.login("supervisor")
     async with httpx.AsyncClient(timeout=5) as http:
         for _ in range(20):
