@@ -740,6 +740,7 @@ async def live(request: Request) -> JSONResponse:
                 "agent_name": names.get(st.get("agent") or ""),
                 **_agent_presence(present.get(st.get("agent") or "")),
                 "visitor": visitor_of(st),
+                "preview": st.get("preview", ""),
                 "lang": lang,
                 "left_message": queued and left_at is not None,
                 "agents_online": online[lang],

@@ -197,8 +197,9 @@
     });
   }
 
-  /** A chat as people tell it apart: the visitor's name and the start of what they first
-   * wrote, linking to the transcript; the id small underneath, for those who look it up. */
+  /** A chat as people tell it apart: the visitor's name and the start of what they wrote
+   * (first, in the lists of conversations; last, on Live), linking to the transcript; the
+   * id small underneath, for those who look it up. */
   function conversationCell(c) {
     var href = '#/conversation/' + encodeURIComponent(c.conversation);
     return h('td', {'class': 'conv'}, [
@@ -501,7 +502,7 @@
     var body = h('tbody'), agents = h('tbody');
     var panel = h('section', {'class': 'live-watch', hidden: true, 'aria-live': 'polite'});
     page().replaceChildren(h('h1', {text: 'Live'}), h('table', {'class': 'grid', 'aria-label': 'Conversations'}, [
-      h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Visitor', 'Language', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
+      h('thead', {}, [h('tr', {}, ['Conversation', 'Agent', 'Language', 'Waiting', 'Last cue', 'Last flag', ''].map(function (t) {
         return h('th', {scope: 'col', text: t}); }))]), body]), panel,
       h('h2', {text: 'Agents'}), h('table', {'class': 'grid', 'aria-label': 'Agents'}, [
         h('thead', {}, [h('tr', {}, ['Agent', 'Status', 'Chats', 'Languages'].map(function (t) {
@@ -510,12 +511,12 @@
       if (location.hash.indexOf('#/live') !== 0) return;
       api('/api/review/live').then(function (data) {
         body.replaceChildren.apply(body, items(data).map(function (c) {
-          var agent = agentOf(c), vis = visitorOf(c);
+          var agent = agentOf(c);
           var cue = c.last_cue, flag = c.last_flag;
           var gone = c.agent_status === 'disconnected';
-          return h('tr', {'data-conv': c.conversation}, [h('td', {text: c.conversation}),
+          return h('tr', {'data-conv': c.conversation}, [conversationCell(c),
             h('td', {'class': 'agent'}, [agent || '—', gone ? h('span', {'class': 'note agent-status', text: ' · ' + statusText(c.agent_status, c.held_until)}) : null]),
-            h('td', {text: vis || ''}), langCell(c),
+            langCell(c),
             h('td', {'class': 'waiting', text: c.waiting_s != null ? TL.duration(c.waiting_s) : 'answered'}),
             h('td', {'class': 'cue', text: cue ? humanize(cue.category) + cueWords(cue) : ''}),
             h('td', {'class': 'flag', text: flag ? humanize(flag.category) + (flag.text ? ': “' + flag.text + '”' : '') +
@@ -523,7 +524,7 @@
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);
         }));
       }, function (err) { body.replaceChildren(); if (!unavailable(err) && err.status !== 0) toast(err.message); else body.append(
-        h('tr', {}, [h('td', {colspan: '8', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
+        h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
       api('/api/agents').then(function (data) {
         // Agents, and anyone else holding chats (a supervisor who took one over).
         var shown = items(data).filter(function (a) { return a.role !== 'supervisor' || a.open; });

@@ -80,7 +80,8 @@ LIVE = {"items": [{"conversation": CONV, "agent": {"id": "agent1", "name": "Jele
                    "last_cue": {"category": "frustration", "text": "this is a disgrace"},
                    "last_flag": {"category": "blame", "text": "you should have"}},
                   {"conversation": "c_review0002", "agent": "agent1", "agent_name": "Jelena",
-                   "visitor": {"id": "v_2", "name": "Ivo"}, "age_s": 600, "waiting_s": None}]}
+                   "visitor": {"id": "v_2", "name": "Ivo"}, "preview": "Thanks, that helps",
+                   "age_s": 600, "waiting_s": None}]}
 
 
 async def login(page: Any, site: Site, name: str = "supervisor", hash_: str = "") -> None:
@@ -622,8 +623,13 @@ async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
     page, _ = await review_page(site, new_page, "#/live")
     await expect(page.locator(f"tr[data-conv='{CONV}'] td.waiting")).to_have_text(
         "1 min", timeout=10_000)
+    # A chat is told apart by its visitor and their last words; the id is there, small.
     await expect(page.locator("tr[data-conv='c_review0002'] td")).to_contain_text(
-        ["c_review0002", "Jelena", "Ivo", "answered"])
+        ["Ivo", "Jelena", "answered"])
+    first = page.locator("tr[data-conv='c_review0002'] td.conv")
+    await expect(first.get_by_role("link")).to_have_text("Ivo")
+    await expect(first.locator(".preview")).to_have_text("Thanks, that helps")
+    await expect(first.locator(".conv-id")).to_have_text("c_review0002")
 
 
 async def test_live_shows_a_disconnected_agent_and_until_when_the_chats_are_held(
