@@ -145,6 +145,9 @@ def _new_blank(lang: str) -> Any:
     stores it on the lexeme, so a text's forms come out of ``Doc.to_array``
     as hashes without a Python call per word."""
     nlp = spacy.blank(lang)
+    if lang != "en":
+        tokenizer: Any = nlp.tokenizer
+        tokenizer.rules = _plain_words(tokenizer.rules)
     vocab: Any = nlp.vocab
     base = vocab.lex_attr_getters.get(NORM)
 
@@ -155,6 +158,25 @@ def _new_blank(lang: str) -> Any:
     for lexeme in list(vocab):
         lexeme.norm_ = getter(lexeme.orth_)
     return nlp
+
+
+def _plain_words(
+    special_cases: Mapping[str, list[dict[int, str]]],
+) -> dict[str, list[dict[int, str]]]:
+    """spaCy's special cases for sr, hr or sl, with a word and its full stop
+    two tokens and every word matched by its own form.
+
+    spaCy reads a word with a full stop as an abbreviation, one token ("год."
+    for "година", Slovenian "je." and "ste."), and gives some Cyrillic words
+    another word's norm ("пет" is "петак"). Then "Како год." matches no
+    ``god`` and ends no sentence, unlike "Kako god.", as Latin has no such
+    cases. Chat seldom abbreviates: a full stop after letters ends a sentence."""
+    kept: dict[str, list[dict[int, str]]] = {}
+    for orth, pieces in special_cases.items():
+        if orth.endswith(".") and orth[:-1].isalpha():
+            continue
+        kept[orth] = [{k: v for k, v in piece.items() if k != NORM} for piece in pieces]
+    return kept
 
 
 def match_form(lang: str, word: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coach import Coach, UnknownLanguageError, UnknownRoleError, slots
+from coach import Coach, UnknownLanguageError, UnknownRoleError, script, slots
 from coach.engine import _fit
 
 EN_RULES = """\
@@ -434,6 +434,33 @@ def test_serbian_rule_matches_both_scripts_and_answers_in_kind(small: Coach) -> 
 
 def test_serbian_matches_text_typed_without_diacritics(small: Coach) -> None:
     assert [f.text for f in small.check("ne znas", "sr-Latn")] == ["ne znas"]
+
+
+# spaCy's Serbian tokenizer reads a Cyrillic word with a full stop as an abbreviation
+# ("год." for "година", "пет." for "петак"), which Latin text never meets; the coach reads
+# it as Latin: the word, then the end of the sentence.
+CYRILLIC_BEFORE_A_FULL_STOP = [
+    "Kako god.",
+    "Dobro, kako god.",
+    "Kako god. Hvala.",
+    "Ne znam.",
+    "Smirite se.",
+    "To nije moj posao.",
+    "Imamo pet. Ne znam.",
+]
+
+
+@pytest.mark.parametrize("latin", CYRILLIC_BEFORE_A_FULL_STOP)
+def test_cyrillic_before_a_full_stop_is_flagged_as_latin_is(coach: Coach, latin: str) -> None:
+    cyrillic = script.latin_to_cyrillic(latin)
+    expected = [(f.rule, f.text, f.suggestions) for f in coach.check(latin, "sr", "agent")]
+    to_latin = script.cyrillic_to_latin
+    found = [
+        (f.rule, to_latin(f.text), [to_latin(s) for s in f.suggestions])
+        for f in coach.check(cyrillic, "sr", "agent")
+    ]
+    assert expected
+    assert found == expected
 
 
 def test_wildcard_token_and_hard_negative(small: Coach) -> None:

@@ -388,6 +388,8 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
         ("sr", "dismissive", "Dobro, kako god!",
          "Razumem vas, uradićemo kako vama najviše odgovara."),
         ("sr", "dismissive", "Како год.", "Разумем вас, урадићемо како вама највише одговара."),
+        ("sr", "dismissive", "Како год. Хвала.",
+         "Разумем вас, урадићемо како вама највише одговара. Хвала."),
         ("sl", "dismissive", "Kakorkoli.", "Razumem, naredimo tako, kot vam najbolj ustreza."),
         # What is refused after »da« goes too, not left after the offer.
         ("sl", "absolute_no", "Žal ni mogoče, da bi to uredili danes.",
