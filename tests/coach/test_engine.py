@@ -640,6 +640,36 @@ def test_dont_know_and_a_deflection_are_two_flags_that_splice_into_one_sentence(
     assert out == spliced
 
 
+# Not knowing and sending the customer on to find out, in one sentence: one flag takes it
+# whole, and each suggestion is one next step for both halves, not two spliced together.
+DONT_KNOW_AND_SEND_ON = [
+    ("hr", "To ne znam, pitajte nekog drugog.",
+     ["Provjerit ću to i javiti vam se.",
+      "Raspitat ću se kod nadležnih kolega i javiti vam se."]),
+    ("hr", "Hvala na čekanju. Nažalost, to ne znamo, obratite se drugom odjelu!",
+     ["Hvala na čekanju. Provjerit ću to i javiti vam se.",
+      "Hvala na čekanju. Raspitat ću se kod nadležnih kolega i javiti vam se."]),
+    ("sr", "To ne znam, pitajte nekog drugog.",
+     ["Proveriću to i javiću vam se.",
+      "Raspitaću se kod nadležnih kolega i javiću vam se."]),
+    ("sr", "То не знам, питајте неког другог.",
+     ["Проверићу то и јавићу вам се.",
+      "Распитаћу се код надлежних колега и јавићу вам се."]),
+    ("sr", "Nemam pojma, pitajte kolege u prodavnici.",
+     ["Proveriću to i javiću vam se.",
+      "Raspitaću se kod nadležnih kolega i javiću vam se."]),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "spliced"), DONT_KNOW_AND_SEND_ON)
+def test_dont_know_and_sending_the_customer_on_are_one_flag_with_one_next_step(
+    coach: Coach, lang: str, text: str, spliced: list[str]
+) -> None:
+    [flag] = coach.check(text, lang, "agent")
+    assert flag.category == "not_my_job"
+    assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
+
+
 # A flag never reaches back over the end of a sentence: applying its suggestion keeps the
 # sentence before it.
 SENTENCE_BEFORE = [

@@ -368,8 +368,8 @@ def test_not_possible_said_in_sympathy_is_no_refusal(
     ("lang", "category", "text", "spliced"),
     [
         # No "ih"/"njima" left pointing at a service the text never named.
-        ("sr", "not_my_job", "To ne znam, pitajte nekog drugog.",
-         "To ne znam, ja ću se umesto vas obratiti nadležnoj službi i javiti vam ishod."),
+        ("sr", "not_my_job", "Pitajte nekog drugog.",
+         "Ja ću se umesto vas obratiti nadležnoj službi i javiti vam ishod."),
         ("hr", "not_my_job", "Obratite se drugom odjelu.",
          "Ja ću se umjesto vas javiti nadležnoj službi i obavijestiti vas o ishodu."),
         ("hr", "not_my_job", "Nazovite ga sami.",
