@@ -670,6 +670,51 @@ def test_dont_know_and_sending_the_customer_on_are_one_flag_with_one_next_step(
     assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
 
 
+# A forgotten step: the step stays, opened with an offer to help, and the general "steps"
+# rule (its suggestions say nothing of the step) keeps out of it.
+FORGOTTEN_STEP = [
+    ("hr", "Zaboravili ste potvrditi narudžbu.",
+     ["Mogu vam pomoći potvrditi narudžbu.", "Ostalo je još samo potvrditi narudžbu.",
+      "Pomoći ću vam potvrditi narudžbu."]),
+    ("hr", "Hvala. Izgleda da ste zaboravili da priložite račun.",
+     ["Hvala. Mogu vam pomoći da priložite račun.", "Hvala. Ostalo je još samo da priložite račun.",
+      "Hvala. Pomoći ću vam da priložite račun."]),
+    ("sr", "Zaboravili ste da potvrdite porudžbinu.",
+     ["Mogu da vam pomognem da potvrdite porudžbinu.",
+      "Ostalo je još samo da potvrdite porudžbinu.", "Pomoći ću vam da potvrdite porudžbinu."]),
+    ("sr", "Заборавили сте да потврдите поруџбину.",
+     ["Могу да вам помогнем да потврдите поруџбину.",
+      "Остало је још само да потврдите поруџбину.", "Помоћи ћу вам да потврдите поруџбину."]),
+    ("sl", "Pozabili ste potrditi naročilo.",
+     ["Lahko vam pomagam potrditi naročilo.", "Ostane le še potrditi naročilo."]),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "spliced"), FORGOTTEN_STEP)
+def test_a_forgotten_step_stays_and_gets_an_offer_to_help(
+    coach: Coach, lang: str, text: str, spliced: list[str]
+) -> None:
+    [flag] = coach.check(text, lang, "agent")
+    assert flag.category == "blame"
+    assert [text[: flag.start] + s + text[flag.end :] for s in flag.suggestions] == spliced
+
+
+# What is forgotten but no step ("Zaboravili ste da je rok istekao" in hr, a question, a
+# softened "Ako ste zaboravili…") gets no opening that would not fit it.
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [
+        ("hr", "Zaboravili ste da je rok istekao, pa ću ga produžiti."),
+        ("hr", "Zaboravili ste potvrditi narudžbu?"),
+        ("sr", "Ako ste zaboravili da potvrdite porudžbinu, poslaću vam novi link."),
+        ("sl", "Pozabili ste geslo? Tukaj ga lahko ponastavite."),
+    ],
+)
+def test_no_forgotten_step_gets_no_offer_to_do_it(coach: Coach, lang: str, text: str) -> None:
+    rules = [f.rule for f in coach.check(text, lang, "agent")]
+    assert not [r for r in rules if r.endswith("_ste_korak")]
+
+
 # A flag never reaches back over the end of a sentence: applying its suggestion keeps the
 # sentence before it.
 SENTENCE_BEFORE = [
