@@ -5,13 +5,22 @@
 ['dont_know']
 """
 
-from coach.engine import DEFAULT_MAX_CHARS, DEFAULT_RULES_DIR, Coach, ExampleFailure, Flag, Rule
+from coach.engine import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_RULES_DIR,
+    FLAG_LIST,
+    Coach,
+    ExampleFailure,
+    Flag,
+    Rule,
+)
 from coach.errors import CoachError, RuleError, RuleErrors, UnknownLanguageError, UnknownRoleError
 from coach.taxonomy import LANGUAGES, normalize_language
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
     "DEFAULT_RULES_DIR",
+    "FLAG_LIST",
     "LANGUAGES",
     "Coach",
     "CoachError",

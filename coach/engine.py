@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import spacy
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from spacy.attrs import NORM
 
 from coach import script, slots
@@ -77,6 +77,10 @@ class Flag(BaseModel):
     text: str
     message: str
     suggestions: list[str]
+
+
+#: A list of flags to and from JSON, as the server passes them between processes.
+FLAG_LIST: TypeAdapter[list[Flag]] = TypeAdapter(list[Flag])
 
 
 @dataclass(frozen=True, slots=True)

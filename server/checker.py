@@ -33,9 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import TypeAdapter
-
-from coach import Coach, CoachError, Flag
+from coach import FLAG_LIST, Coach, CoachError
 
 log = logging.getLogger("tactline.checker")
 
@@ -52,7 +50,6 @@ MAX_BACKOFF_S = 60.0
 WAIT_FOR_RULES_S = 0.2
 LINE_LIMIT = 1 << 24
 
-FLAGS = TypeAdapter(list[Flag])
 
 
 class CheckerUnavailable(Exception):
@@ -275,7 +272,7 @@ def serve(rules_dir: Path, cache_dir: Path | None) -> None:
                     log.exception("draft check failed")
                     flags = []
                 spent = time.perf_counter() - started
-                out.write(b"%.6f %s\n" % (spent, FLAGS.dump_json(flags)))
+                out.write(b"%.6f %s\n" % (spent, FLAG_LIST.dump_json(flags)))
         out.flush()
 
 

@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from coach import Coach, Flag, script
+from coach import FLAG_LIST, Coach, Flag, script
 from coach.conversation import ConversationCoach, Nudge
 from server.masking import mask_cards
 from server.rules_runtime import RulesRuntime
@@ -79,7 +78,6 @@ LOCK_RETRY_S = 0.01
 MAX_SHOWN_FLAGS = 200
 #: Characters of the customer's message quoted around a cue.
 CUE_EXCERPT = 80
-FLAGS = TypeAdapter(list[Flag])
 MAX_LOG_RECORDS = 2000
 MAX_WAITING_SCRIPTS = 20  # per conversation
 MAX_WAITING_CHATS_SCANNED = 500  # per tick, those holding scripts the longest first
@@ -132,7 +130,7 @@ class Drafts:
     def seen(self) -> list[Flag]:
         """Every flag shown since the last sent message."""
         for flags in self.shown_json:
-            self.shown.extend(FLAGS.validate_json(flags))
+            self.shown.extend(FLAG_LIST.validate_json(flags))
         self.shown_json.clear()
         del self.shown[:-MAX_SHOWN_FLAGS]
         return self.shown
