@@ -19,6 +19,7 @@ from tests.server.support import (
     http_as,
     ignore_a_suggestion,
     make_account,
+    running,
     running_with_coach,
     start_chat,
     supervisor_http,
@@ -142,6 +143,26 @@ async def test_card_numbers_are_masked_for_everyone(redis_db: str) -> None:
         await vi.say("my card is 4111 1111 1111 1111")
         got = await ag.expect("message", conversation=conv, text="my card is •••• •••• •••• 1111")
         assert "4111" not in got["text"]
+        # Nor in the lists that quote the visitor's words.
+        async with await supervisor_http(srv, redis_db) as sup:
+            [row] = (await sup.get("/api/review/live")).json()["items"]
+            assert row["preview"] == "my card is •••• •••• •••• 1111"
+            [listed] = (await sup.get("/api/conversations")).json()["items"]
+            assert listed["preview"] == "my card is •••• •••• •••• 1111"
+        await close_all(ag, vi)
+
+
+async def test_card_numbers_are_masked_without_the_coach_too(redis_db: str) -> None:
+    async with running(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await vi.say("card 4111 1111 1111 1111 please")
+        await ag.expect("message", conversation=conv, text="card •••• •••• •••• 1111 please")
+        await ag.say("Is 5500 0000 0000 0004 the card?", conversation=conv)
+        await vi.expect("message", text="Is •••• •••• •••• 0004 the card?")
+        async with await supervisor_http(srv, redis_db) as sup:
+            [listed] = (await sup.get("/api/conversations")).json()["items"]
+            assert "4111" not in listed["preview"]
+        await close_all(ag, vi)
 
 
 async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
