@@ -458,27 +458,34 @@ class Coaching:
             "text": text,
             "ts": ts,
         }
-        await self._log(conv, [{"kind": "whisper", "ts": ts, "from": sender, "text": text}])
+        record = {"kind": "whisper", "ts": ts, "from": sender, "to": agent_id, "text": text}
+        await self._log(conv, [record])
         await self.publish_to_agent(agent_id, frame)
 
-    async def whispers(self, conv: str) -> list[dict[str, Any]]:
-        """The whispers in a conversation, oldest first: ``ts``, ``from``, ``text``."""
+    async def whispers(self, conv: str, agent_id: str | None = None) -> list[dict[str, Any]]:
+        """The whispers in a conversation, oldest first: ``ts``, ``from``, ``text``; with
+        ``agent_id``, only those whispered to that agent (the chat's next agent does not
+        read what a supervisor told the last one)."""
         records = await self.redis.lrange(conv_key(conv, "coachlog"), 0, -1)
         found = []
         for raw in records:
             if '"whisper"' not in raw:  # most records are not: skip reading them
                 continue
             record = json.loads(raw)
-            if record.get("kind") == "whisper":
+            if record.get("kind") != "whisper":
+                continue
+            if agent_id is None or record.get("to") == agent_id:
                 found.append({k: record[k] for k in ("ts", "from", "text")})
         return found
 
-    async def outcomes(self, conv: str) -> dict[str, str]:
-        """What the agent did with the flags of each flagged message: message id -> outcome."""
+    async def outcomes(self, conv: str, agent_id: str | None = None) -> dict[str, str]:
+        """What the agent did with the flags of each flagged message: message id -> outcome;
+        with ``agent_id``, only for the messages that agent sent."""
         by_message: dict[str, list[dict[str, Any]]] = {}
         for raw in await self.redis.hvals(conv_key(conv, "flags")):
             record = json.loads(raw)
-            by_message.setdefault(record["ref"], []).append(record)
+            if agent_id is None or record.get("agent") == agent_id:
+                by_message.setdefault(record["ref"], []).append(record)
         return {ref: message_outcome(records) for ref, records in by_message.items()}
 
     # ------------------------------------------------------------ the clock

@@ -637,13 +637,16 @@ class Session:
     async def _coaching_of(
         self, conv: str
     ) -> tuple[list[dict[str, Any]] | None, dict[str, str] | None]:
-        """The whispers and the coach's outcomes of a conversation, for agents' eyes only."""
+        """The whispers and the coach's outcomes of a conversation, for agents' eyes only:
+        a supervisor's all of them, an agent's those whispered to them and those of the
+        messages they sent."""
         coaching = self.relay.coaching
         if self.role == "visitor":
             return None, None
         if coaching is None:
             return [], {}
-        return await coaching.whispers(conv), await coaching.outcomes(conv)
+        mine = None if self.role == "supervisor" else self.uid
+        return await coaching.whispers(conv, mine), await coaching.outcomes(conv, mine)
 
     async def _welcome(
         self, wanted: list[str], resume: dict[str, str], may_see: Callable[[dict[str, str]], bool]

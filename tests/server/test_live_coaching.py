@@ -289,6 +289,35 @@ async def test_whisper_reaches_the_agent_and_never_the_visitor(redis_db: str) ->
         assert (await vi.expect("message", id=reply["ref"]))["from"]["role"] == "supervisor"
 
 
+async def test_the_next_agent_reads_neither_the_last_ones_whispers_nor_their_coaching(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await make_account(redis_db, "sanja", role="supervisor")
+        sup = await console(srv, "sanja")
+        await sup.send(type="whisper", id="w1", conversation=conv, text="Ana, that was rude.")
+        await ag.expect("whisper", conversation=conv)
+        ignored = await ignore_a_suggestion(ag, conv)
+        marko = await agent(srv, redis_db, "marko")
+        await ag.send(type="transfer", conversation=conv, to_agent="marko", note="over to you")
+        await marko.expect("assignment", conversation=conv)
+        await sup.send(type="whisper", id="w2", conversation=conv, text="Marko, go gently.")
+        await marko.expect("whisper", conversation=conv)
+        again = await agent(srv, redis_db, "marko", create=False)
+        (view,) = [c for c in again.welcome["conversations"] if c["conversation"] == conv]
+        assert [w["text"] for w in view["whispers"]] == ["Marko, go gently."]
+        assert view["coached"] == {}
+        # A supervisor who takes the chat over reads all of it.
+        await sup.send(type="take_over", conversation=conv)
+        await sup.expect("assignment", conversation=conv)
+        boss = await console(srv, "sanja")
+        (view,) = [c for c in boss.welcome["conversations"] if c["conversation"] == conv]
+        assert [w["text"] for w in view["whispers"]] == ["Ana, that was rude.", "Marko, go gently."]
+        assert view["coached"] == {ignored["ref"]: "ignored"}
+        await close_all(vi, ag, marko, again, sup, boss)
+
+
 async def test_review_filters_false_alarms_exports_and_roles(redis_db: str) -> None:
     async with running_with_coach(redis_db) as srv:
         ag, vi, conv = await start_chat(srv, redis_db)
