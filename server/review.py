@@ -456,6 +456,23 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# A cell that starts with one of these is a formula to Excel and LibreOffice (a tab or a
+# carriage return first too, as they skip it); the customer types names and texts that
+# land in cells, so such a cell gets a leading ' and reads as text (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """``value`` as a CSV cell that a spreadsheet shows and never runs."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _cell(v) for k, v in row.items()}
+
+
 def _export(transcripts: list[dict[str, Any]] | dict[str, Any], fmt: str, name: str) -> Response:
     """Transcripts in ``fmt``: a set as a list (in JSON, whatever its length), one
     transcript as itself."""
@@ -471,7 +488,7 @@ def _export(transcripts: list[dict[str, Any]] | dict[str, Any], fmt: str, name: 
         writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for t in _listed(transcripts):
-            writer.writerows(_csv_rows(t))
+            writer.writerows(_csv_safe(r) for r in _csv_rows(t))
         return Response(
             # A byte order mark first, so that Excel reads UTF-8 (č, ć, š, Cyrillic), not ANSI.
             "\ufeff" + buf.getvalue(),

