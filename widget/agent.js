@@ -261,13 +261,14 @@
     var hint = S.queue.length ? blocked : '';
     if ($('queue-hint').textContent !== hint) $('queue-hint').textContent = hint; // said once, not each second
     $('queue-hint').hidden = !hint;
-    $('queue').replaceChildren.apply($('queue'), S.queue.map(function (q) {
+    keepingFocus($('queue'), S.queue.map(function (q) {
       return h('li', {'class': 'queue-item'}, [
         h('div', {'class': 'body'}, [
           h('span', {'class': 'who', text: (q.visitor_name || 'Visitor') + (q.left_message ? ' left a message' : '') + ' · ' + q.lang}),
           h('span', {'class': 'wait', text: ' waiting ' + TL.duration(q.waiting_s + elapsed)}),
           h('span', {'class': 'preview', text: q.preview || ''})]),
-        h('button', {type: 'button', 'aria-label': 'Accept chat: ' + (q.preview || q.conversation),
+        h('button', {type: 'button', 'class': 'accept', 'data-conv': q.conversation,
+          'aria-label': 'Accept chat: ' + (q.preview || q.conversation),
           disabled: !!blocked, title: blocked || null, 'aria-describedby': blocked ? 'queue-hint' : null,
           on: {click: function () { S.socket.send({type: 'accept', conversation: q.conversation, id: TL.uid('acc')}); }}},
         ['Accept'])]);
@@ -280,17 +281,42 @@
       var last = c.events.filter(function (e) { return e.type === 'message'; }).slice(-1)[0];
       var label = c.visitor.name + (c.unread ? ', ' + c.unread + ' unread' : '') + (c.status === 'closed' ? ', closed' : '');
       items.push(h('li', {'class': c.status === 'closed' ? 'closed' : ''}, [h('button', {'class': 'item', type: 'button', 'aria-current': S.current === c.id ? 'true' : 'false',
-        'aria-label': label, 'data-conv': c.id, on: {click: function () { select(c.id); }}}, [
+        'aria-label': label, 'data-conv': c.id, on: {click: function () { openChat(c.id); }}}, [
         h('span', {'class': 'who'}, [c.visitor.name, h('span', {'class': 'preview', text: last ? last.text : ''})]),
         c.waitingSince ? h('span', {'class': 'wait', 'data-since': String(c.waitingSince),
           text: TL.duration((Date.now() - c.waitingSince) / 1000)}) : null,
         c.status === 'closed' ? h('span', {'class': 'tag', text: 'closed'}) : null,
         c.unread ? h('span', {'class': 'unread', text: String(c.unread)}) : null]),
-        c.status === 'closed' ? h('button', {'class': 'remove', type: 'button', title: 'Remove from the list',
+        c.status === 'closed' ? h('button', {'class': 'remove', type: 'button', 'data-conv': c.id, title: 'Remove from the list',
           'aria-label': 'Remove the closed chat with ' + c.visitor.name,
           on: {click: function () { removeChat(c.id); }}}, ['×']) : null]));
     });
-    $('chats').replaceChildren.apply($('chats'), items);
+    keepingFocus($('chats'), items);
+  }
+
+  /** A chat picked in My chats, with the mouse or the keyboard: the reply box next, as
+   * that is what one picks a chat for; on a closed chat, the list keeps the focus. */
+  function openChat(id) {
+    select(id);
+    if (!$('draft').disabled) $('draft').focus();
+  }
+
+  /** Fill a list of chats (`ul`) with `items`, the keyboard focus kept on the same button
+   * of the same chat (by its class and data-conv): the lists are rebuilt whenever
+   * something changes, and focus on a removed button would fall back to the page's
+   * start. A chat gone from the list leaves the focus on the button now in its place. */
+  function keepingFocus(ul, items) {
+    var had = document.activeElement, conv = null, kind = '', at = -1;
+    if (had && ul.contains(had) && had.dataset.conv && had.classList.length) {
+      conv = had.dataset.conv; kind = had.classList[0];
+      at = Array.prototype.indexOf.call(ul.querySelectorAll('button.' + kind), had);
+    }
+    ul.replaceChildren.apply(ul, items);
+    if (conv === null) return;
+    var same = ul.querySelectorAll('button.' + kind), again = null;
+    for (var i = 0; i < same.length && !again; i++) if (same[i].dataset.conv === conv) again = same[i];
+    again = again || same[Math.min(at, same.length - 1)] || ul.querySelector('button:not(:disabled)');
+    if (again) again.focus();
   }
 
   function removeChat(id) {

@@ -265,6 +265,60 @@ async def test_unread_count_and_switching_chats(site: Site, new_page: Any,
     assert await console.locator("#chats .unread").count() == 0
 
 
+async def test_focus_stays_on_a_chat_as_the_list_changes_and_enter_opens_it_to_reply(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    # The list is drawn again on every message: the focused chat lost the focus to <body>.
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name)
+    shops = [await new_page(), await new_page()]
+    for i, shop in enumerate(shops):
+        await open_shop(shop, site.base)
+        await open_widget(shop)
+        await write(shop, f"visitor {i} here")
+        await expect(console.locator("#chats .item")).to_have_count(i + 1, timeout=10_000)
+    other = console.locator("#chats .item").filter(has_text="visitor 1 here")
+    conv = await other.get_attribute("data-conv")
+    other = console.locator(f'#chats .item[data-conv="{conv}"]')
+    await other.focus()
+    await write(shops[0], "one more thing")  # in the chat on show
+    await expect(console.locator("#transcript .msg .text").last).to_have_text(
+        "one more thing", timeout=10_000)
+    await expect(other).to_be_focused()
+    await write(shops[1], "are you there?")  # in the focused one, counted unread
+    await expect(other.locator(".unread")).to_have_text("2", timeout=10_000)
+    await expect(other).to_be_focused()
+    # Enter opens it, and the reply box takes the focus: what the chat was picked for.
+    await console.keyboard.press("Enter")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["visitor 1 here", "are you there?"])
+    await expect(console.locator("#draft")).to_be_focused()
+    await console.keyboard.type("Hello")
+    await expect(console.locator("#draft")).to_have_value("Hello")
+    assert console.watched.errors == []
+
+
+async def test_focus_stays_on_accept_while_the_queue_counts_the_wait(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    # The queue is drawn again each second, its waits counting up.
+    name = await agent_name()
+    console = await new_page()
+    await login(console, site, name, online=False)
+    left = await connect(site.ws, "/ws/visitor", await visitor_token(site.base, site="demo"))
+    await left.send(type="leave_message", id="lm1", name="Ana", email="ana@example.com",
+                    text="Please call me back.")
+    await left.expect("ack", ref="lm1")
+    await console.locator("#status").select_option("online")
+    accept = console.locator("#queue").get_by_role("button", name=re.compile(r"^Accept chat"))
+    await expect(accept).to_be_enabled(timeout=10_000)
+    await accept.focus()
+    await console.wait_for_timeout(2_500)
+    await expect(accept).to_be_focused()
+    await console.keyboard.press("Enter")
+    await expect(console.locator("#chats .item")).to_have_count(1, timeout=10_000)
+    await left.close()
+
+
 async def test_transfer_offers_those_who_speak_the_visitors_language_first(
         site: Site, new_page: Any, agent_name: Any) -> None:
     first = await agent_name(["en"])
