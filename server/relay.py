@@ -1224,18 +1224,17 @@ class Session:
         st = await self.relay.store.state(conv)
         if st.get("visitor") != self.uid:
             raise ProtocolError(ErrorCode.NOT_IN_CONVERSATION, f"you are not in {conv}", frame.id)
-        state_key = f"{{conv:{conv}}}:state"
-        if not await self.relay.redis.hsetnx(state_key, "csat", str(frame.score)):
+        if not await self.relay.store.rate(conv, frame.score, frame.comment or ""):
             raise ProtocolError(ErrorCode.FORBIDDEN, "this chat is already rated", frame.id)
-        pipe = self.relay.redis.pipeline(transaction=False)
-        if frame.comment:
-            pipe.hset(state_key, "csat_comment", frame.comment)
         agent = st.get("agent") or ""
         if agent:
+            # The agent's scorecard is another key (another Redis Cluster slot): counted
+            # after the rating is safe.
             key = score_key(agent, day_of(now_ms()))
+            pipe = self.relay.redis.pipeline(transaction=False)
             pipe.hincrby(key, "csat_sum", frame.score)
             pipe.hincrby(key, "csat_count", 1)
-        await pipe.execute()
+            await pipe.execute()
         self.send(p.Pong(ref=frame.id))
 
     async def _open_conversation(self) -> None:

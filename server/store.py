@@ -488,6 +488,16 @@ class Batcher:
                 fut.set_result(res)
 
 
+# A visitor's rating of a conversation, once: score and comment together, so that a retry
+# after a failure finds either both or neither. KEYS: state. ARGV: score, comment.
+# Returns 1 when stored, 0 when the conversation was rated already.
+RATE = """
+if redis.call('HSETNX', KEYS[1], 'csat', ARGV[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'csat_comment', ARGV[2]) end
+return 1
+"""
+
+
 class Store:
     """All Redis access of the server."""
 
@@ -504,6 +514,7 @@ class Store:
         self._take_over = redis.register_script(TAKE_OVER)
         self._sweep = redis.register_script(SWEEP)
         self._set_status = redis.register_script(SET_STATUS)
+        self._rate = redis.register_script(RATE)
 
     # -------------------------------------------------------------- events
 
@@ -550,6 +561,10 @@ class Store:
         if len(events) > limit:
             return events[1:], True
         return events, False
+
+    async def rate(self, conv: str, score: int, comment: str) -> bool:
+        """Store a conversation's rating; False when it was rated already."""
+        return bool(await self._rate(keys=[conv_key(conv, "state")], args=[score, comment]))
 
     async def state(self, conv: str) -> dict[str, str]:
         return cast(dict[str, str], await self.batch.command("HGETALL", conv_key(conv, "state")))

@@ -581,8 +581,9 @@
     } else if (f.type === 'pong') {
       if (f.ref) dropOutbox(f.ref); // a rating arrived
     } else if (f.type === 'error') {
-      // A rating the server will never take (already rated, say) is not sent again.
-      if (state.outbox.some(function (fr) { return fr.id === f.ref && fr.type === 'csat'; })) dropOutbox(f.ref);
+      // A rating the server will never take (already rated, say) is not sent again; one it
+      // could not take now ("internal": try again) waits for the next connection.
+      if (f.code !== 'internal' && state.outbox.some(function (fr) { return fr.id === f.ref && fr.type === 'csat'; })) dropOutbox(f.ref);
       if (f.code === 'agents_online') { // someone who speaks the language came online: chat instead
         var left = state.outbox.filter(function (fr) { return fr.id === f.ref; })[0];
         dropOutbox(f.ref); offerLeave(false); state.left = false; state.leftId = null;

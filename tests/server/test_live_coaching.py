@@ -327,10 +327,15 @@ async def test_review_filters_false_alarms_exports_and_roles(redis_db: str) -> N
         await vi.expect("closed")
         await vi.send(type="csat", id="r1", conversation=conv, score=4, comment="ok")
         await vi.expect("pong", ref="r1")
+        # Once: a second rating changes neither the score nor the comment.
+        await vi.send(type="csat", id="r2", conversation=conv, score=1, comment="changed")
+        assert (await vi.expect("error", ref="r2"))["code"] == "forbidden"
         async with await supervisor_http(srv, redis_db) as sup:
             page = (await sup.get("/api/review/conversations", params={"has_flags": "true"})).json()
             assert [i["conversation"] for i in page["items"]] == [conv]
             assert page["items"][0]["csat"] == 4
+            rated = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            assert (rated["csat"], rated["csat_comment"]) == (4, "ok")
             assert (
                 await sup.get("/api/review/conversations", params={"category": "blame"})
             ).json()["total"] == 0
