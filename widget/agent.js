@@ -139,11 +139,9 @@
         c.visitor = f.visitor; c.lang = f.visitor.lang; c.status = 'assigned';
         (f.events || []).forEach(function (ev) { addEvent(c, ev); });
         var from = f.from_agent && (f.from_agent.name || f.from_agent), took = f.reason === 'transfer' && tookOver(c);
-        if (took) {
-          c.notes.push('You took over ' + (from ? 'from ' + from : 'from the queue') + (f.note ? ': ' + f.note : ''));
-        } else if (f.reason === 'transfer' || f.note) {
-          c.notes.push('Transferred' + (from ? ' from ' + from : '') + (f.note ? ': ' + f.note : ''));
-        } else if (f.reason === 'requeue') c.notes.push('Returned to the queue and assigned to you.');
+        // A transfer or take-over, with its note, is told once: by its `transferred` event,
+        // in its place in the history (below what was said before it), after a reload too.
+        if (f.reason === 'requeue') c.notes.push('Returned to the queue and assigned to you.');
         renderChats();
         if (!S.current || S.current === c.id) select(c.id);
         else if (took) toast(takeOverText(c, took) + (from ? ' from ' + from : ''));
@@ -452,10 +450,12 @@
     } else if (ev.type === 'transferred' && !ev.agent && !ev.team) {
       // Handed to no one: its agent went offline (or stayed disconnected), so it was requeued.
       li = h('li', {'class': 'sys', text: 'Back in the queue' + (ev.from_agent ? ': ' + ev.from_agent.name + ' went offline' : '') +
-        ' · ' + TL.clock(ev.ts)});
+        ' · ' + TL.clock(ev.ts) + (ev.note ? '\nNote: ' + ev.note : '')});
     } else if (ev.type === 'transferred') {
+      var toMe = ev.agent && S.me && ev.agent.id === S.me.id;
       li = h('li', {'class': 'sys', text: 'Transferred' + (ev.from_agent ? ' from ' + ev.from_agent.name : '') +
-        (ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') + (ev.note ? '\nNote: ' + ev.note : '')});
+        (toMe ? ' to you' : ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') +
+        ' · ' + TL.clock(ev.ts) + (ev.note ? '\nNote: ' + ev.note : '')});
     } else if (ev.type === 'closed') {
       li = h('li', {'class': 'sys', text: 'Chat closed by ' + ev.by.name + ' · ' + TL.clock(ev.ts)});
     } else if (ev.type === 'read') {

@@ -385,6 +385,37 @@ async def test_a_chat_transferred_in_says_who_passed_it_on(site: Site, new_page:
     await other.close()
 
 
+async def test_a_transfer_note_is_shown_once_below_the_history(site: Site, new_page: Any,
+                                                                agent_name: Any) -> None:
+    # It was shown twice: "Transferred from …: <note>" over the history, and the
+    # transfer event with "Note: <note>" in it.
+    receiver, sender = await agent_name(), await agent_name()
+    console = await new_page()
+    await login(console, site, receiver)
+    other = await site.agent_client(sender)
+    await console.locator("#status").select_option("away")  # the visitor goes to the sender
+    await asyncio.sleep(0.3)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "I need a refund for order 1182.")
+    got = await other.expect("assignment", timeout=10)
+    await console.locator("#status").select_option("online")
+    await asyncio.sleep(0.3)
+    await other.send(type="transfer", conversation=got["conversation"], to_agent=receiver,
+                     note="Refund approved, needs bank details.")
+    await expect(console.locator("#transcript .msg .text")).to_have_text(
+        ["I need a refund for order 1182."], timeout=10_000)
+    lines = console.locator("#transcript > li")
+    await expect(lines.filter(has_text="Refund approved")).to_have_text([re.compile(
+        rf"^Transferred from {sender.capitalize()} to you · \d\d:\d\d\n"
+        r"Note: Refund approved, needs bank details\.$")])
+    # Below what the visitor said before it, where it happened.
+    assert "Refund approved" in await lines.last.inner_text()
+    await other.close()
+    assert console.watched.errors == []
+
+
 async def test_transfer_with_a_note_and_close(site: Site, new_page: Any, agent_name: Any) -> None:
     first, second = await agent_name(), await agent_name()
     console, shop = await chat_in_console(site, new_page, first, "I need a refund for order 1182.")
@@ -578,8 +609,8 @@ async def test_a_supervisor_reads_a_take_over_as_their_own_not_as_a_transfer(
         ["My parcel is late."], timeout=10_000)
     visitor_name = await console.locator("#chat-title").inner_text()
     lines = console.locator("#transcript .sys")
+    # Once, in the history (not again over it, as "You took over from …: <note>").
     await expect(lines.filter(has_text="took over")).to_have_text([
-        f"You took over from {name.capitalize()}: The customer asked for me.",
         re.compile(rf"^You took over the chat with {visitor_name} from {name.capitalize()} · "
                    r"\d\d:\d\d\nNote: The customer asked for me\.$")])
     await expect(lines.filter(has_text="Transferred")).to_have_count(0)
