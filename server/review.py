@@ -341,6 +341,53 @@ def _iso(ts: int | None) -> str:
     return datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+def _move(e: dict[str, Any]) -> dict[str, str] | None:
+    """Who an ``assigned`` or ``transferred`` event gave the chat to, and from whom, in the
+    words and columns of the exports; None for any other event."""
+    if e.get("type") not in ("assigned", "transferred"):
+        return None
+    gone = e.get("from_agent") or {}
+    to = e.get("agent") or {}
+    if e["type"] == "assigned":
+        event = "assigned"
+    elif e.get("taken_over"):
+        event = "taken_over"
+    elif not to and not e.get("team"):
+        # Handed to no one: its agent went offline, and it waited for the next.
+        event = "back_in_queue"
+    else:
+        event = "transferred"
+    return {
+        "event": event,
+        "event_from": gone.get("id") or "",
+        "event_from_name": gone.get("name") or "",
+        "event_to": to.get("id") or "",
+        "event_to_name": to.get("name") or "",
+        "event_team": e.get("team") or "",
+        "note": e.get("note") or "",
+    }
+
+
+def _move_words(m: dict[str, str]) -> str:
+    """A move of the chat as the text export says it: ``transferred from Jelena to Marko,
+    note: 'Wants a refund'``."""
+    gone = m["event_from_name"] or m["event_from"]
+    to = (
+        m["event_to_name"]
+        or m["event_to"]
+        or (f"team {m['event_team']}" if m["event_team"] else "-")
+    )
+    if m["event"] == "assigned":
+        said = f"assigned to {to}"
+    elif m["event"] == "taken_over":
+        said = f"{to} (supervisor) took the chat over" + (f" from {gone}" if gone else "")
+    elif m["event"] == "back_in_queue":
+        said = "back in the queue" + (f" ({gone} went offline)" if gone else "")
+    else:
+        said = "transferred" + (f" from {gone}" if gone else "") + f" to {to}"
+    return said + (f", note: {m['note']!r}" if m["note"] else "")
+
+
 def _as_text(t: dict[str, Any]) -> str:
     agents = " -> ".join(a["name"] for a in t["agents"]) or "-"
     lines = [f"Conversation {t['conversation']} ({t['lang']}, agents {agents})"]
@@ -371,18 +418,17 @@ def _as_text(t: dict[str, Any]) -> str:
         elif e.get("type") == "whisper":
             who = (e.get("from") or {}).get("name") or (e.get("from") or {}).get("id") or "-"
             lines.append(f"[{when}] (whisper, private to the agent) {who}: {e.get('text', '')}")
-        elif e.get("type") == "transferred":
-            to = (e.get("agent") or {}).get("name") or e.get("team") or "-"
-            if e.get("taken_over"):
-                lines.append(f"[{when}] -- {to} (supervisor) took the chat over")
-            elif not e.get("agent") and not e.get("team"):
-                # Handed to no one: its agent went offline, and it waited for the next.
-                gone = (e.get("from_agent") or {}).get("name")
-                lines.append(
-                    f"[{when}] -- back in the queue" + (f" ({gone} went offline)" if gone else "")
-                )
-            else:
-                lines.append(f"[{when}] -- transferred to {to}")
+        elif e.get("type") == "read":
+            # Receipts say when a screen showed the messages, a line each time the visitor
+            # or the agent looked; a reader of the chat wants what was said and who held
+            # it, so they stay in the JSON export only.
+            continue
+        elif e.get("type") == "closed":
+            by = (e.get("by") or {}).get("name")
+            timed_out = " (timed out)" if e.get("reason") == "timeout" else ""
+            lines.append(f"[{when}] -- closed" + (f" by {by}" if by else "") + timed_out)
+        elif move := _move(e):
+            lines.append(f"[{when}] -- {_move_words(move)}")
         else:
             lines.append(f"[{when}] -- {e.get('type')}")
     return "\n".join(lines) + "\n"
@@ -407,6 +453,15 @@ _CSV_FIELDS = [
     "flag_agent_name",
     "csat",
     "csat_comment",
+    # A row of a move of the chat (``_move``); after the older columns, so that a sheet
+    # that reads those by position still does.
+    "event",
+    "event_from",
+    "event_from_name",
+    "event_to",
+    "event_to_name",
+    "event_team",
+    "note",
 ]
 
 
@@ -415,12 +470,26 @@ def _csv_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
     flags_by_seq: dict[str, list[dict[str, Any]]] = {}
     for f in t["flags"]:
         flags_by_seq.setdefault(f.get("seq", ""), []).append(f)
-    # Whispers go between the messages by time, as in the text export; a message and a
-    # whisper of one millisecond, the message first.
-    said = [(e.get("ts") or 0, 0, e) for e in t["events"] if e.get("type") == "message"]
+    # Whispers and moves of the chat (assigned, transferred, taken over, back in the
+    # queue) go between the messages by time, as in the text export; an event and a
+    # whisper of one millisecond, the event first.
+    said = [(e.get("ts") or 0, 0, e) for e in t["events"] if e.get("type") == "message" or _move(e)]
     said += [(w.get("ts") or 0, 1, {**w, "type": "whisper"}) for w in t["whispers"]]
     said.sort(key=lambda x: (x[0], x[1]))
     for _, _, e in said:
+        if move := _move(e):
+            rows.append(
+                {
+                    "conversation": t["conversation"],
+                    "seq": e.get("seq", ""),
+                    "ts": e.get("ts"),
+                    "time": _iso(e.get("ts")),
+                    **move,
+                    "csat": t["csat"],
+                    "csat_comment": t["csat_comment"],
+                }
+            )
+            continue
         who = e.get("from") or {}
         whisper = e["type"] == "whisper"
         base = {

@@ -101,7 +101,7 @@ async def test_exports_carry_the_rating_comment_and_the_whispers(redis_db: str) 
                 ("supervisor", "Sanja", "yes", "Offer the refund."),
                 ("agent", "Ana", "", "Hi, I'm Ana, I have refunded the parcel."),
             ], said
-            assert all(r["from_name"] for r in rows), said
+            assert all(r["from_name"] for r in rows if not r["event"]), said
             for r in rows:
                 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r
                 when = datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
@@ -175,8 +175,61 @@ async def test_a_take_over_reads_as_one_and_a_transfer_as_a_transfer(redis_db: s
             text = (
                 await sup.get(f"/api/review/conversations/{conv}/export", params={"format": "txt"})
             ).text
-            assert "-- transferred to Marko" in text
+            assert "-- transferred from Jelena to Marko" in text
             assert "-- Sanja (supervisor) took the chat over" in text
+            await boss.close()
+        await close_all(vi, jelena, marko)
+
+
+async def test_exports_say_who_handed_the_chat_to_whom_with_the_note(redis_db: str) -> None:
+    # The transcript shows "Transferred to Marko · note: …"; the text and CSV exports,
+    # of the one chat and of the list, say the same with who handed it over, name who
+    # was assigned the chat, and leave the read receipts out of the text.
+    async with running_with_coach(redis_db) as srv:
+        jelena, vi, conv = await start_chat(srv, redis_db, "jelena")
+        marko = await agent(srv, redis_db, "marko")
+        note = "Wants a refund for order 1182, already checked the courier."
+        await jelena.send(type="transfer", id="t1", conversation=conv, to_agent="marko", note=note)
+        await marko.expect("assignment", conversation=conv)
+        ack = await marko.say("Hi, I'm Marko, let me check that for you.", conversation=conv)
+        await vi.send(type="read", conversation=conv, seq=ack["seq"])
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await console(srv, "sanja")
+            await boss.send(type="take_over", conversation=conv, note="Third refund this week")
+            await boss.expect("assignment", conversation=conv)
+            for _ in range(50):
+                t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+                if any(e["type"] == "read" for e in t["events"]):
+                    break
+                await asyncio.sleep(0.1)
+            assert any(e["type"] == "read" for e in t["events"])  # in the JSON export only
+            for url in (f"/api/review/conversations/{conv}/export", "/api/review/export"):
+                text = (await sup.get(url, params={"format": "txt"})).text
+                moves = [line.split("] -- ", 1)[1] for line in text.splitlines() if "] -- " in line]
+                assert moves == [
+                    "assigned to Jelena",
+                    f"transferred from Jelena to Marko, note: {note!r}",
+                    "Sanja (supervisor) took the chat over from Marko,"
+                    " note: 'Third refund this week'",
+                ], (url, text)
+                got = await sup.get(url, params={"format": "csv"})
+                rows = list(csv.DictReader(io.StringIO(got.content.decode("utf-8-sig"))))
+                said = [r["event"] or r["text"] for r in rows]
+                assert said == [
+                    "Hello, my parcel is late.",
+                    "assigned",
+                    "transferred",
+                    "Hi, I'm Marko, let me check that for you.",
+                    "taken_over",
+                ], url
+                cols = ("event_from", "event_from_name", "event_to", "event_to_name", "note")
+                events = [tuple(r[c] for c in cols) for r in rows if r["event"]]
+                assert events == [
+                    ("", "", "jelena", "Jelena", ""),
+                    ("jelena", "Jelena", "marko", "Marko", note),
+                    ("marko", "Marko", "sanja", "Sanja", "Third refund this week"),
+                ], url
+                assert all(r["time"] and r["seq"] for r in rows), url
             await boss.close()
         await close_all(vi, jelena, marko)
 
