@@ -881,15 +881,32 @@
     var sel = $('transfer-agent'), chosen = sel.value, c = S.convs.get(S.current);
     var lang = c && c.lang;
     function speaks(a) { return !lang || (a.languages || []).indexOf(lang) >= 0; }
-    // Those who speak the visitor's language first; the others say they don't.
+    function full(a) { return a.open >= a.capacity; }
+    // Those who speak the visitor's language first; the others say they don't. Those
+    // who are full last, not to be chosen: the server would refuse (agent_unavailable).
     var online = S.agents.filter(function (a) { return a.id !== S.me.id && a.status === 'online'; });
-    online = online.filter(speaks).concat(online.filter(function (a) { return !speaks(a); }));
+    online = [function (a) { return !full(a) && speaks(a); }, function (a) { return !full(a) && !speaks(a); }, full]
+      .reduce(function (out, which) { return out.concat(online.filter(which)); }, []);
     sel.replaceChildren.apply(sel, online.map(function (a) {
       var label = a.name + ' (' + a.open + '/' + a.capacity + ')';
       if (!speaks(a)) label += ' · does not speak ' + lang;
-      return h('option', {value: a.id, text: label});
+      if (full(a)) label += ' · full';
+      return h('option', {value: a.id, text: label, disabled: full(a)});
     }));
-    if (chosen) sel.value = chosen;
+    var free = Array.prototype.filter.call(sel.options, function (o) { return !o.disabled; });
+    sel.value = free.some(function (o) { return o.value === chosen; }) ? chosen : free.length ? free[0].value : '';
+    sel.disabled = !free.length;
+    transferChoice();
+  }
+
+  /** Transfer is offered for a choice that can go, and the dialog says at once when no
+   * agent can take the chat (rather than only once Transfer is pressed). */
+  function transferChoice() {
+    var none = $('transfer-agent').disabled, teams = $('transfer-team').options.length;
+    $('transfer-none').hidden = !none;
+    $('transfer-none').textContent = none ? 'No other agent is online with free capacity.' +
+      (teams ? ' You can transfer to a team: the chat waits in its queue for the next free agent.' : '') : '';
+    $('transfer-send').disabled = $('transfer-form').elements.to.value === 'team' ? !$('transfer-team').value : none;
   }
 
   /** The teams there are (those of agent accounts), from /api/agents: no team to mistype. */
@@ -904,6 +921,7 @@
       teams.sort();
       sel.replaceChildren.apply(sel, teams.map(function (t) { return h('option', {value: t, text: t}); }));
       sel.value = teams.indexOf(chosen) >= 0 ? chosen : teams[0] || '';
+      transferChoice();
     }, function (err) {
       $('transfer-error').textContent = 'Could not load the teams: ' + err.message;
     });
@@ -1000,6 +1018,7 @@
   $('transfer-open').addEventListener('click', openTransfer);
   $('hand-back').addEventListener('click', handBack);
   $('transfer-form').addEventListener('submit', submitTransfer);
+  $('transfer-form').addEventListener('change', transferChoice);
   $('close-chat').addEventListener('click', confirmClose);
   $('close-form').addEventListener('submit', submitClose);
   $('close-confirm').addEventListener('close', function () { S.closing = null; });

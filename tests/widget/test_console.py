@@ -335,6 +335,46 @@ async def test_transfer_offers_those_who_speak_the_visitors_language_first(
         await other.close()
 
 
+async def test_transfer_says_at_once_when_no_agent_is_free_and_offers_a_team(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path) -> None:
+    # It showed an empty Agent list, and said why only once Transfer was pressed.
+    first, second = await agent_name(), await agent_name()
+    other = await site.agent_client(second)
+    await other.send(type="status", status="online", capacity=1)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "The other agent takes this one.")
+    await other.expect("assignment", timeout=10)  # full now: 1 of 1
+    console, _ = await chat_in_console(site, new_page, first, "I need a refund.")
+    await console.get_by_role("button", name="Transfer…").click()
+    dialog = console.locator("#transfer")
+    none = dialog.locator("#transfer-none")
+    await expect(none).to_contain_text("No other agent is online with free capacity.")
+    await expect(none).to_contain_text("You can transfer to a team", timeout=10_000)
+    send = dialog.get_by_role("button", name="Transfer", exact=True)
+    await expect(send).to_be_disabled()
+    agents = dialog.get_by_role("combobox", name="Agent")
+    await expect(agents).to_be_disabled()
+    await expect(agents).to_have_accessible_description(re.compile("^No other agent is online"))
+    await expect(agents.locator("option")).to_have_text([re.compile(r"\(1/1\) · full$")])
+    await console.screenshot(path=out_dir / "console-transfer-nobody-free.png")
+    # A team can still take it.
+    await dialog.get_by_role("radio", name="Team").check()
+    await expect(send).to_be_enabled()
+    await dialog.get_by_role("radio", name="Agent").check()
+    await expect(send).to_be_disabled()
+    # Room made while the dialog is open: the agent can be chosen at once.
+    await other.send(type="status", status="online", capacity=2)
+    await expect(send).to_be_enabled(timeout=10_000)
+    await expect(none).to_be_hidden()
+    await expect(agents).to_have_value(second)
+    await send.click()
+    await expect(console.locator("#chats .item")).to_have_count(0, timeout=10_000)
+    await other.close()
+    assert console.watched.errors == []
+
+
 async def test_transfer_to_a_team_offers_the_teams_there_are(site: Site, new_page: Any,
                                                               agent_name: Any) -> None:
     first = await agent_name()
