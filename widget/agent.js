@@ -998,7 +998,17 @@
   var ta = $('draft');
   ta.addEventListener('input', onDraftInput);
   ta.addEventListener('scroll', syncScroll);
-  ta.addEventListener('keyup', onCaret);
+  // Escape's own keyup would open again the popover its keydown closed.
+  ta.addEventListener('keyup', function (e) { if (e.key !== 'Escape') onCaret(); });
+  // Where the caret was, for the popover to put it back (its buttons take the focus).
+  ta.addEventListener('blur', function () { S.caret = [ta.selectionStart, ta.selectionEnd]; });
+  $('popover').addEventListener('keydown', function (e) {
+    if (e.key !== 'Escape') return;
+    e.preventDefault();
+    hidePopover();
+    ta.focus();
+    if (S.caret) ta.setSelectionRange(S.caret[0], S.caret[1]);
+  });
   ta.addEventListener('click', onCaret);
   ta.addEventListener('mousemove', onHover);
   ta.addEventListener('keydown', function (e) {

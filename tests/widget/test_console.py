@@ -1011,6 +1011,36 @@ async def test_composer_underlines_flags_and_applies_a_suggestion(site: Site, ne
     assert isinstance(sent["draft_id"], int) and "override" not in sent
 
 
+async def test_escape_closes_the_suggestion_popover_and_keeps_the_caret(
+        site: Site, new_page: Any) -> None:
+    # Escape closed it, and the key's release opened it again at once.
+    page, fake = await scripted_console(site, new_page)
+    draft, popover = page.locator("#draft"), page.locator("#popover")
+    await draft.fill(NOT_MY_JOB)
+    await fake.answer_draft_with(NOT_MY_JOB, FLAGS)
+    await expect(page.locator("#backdrop mark")).to_have_count(2, timeout=5_000)
+    caret = "el => [el.selectionStart, el.selectionEnd]"
+    await draft.press("Home")
+    for _ in range(4):
+        await draft.press("ArrowRight")
+    await expect(popover).to_be_visible()
+    await draft.press("Escape")
+    await page.wait_for_timeout(200)
+    await expect(popover).to_be_hidden()
+    assert await draft.evaluate(caret) == [4, 4]
+    # Open again by moving the caret; from its suggestion, Escape goes back to the draft.
+    await draft.press("ArrowRight")
+    await expect(popover).to_be_visible()
+    await popover.get_by_role("button").first.focus()
+    await page.keyboard.press("Escape")
+    await expect(popover).to_be_hidden()
+    await expect(draft).to_be_focused()
+    assert await draft.evaluate(caret) == [5, 5]
+    await expect(draft).to_have_value(NOT_MY_JOB)
+    await page.keyboard.type("X")  # typed where the caret was
+    await expect(draft).to_have_value("I donX't know, that's not my job.")
+
+
 async def test_stale_coach_answers_are_ignored(site: Site, new_page: Any) -> None:
     page, fake = await scripted_console(site, new_page)
     await page.locator("#draft").fill(NOT_MY_JOB)
