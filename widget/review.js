@@ -523,8 +523,14 @@
               (flag.outcome === 'applied' ? ' (suggestion applied)' : '') : ''}),
             h('td', {}, [h('button', {type: 'button', on: {click: function () { watch(c, panel); }}}, ['Watch'])])]);
         }));
-      }, function (err) { body.replaceChildren(); if (!unavailable(err) && err.status !== 0) toast(err.message); else body.append(
-        h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})])); });
+      }, function (err) {
+        // The network failing (status 0) is a blip: the rows stay as they were, api() says
+        // it cannot reach the server, and the next refresh brings them up to date.
+        if (err.status === 0) return;
+        body.replaceChildren();
+        if (!unavailable(err)) toast(err.message); else body.append(
+          h('tr', {}, [h('td', {colspan: '7', 'class': 'note', text: 'The live monitor is not available on this server.'})]));
+      });
       api('/api/agents').then(function (data) {
         // Agents, and anyone else holding chats (a supervisor who took one over).
         var shown = items(data).filter(function (a) { return a.role !== 'supervisor' || a.open; });

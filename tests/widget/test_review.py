@@ -890,3 +890,31 @@ async def test_pages_say_the_server_cannot_be_reached_and_recover_by_themselves(
         await expect(page.locator(loaded)).to_have_count(1, timeout=10_000)
         await expect(toast).to_have_text("", timeout=10_000)
     assert page.watched.errors == []
+
+
+async def test_live_keeps_its_rows_while_the_server_cannot_be_reached(
+        site: Site, new_page: Any) -> None:
+    # A network blip is not "not available on this server": the chats being watched stay
+    # listed under the notice until the server answers again.
+    page, _ = await review_page(site, new_page, "#/live")
+    rows = page.get_by_role("table", name="Conversations").locator("tbody tr")
+    await expect(rows).to_have_count(2, timeout=10_000)
+    down = True
+
+    async def network(route: Any) -> None:
+        if down:
+            await route.abort("connectionrefused")
+        else:
+            await route.fallback()
+
+    await page.route(site.base + "/api/**", network)
+    toast = page.locator("#toast")
+    await expect(toast).to_have_text("Cannot reach the server; retrying…", timeout=10_000)
+    await page.wait_for_timeout(300)
+    await expect(rows).to_have_count(2)
+    await expect(page.locator(f"tr[data-conv='{CONV}'] td.waiting")).to_have_text("1 min")
+    await expect(page.locator("body")).not_to_contain_text("not available")
+    down = False
+    await expect(toast).to_have_text("", timeout=10_000)
+    await expect(rows).to_have_count(2)
+    assert page.watched.errors == []
