@@ -435,7 +435,7 @@
       if (old) old.remove();
       li = h('li', {'class': 'msg' + (mine ? ' mine' : ''), 'data-id': ev.id, 'data-seq': ev.seq}, [
         h('span', {'class': 'from'}, [ev.from.name || ev.from.role, h('span', {'class': 'time', text: TL.clock(ev.ts)})]),
-        h('span', {'class': 'text', text: ev.text}),
+        h('span', {'class': 'text'}, linked(ev.text)),
         ev.contact ? h('span', {'class': 'sys', text: ' (' + ev.contact.name + ', ' + ev.contact.email + ')'}) : null,
         mine ? h('span', {'class': 'state'}) : null]);
       if (mine && (c.overridden[ev.id] || c.coached[ev.id])) setState(li, 'coach', c.overridden[ev.id] ? SENT_ANYWAY : c.coached[ev.id]);
@@ -465,6 +465,22 @@
       return;
     } else return;
     t.append(li); scrollDown();
+  }
+
+  /** Text and links: each http(s) URL a link to a new tab, built as nodes. Punctuation that
+   * ends the sentence, and a ")" the URL did not open, are not part of it. The widget's
+   * linked() (widget.js), copied: the widget is standalone and does not load common.js. */
+  function linked(text) {
+    var out = [], at = 0, re = /https?:\/\/[^\s<>"]+/gi, m, url;
+    while ((m = re.exec(text))) {
+      url = m[0];
+      while (/[.,;:!?'"\u2019\u201d\u00bb\]]$/.test(url) || (/\)$/.test(url) && url.split(')').length > url.split('(').length)) url = url.slice(0, -1);
+      try { new URL(url); } catch (e) { continue; }
+      out.push(text.slice(at, m.index), h('a', {href: url, target: '_blank', rel: 'noopener noreferrer'}, [url]));
+      at = re.lastIndex = m.index + url.length;
+    }
+    out.push(text.slice(at));
+    return out;
   }
 
   /** A sent message's state, read and what the coach made of it side by side:

@@ -242,6 +242,27 @@ async def test_markup_from_a_visitor_is_text_in_the_console(site: Site, new_page
     assert console.watched.dialogs == [] and shop.watched.dialogs == []
 
 
+async def test_links_from_a_visitor_open_in_a_new_tab_and_nothing_else_is_a_link(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    # The widget made them links; the console showed plain text.
+    name = await agent_name()
+    said = ("My order: https://shop.example/orders/1182?x=1&y=2. The photo (see "
+            "https://example.com/a_(b)) and javascript:alert(1), ftp://example.com/f "
+            f'or https://x.example/"{XSS}')
+    console, _ = await chat_in_console(site, new_page, name, said)
+    text = console.locator("#transcript .msg .text")
+    await expect(text).to_have_text([said], timeout=10_000)
+    links = text.locator("a")
+    await expect(links).to_have_text(["https://shop.example/orders/1182?x=1&y=2",
+                                      "https://example.com/a_(b)", "https://x.example/"])
+    for i in range(3):
+        await expect(links.nth(i)).to_have_attribute("href", await links.nth(i).inner_text())
+        await expect(links.nth(i)).to_have_attribute("target", "_blank")
+        await expect(links.nth(i)).to_have_attribute("rel", "noopener noreferrer")
+    assert await console.locator("#transcript img").count() == 0
+    assert console.watched.dialogs == []
+
+
 async def test_unread_count_and_switching_chats(site: Site, new_page: Any,
                                                 agent_name: Any) -> None:
     name = await agent_name()
