@@ -14,7 +14,7 @@
   var FLAG_CATEGORIES = ['dont_know', 'not_my_job', 'policy_refusal', 'absolute_no', 'dismissive', 'blame',
     'overpromise', 'sensitive_data_request'];
   var CUE_CATEGORIES = ['frustration', 'repeat_contact', 'escalation_request'];
-  var S = {socket: null, watching: null, liveTimer: null, watchLog: null};
+  var S = {socket: null, watching: null, liveTimer: null, watchLog: null, view: 0};
 
   function toast(text, keep) {
     $('toast').textContent = text;
@@ -24,21 +24,29 @@
 
   /** TL.api, where the network failing reads as such ("Cannot reach the server;
    * retrying…", an ApiError with status 0) and the page loads again by itself until the
-   * server answers; then the notice goes. */
+   * server answers; then the notice goes.
+   *
+   * A page's load (a GET that is not a download) answered after the supervisor went to
+   * another page never settles: its callbacks append to page(), which by then shows the
+   * other page (a slow Conversations list would land under Live). Actions (a POST, a
+   * download) settle whatever page shows, so that their outcome is told. */
   function api(path, opts) {
+    var load = !(opts && (opts.method || opts.raw)), view = S.view;
+    function gone() { return load && S.view !== view; }
     return TL.api(path, opts).then(function (data) {
       if (S.unreachable) {
         S.unreachable = false;
         if ($('toast').textContent === UNREACHABLE) $('toast').textContent = '';
       }
-      return data;
+      return gone() ? new Promise(function () {}) : data;
     }, function (err) {
+      if (gone()) return new Promise(function () {});
       if (!TL.unreachable(err)) throw err;
       S.unreachable = true;
       toast(UNREACHABLE, true);
       // What failed to load loads again; the live page does so every few seconds anyway.
       var here = (location.hash || '').slice(1).split('?')[0];
-      if (!(opts && (opts.method || opts.raw)) && here.indexOf('/live') !== 0 && !S.retry) {
+      if (load && here.indexOf('/live') !== 0 && !S.retry) {
         S.retry = setTimeout(function () { S.retry = null; route(); }, RETRY_MS);
       }
       throw new TL.ApiError(0, 'unreachable', UNREACHABLE);
@@ -658,6 +666,7 @@
 
   // ---------------------------------------------------------------- routing
   function route() {
+    S.view += 1;  // the page shown from now on; see api()
     var hash = location.hash || '#/conversations', path = hash.slice(1).split('?')[0];
     var params = new URLSearchParams(hash.split('?')[1] || '');
     document.querySelectorAll('#tabs a').forEach(function (a) {

@@ -918,3 +918,39 @@ async def test_live_keeps_its_rows_while_the_server_cannot_be_reached(
     await expect(toast).to_have_text("", timeout=10_000)
     await expect(rows).to_have_count(2)
     assert page.watched.errors == []
+
+
+@pytest.mark.parametrize(("first", "slow", "then", "heading", "tables"), [
+    ("", "/api/review/conversations*", "#/live", ["Live", "Agents"], 2),
+    (f"#/conversation/{CONV}", f"/api/review/conversations/{CONV}", "#/rules",
+     ["Rule quality"], 1),
+])
+async def test_a_page_left_before_its_answer_came_does_not_show_under_the_next(
+        site: Site, new_page: Any, first: str, slow: str, then: str,
+        heading: list[str], tables: int) -> None:
+    # Logged in at /review and straight on to Live: the list asked for on the way answers
+    # late, and only the page now showing is drawn.
+    page = await new_page(width=1280, height=900)
+    api = ReviewApi()
+    await page.route(site.base + "/api/review/**", api.handle)
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def late(route: Any) -> None:
+        asked.set()
+        await answer.wait()
+        await api.handle(route)
+
+    await page.route(site.base + slow, late)
+    await login(page, site, hash_=first)
+    await asyncio.wait_for(asked.wait(), 10)
+    await page.evaluate("h => { location.hash = h; }", then)
+    await expect(page.locator("#page").get_by_role("heading")).to_have_text(heading,
+                                                                            timeout=10_000)
+    await expect(page.locator("#page table tbody tr").first).to_be_visible()
+    answer.set()
+    await page.wait_for_timeout(500)  # the late answer has come and gone
+    await expect(page.locator("#page").get_by_role("heading")).to_have_text(heading)
+    await expect(page.locator("#page table")).to_have_count(tables)
+    await expect(page.locator("#page .transcript")).to_have_count(0)
+    assert len(api.queries(urlparse(slow.rstrip("*")).path)) == 1
+    assert page.watched.errors == []
