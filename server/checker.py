@@ -168,7 +168,7 @@ class DraftChecker:
         assert self._proc is not None and self._proc.stdout is not None
         line = await self._proc.stdout.readline()
         if not line:
-            raise CheckerUnavailable("the draft checker ended")
+            raise EOFError("the draft checker ended")
         status = json.loads(line)
         if "error" in status:
             raise CheckerUnavailable(status["error"])
@@ -194,7 +194,7 @@ class DraftChecker:
         if self._proc is None or self.fingerprint is None:
             return
         async with self._lock:
-            self.fingerprint = None  # until the child says which rules it runs
+            kept, self.fingerprint = self.fingerprint, None  # until the child says which
             try:
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(b'{"reload": true}\n')
@@ -202,7 +202,8 @@ class DraftChecker:
                     self.fingerprint = await self._read_status()
             except CheckerUnavailable as exc:
                 log.warning("draft checker kept its rules: %s", exc)
-            except (OSError, TimeoutError, ValueError, KeyError) as exc:
+                self.fingerprint = kept
+            except (OSError, EOFError, TimeoutError, ValueError, KeyError) as exc:
                 self._lost(repr(exc))
 
     async def check(self, drafts: Sequence[tuple[str, str]]) -> list[tuple[float, str]]:
@@ -212,7 +213,8 @@ class DraftChecker:
             raise CheckerUnavailable("not ready")
         assert proc.stdin is not None and proc.stdout is not None
         async with self._lock:
-            request = json.dumps(drafts, ensure_ascii=False) + "\n"
+            # ASCII: a text the frame parser let through encodes, whatever it holds.
+            request = json.dumps(drafts) + "\n"
             try:
                 proc.stdin.write(request.encode())
                 results: list[tuple[float, str]] = []

@@ -245,3 +245,30 @@ async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path:
         await checker.stop()
         gc.unfreeze()
     assert checker.pid is None
+
+
+async def test_a_checker_that_dies_while_reloading_is_replaced(tmp_path: Path) -> None:
+    runtime = RulesRuntime(ROOT / "rules", cache_dir=tmp_path / "cache")
+    assert await runtime.reload()
+    assert runtime.coach is not None
+    fingerprint = runtime.coach.fingerprint
+    checker = DraftChecker(ROOT / "rules", tmp_path / "cache", lambda: fingerprint)
+    checker.start()
+    try:
+        async with asyncio.timeout(READY_S):
+            while not checker.usable():
+                await asyncio.sleep(0.05)
+        pid = checker.pid
+        assert pid is not None
+        # Killed (out of memory, say) just as it was told to load the rules again.
+        os.kill(pid, signal.SIGKILL)
+        await checker.reload()
+        async with asyncio.timeout(READY_S):
+            while not (checker.usable() and checker.pid != pid):
+                await asyncio.sleep(0.05)
+        assert checker.started == 2
+        [(_, flags)] = await checker.check([("en", "I don't know.")])
+        assert [f["category"] for f in json.loads(flags)] == ["dont_know"]
+    finally:
+        await checker.stop()
+        gc.unfreeze()
