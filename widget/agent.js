@@ -832,10 +832,16 @@
           $('refusal').hidden = true; onDraftInput(); $('draft').focus();
         }}}, [x.sentence]);
     });
+    // Why, in the coach's words for this text (in the chat's language); not the frame's
+    // message, which is for developers ("resend with override"): what the agent can do
+    // is said here, in the words of the buttons below.
+    var why = (f.flags || []).map(function (fl) { return fl.message; }).filter(function (m, i, all) {
+      return m && all.indexOf(m) === i;
+    }).join(' ');
     var box = $('refusal');
     box.replaceChildren.apply(box, [
-      h('p', {}, [h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}), ' ',
-        h('span', {'class': 'why', lang: c.lang || null, text: f.message})]),
+      h('p', {}, [h('strong', {text: 'Not sent: this asks for sensitive data in chat.'}),
+        why ? ' ' : null, why ? h('span', {'class': 'why', lang: c.lang || null, text: why}) : null]),
       h('p', {}, ['Your message: ', h('q', {text: text})]),
       options.length ? h('p', {'class': 'suggested-label', text: 'Say it another way:'}) : null,
       options.length ? h('div', {'class': 'suggested', role: 'group', 'aria-label': 'Suggestions'}, options) : null,
@@ -843,7 +849,8 @@
         h('button', {type: 'button', 'class': 'edit', on: {click: function () {
           $('draft').value = text; box.hidden = true; onDraftInput(); $('draft').focus(); }}}, ['Edit message']),
         h('button', {type: 'button', 'class': 'override', on: {click: function () {
-          box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway'])])
+          box.hidden = true; sendMessage(true, {id: f.ref, text: text, draft_id: p.draft_id}); }}}, ['Send anyway']),
+        h('span', {'class': 'what-now', text: 'Send anyway sends it as it is; your supervisor will see that you did.'})])
     ].filter(Boolean));
     box.hidden = false;
     $('coaching').scrollTop = 0;

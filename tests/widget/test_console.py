@@ -1081,7 +1081,8 @@ async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: A
     ref = fake.of_type("message")[-1]["id"]
     # As the server sends it: the suggestions fitted to the words they replace.
     fake.send(type="error", code="sensitive_data", ref=ref,
-              message="Never ask for card details in chat.",
+              message="This message asks for data that must never be shared in chat. Use "
+                      "the suggestion, or resend with override to send it anyway.",
               flags=[{"rule": "en.sensitive.card", "category": "sensitive_data_request",
                       "severity": "alert", "start": 7, "end": 39,
                       "text": "send me your card number and CVV",
@@ -1092,7 +1093,12 @@ async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: A
                            "I'll send you a secure form for that"])
     refusal = page.locator("#refusal")
     await expect(refusal).to_be_visible(timeout=5_000)
-    await expect(refusal).to_contain_text("Never ask for card details in chat.")
+    # Why, as the coach's flag says it; what to do, in the words of the buttons (the
+    # frame's message is for developers: "resend with override").
+    await expect(refusal.locator(".why")).to_have_text("Never ask for card details.")
+    await expect(refusal.locator(".what-now")).to_have_text(
+        "Send anyway sends it as it is; your supervisor will see that you did.")
+    await expect(refusal).not_to_contain_text("override")
     await expect(page.locator("#transcript .msg.mine")).to_have_count(0)
     # Each suggestion reads as the sentence it becomes, not as "Use: use the…".
     suggested = refusal.locator(".use")
@@ -1110,9 +1116,10 @@ async def test_sensitive_data_refusal_offers_send_anyway(site: Site, new_page: A
     await page.locator("#draft").press("Enter")
     ref = fake.of_type("message")[-1]["id"]
     fake.send(type="error", code="sensitive_data", ref=ref,
-              message="Never ask for card details in chat.",
+              message="Resend with override to send it anyway.",
               flags=[], suggestions=["please use the secure payment link"])
     await expect(suggested).to_have_text(["Please use the secure payment link."], timeout=5_000)
+    await expect(refusal).not_to_contain_text("override")
     await refusal.get_by_role("button", name="Send anyway").click()
     resent = fake.of_type("message")[-1]
     assert resent["id"] == ref and resent["override"] is True and resent["text"] == text
@@ -1362,6 +1369,9 @@ async def test_a_refused_request_for_card_data_offers_whole_sentences(
     first = ("Please use the secure payment link I'm sending you - never share card details, "
              "PINs or passwords in chat.")
     await expect(suggested.first).to_have_text(first)
+    # What to do, as the buttons say it, not the server's "resend with override".
+    await expect(refusal).not_to_contain_text("override")
+    await expect(refusal.locator(".what-now")).to_contain_text("Send anyway sends it as it is")
     for label in await suggested.all_inner_texts():
         assert label[0].isupper() and not label.lower().startswith("use: "), label
     await suggested.first.click()
@@ -1435,8 +1445,9 @@ async def test_a_refusal_in_a_cyrillic_chat_speaks_cyrillic(site: Site, new_page
     why = refusal.locator(".why")
     await expect(why).to_have_attribute("lang", "sr")
     latin = re.compile("[A-Za-zčćžšđČĆŽŠĐ]")
+    acronym = re.compile(r"\b(CVV|PIN)\b")  # written so in Cyrillic text too
     for text in [await why.inner_text(), *await refusal.locator(".use").all_inner_texts()]:
-        assert text and not latin.search(text), text
+        assert text and not latin.search(acronym.sub("", text)), text
     await expect(refusal.locator("strong")).to_have_text(
         "Not sent: this asks for sensitive data in chat.")
     await expect(refusal.locator(".suggested-label")).to_have_text("Say it another way:")
