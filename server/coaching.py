@@ -612,14 +612,25 @@ class Coaching:
 
 
 def cue_excerpt(text: str, start: int, end: int, limit: int = CUE_EXCERPT) -> str:
-    """The customer's message around a cue: the whole of it when short, else ``limit``
-    characters centred on the cue's words (``start:end``), an ellipsis where it was cut."""
+    """The customer's message around a cue: the whole of it when short, else at most
+    ``limit`` characters centred on the cue's words (``start:end``), cut between words
+    (``…о сам кафу`` would read as another word), an ellipsis where it was cut."""
     if len(text) <= limit:
         return text
     width = limit - 2  # room for an ellipsis at each cut end
     begin = max(0, min(len(text) - width, (start + end - width) // 2))
-    part = text[begin : begin + width].strip()
-    return ("…" if begin > 0 else "") + part + ("…" if begin + width < len(text) else "")
+    stop = begin + width
+    # A cut inside a word moves in to the space nearest it, short of the cue's words; a
+    # word too long for the quote (a link) is cut where it falls.
+    if begin > 0 and not text[begin - 1].isspace():
+        space = next((i for i in range(begin, min(start, stop)) if text[i].isspace()), None)
+        begin = begin if space is None else space + 1
+    if stop < len(text) and not text[stop].isspace():
+        low = max(begin, end)
+        space = next((i for i in range(stop - 1, low - 1, -1) if text[i].isspace()), None)
+        stop = stop if space is None else space
+    part = text[begin:stop].strip()
+    return ("…" if begin > 0 else "") + part + ("…" if stop < len(text) else "")
 
 
 def nudge_frame(conv: str, n: Nudge) -> dict[str, Any]:
