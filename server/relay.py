@@ -1291,6 +1291,14 @@ class Session:
     async def _on_close(self, frame: p.Close) -> None:
         conv = self._conv_for(frame, frame.id)
         st = await self.relay.store.state(conv)
+        if self.role == "visitor" and st.get("status") == "queued" and st.get("left_message"):
+            # The visitor was told they would get an answer by email: the message stays for
+            # the next agent rather than leave the queue unanswered.
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "your message waits for an agent, who will answer by email",
+                frame.id,
+            )
         event = p.ClosedEvent(conversation=conv, ts=now_ms(), by=self.party)
         outcome, _ = await self._store(
             conv, event, state=[("status", "closed"), ("closed_at", str(now_ms()))]

@@ -324,7 +324,7 @@
   function showEnded(conv, rate) {
     var f = root.activeElement; // focus on what goes now goes to what comes
     state.ended = {conv: conv, rate: rate}; save('ended', state.ended);
-    state.conv = null; state.status = 'closed'; state.left = false; state.hadAgent = false;
+    state.conv = null; state.status = 'closed'; state.left = false; state.hadAgent = false; state.waitingLeft = false;
     state.agentName = null; state.answered = false;
     ui.typing.textContent = ''; ui.notice.textContent = '';
     askEnd(false); ui.end.hidden = ui.leave.hidden = ui.compose.hidden = true;
@@ -399,6 +399,7 @@
         if (n.state !== 'read') setTick(n, 'sent');
         dropOutbox(ev.id);
         if (ev.id === state.leftId) { state.leftId = null; system(T.left); }
+        if (ev.contact) { state.waitingLeft = true; endShown(); }
       }
       else {
         ui.typing.textContent = '';
@@ -412,6 +413,7 @@
     } else if (ev.type === 'assigned' || ev.type === 'transferred') {
       if (ev.agent) {
         state.agentName = ev.agent.name; state.answered = true; offerLeave(false);
+        state.waitingLeft = false; endShown();
         // A left message an agent took is not a live chat that started.
         system(t(ev.left_message ? 'picked' : ev.type === 'transferred' ? 'moved' : 'with', {name: ev.agent.name}));
       } else if (state.agentName) {
@@ -555,7 +557,7 @@
       });
       state.history = false;
       if (end && !seen && ui.again.hidden) { state.ended = null; save('ended', null); }
-      ui.end.hidden = !state.conv;
+      endShown();
       // agents_online counts those who speak the visitor's language: none is as nobody online.
       if (state.conv || state.left || state.ended) offerLeave(false); else agentsChanged(f.agents_online);
       state.outbox.forEach(function (fr) { send(fr); });
@@ -563,7 +565,7 @@
       state.ping = setInterval(function () { send({type: 'ping'}); }, PING_MS);
       markRead();
     } else if (f.type === 'ack') {
-      state.conv = f.conversation; ui.end.hidden = false;
+      state.conv = f.conversation; endShown();
       var n = nodes[f.ref];
       if (n && n.state === 'sending') setTick(n, 'sent');
       dropOutbox(f.ref);
@@ -625,6 +627,9 @@
     bubble(id, true, T.you, text);
     queueFrame({type: 'message', id: id, text: text});
   }
+  /** "End chat" while there is a chat to end: not for a message left for an agent, which
+   * waits for them (the visitor was promised an answer by email). */
+  function endShown() { ui.end.hidden = !state.conv || !!state.waitingLeft; }
   function endChat() {
     if (state.conv) send({type: 'close', conversation: state.conv});
   }

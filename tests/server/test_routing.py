@@ -347,6 +347,10 @@ async def test_a_left_message_waits_in_the_queue_until_an_agent_accepts_it(
         vi = await visitor(srv)
         assert vi.welcome["agents_online"] == 0
         conv = (await leave_message(vi, "Please call me back about order 1182."))["conversation"]
+        # The visitor cannot end it: they were promised an answer by email.
+        await vi.send(type="close", id="end", conversation=conv)
+        refused = await vi.expect("error", ref="end")
+        assert refused["code"] == "forbidden" and "email" in refused["message"]
         ag = await agent(srv, redis_db, "jelena", online=False)
         await ag.send(type="status", status="online", capacity=1)
         # An offline request: listed for the agent, not handed to them as a live chat.

@@ -312,6 +312,12 @@ async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any
     assert mine < thanks, texts
     await asyncio.sleep(1.0)  # queue updates come within the debounce
     assert "in line" not in (await page.locator(f"{W} .notice").inner_text()), texts
+    # Nothing to end meanwhile: the message waits for an agent, after a reload too.
+    end = page.locator(f"{W} header button.end")
+    await expect(end).to_be_hidden()
+    await page.reload()  # the panel stays open
+    await wait_bubble(page, "Please call me back about order 1182.", mine=True)
+    await expect(end).to_be_hidden()
     # The next agent finds it in the queue and takes it; it was no live chat meanwhile.
     agent = await site.agent_client(name, online=False)
     await agent.send(type="status", status="online")
@@ -326,6 +332,7 @@ async def test_leave_a_message_when_no_agent_is_online(site: Site, new_page: Any
         has_text=f"{name_shown} has picked up your message.").wait_for(timeout=10_000)
     texts = [t.strip() for t in await log.all_inner_texts()]
     assert not any("now chatting" in t for t in texts), texts
+    await expect(end).to_be_visible()  # an agent has it: a chat the visitor may end
     assert page.watched.errors == []
     await agent.close()
 
