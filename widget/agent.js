@@ -8,6 +8,8 @@
   var DRAFT_DEBOUNCE_MS = 150, TYPING_EVERY_MS = 3000, TYPING_SHOWN_MS = 6000, TOAST_MS = 6000;
   // The longest message text the server takes, in characters (docs/protocol.md).
   var MAX_TEXT = 4000;
+  // The capacities the server takes (server/protocol.py, Status): whole numbers of chats.
+  var CAPACITY_MIN = 1, CAPACITY_MAX = 20;
 
   var CATEGORY = {
     frustration: 'The customer is upset', repeat_contact: 'The customer has contacted us before',
@@ -157,7 +159,9 @@
         var mine = myState();
         if (document.activeElement !== $('status')) $('status').value = mine ? mine.status : 'offline';
         // The capacity the server holds, not the page's default, after a reload too.
-        if (mine && mine.capacity && document.activeElement !== $('capacity')) $('capacity').value = String(mine.capacity);
+        // Not over a value the agent is told to correct, though.
+        if (mine && mine.capacity && document.activeElement !== $('capacity') &&
+            $('capacity-error').hidden) $('capacity').value = String(mine.capacity);
         break;
       case 'ack': {
         var ac = S.convs.get(f.conversation), p = ac && ac.pending[f.ref];
@@ -1008,12 +1012,29 @@
 
   function status() {
     S.wantStatus = $('status').value;
-    var cap = Math.max(1, Math.min(20, +$('capacity').value || 3));
-    S.socket.send({type: 'status', status: $('status').value, capacity: cap});
+    var frame = {type: 'status', status: $('status').value}, cap = capacity();
+    if (cap !== null) frame.capacity = cap; // else the server keeps the one it has
+    S.socket.send(frame);
   }
 
+  /** The capacity in the field, or null when the server would not take it: then the
+   * field says why, in words, rather than the server's error after the fact. */
+  function capacity() {
+    var field = $('capacity'), v = field.value.trim(), mine = myState();
+    var ok = /^\d+$/.test(v) && +v >= CAPACITY_MIN && +v <= CAPACITY_MAX;
+    field.setAttribute('aria-invalid', String(!ok));
+    $('capacity-error').hidden = ok;
+    $('capacity-error').textContent = ok ? '' : 'Not saved: capacity is a whole number of chats from ' +
+      CAPACITY_MIN + ' to ' + CAPACITY_MAX + (mine && mine.capacity ? ' (it stays ' + mine.capacity + ')' : '') + '.';
+    return ok ? +v : null;
+  }
+
+  $('capacity').min = String(CAPACITY_MIN); $('capacity').max = String(CAPACITY_MAX);
+  $('capacity-limits').textContent = CAPACITY_MIN + '–' + CAPACITY_MAX + ' chats';
   $('status').addEventListener('change', status);
-  $('capacity').addEventListener('change', status);
+  $('capacity').addEventListener('change', function () { if (capacity() !== null) status(); });
+  // A value corrected: the message goes as the agent types (it is saved on change).
+  $('capacity').addEventListener('input', function () { if (!$('capacity-error').hidden) capacity(); });
   $('logout').addEventListener('click', function () {
     S.socket.send({type: 'status', status: 'offline'});
     S.socket.stop(); TL.logout();

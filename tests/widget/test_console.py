@@ -1670,6 +1670,49 @@ async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_p
     await expect(console.locator("#capacity")).to_have_value("8", timeout=10_000)
 
 
+async def test_a_capacity_the_server_would_refuse_is_explained_by_the_field(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path) -> None:
+    # 0 and 50 stayed in the field, unsaved and unexplained; 2.5 gave the server's raw
+    # "capacity: Input should be a valid integer, got a number with a fractional part".
+    name = await agent_name()
+    console = await new_page()
+    sent = frames_sent(console)
+    await login(console, site, name)
+    field, error = console.locator("#capacity"), console.locator("#capacity-error")
+    for attribute, value in (("min", "1"), ("max", "20"), ("step", "1")):
+        await expect(field).to_have_attribute(attribute, value)
+    await expect(console.locator("#capacity-limits")).to_have_text("1–20 chats")
+    await expect(field).to_have_value("3")
+    for bad in ("0", "50", "2.5", ""):
+        await field.fill(bad)
+        await field.press("Tab")
+        await expect(error).to_have_text(
+            "Not saved: capacity is a whole number of chats from 1 to 20 (it stays 3).")
+        await expect(field).to_have_attribute("aria-invalid", "true")
+        await expect(field).to_have_value(bad)  # there to correct, with the message
+        await expect(field).to_have_accessible_description(re.compile("Not saved"))
+    await console.screenshot(path=out_dir / "console-capacity-refused.png")
+    await console.wait_for_timeout(300)
+    await expect(console.locator("#toast")).to_be_empty()
+    assert [f.get("capacity") for f in sent if f["type"] == "status"] == [3], sent
+    # Corrected: the message goes as the agent types, and the value is saved.
+    await field.fill("4")
+    await expect(error).to_be_hidden()
+    await field.press("Tab")
+    await expect(field).to_have_attribute("aria-invalid", "false")
+    async with httpx.AsyncClient(timeout=5) as http:
+        deadline = time.monotonic() + 10
+        while True:
+            r = await http.get(site.base + "/api/agents",
+                               headers={"Authorization": f"Bearer {await site.login(name)}"})
+            mine = [a for a in r.json()["items"] if a["id"] == name]
+            if mine and mine[0].get("capacity") == 4:
+                break
+            assert time.monotonic() < deadline, mine
+            await asyncio.sleep(0.2)
+    assert console.watched.errors == []
+
+
 async def test_real_coach_applying_both_overlapping_suggestions_reads_well(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
