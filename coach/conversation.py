@@ -23,7 +23,7 @@ Language data (phrases and scripts) lives in ``rules/<lang>/conversation.yaml``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -148,10 +148,7 @@ class ConversationCoach:
         agent who takes over a chat is offered what the one before them was.
         """
         st = self.state
-        if agent and agent != st.scripts_for:
-            if st.scripts_for:
-                st.scripts_offered_at.clear()
-            st.scripts_for = agent
+        self._scripts_for(agent)
         st.last_customer_at = now
         if st.waiting_since is None:
             st.waiting_since = now
@@ -163,6 +160,36 @@ class ConversationCoach:
         cues = self.coach.check(text, st.lang, "customer", slots=self._values(values))
         if any(c.category == "frustration" for c in cues):
             st.last_frustration_at = now
+        return CustomerReview(cues, self._offer(cues, now))
+
+    def handover(
+        self,
+        text: str,
+        categories: Collection[str],
+        now: float,
+        values: Mapping[str, str | None] | None = None,
+        *,
+        agent: str,
+    ) -> list[Flag]:
+        """The scripts of ``categories`` for the cues of an earlier customer message
+        ``text``, for ``agent``, who has just taken the chat from another agent: what that
+        agent was offered, with this one's name, so the new agent knows at once that the
+        customer is upset. The customer's wait and cues stay as they were."""
+        self._scripts_for(agent)
+        cues = self.coach.check(text, self.state.lang, "customer", slots=self._values(values))
+        return self._offer([c for c in cues if c.category in categories], now)
+
+    def _scripts_for(self, agent: str) -> None:
+        """Scripts are offered per agent: one who takes the chat over starts afresh."""
+        st = self.state
+        if agent and agent != st.scripts_for:
+            if st.scripts_for:
+                st.scripts_offered_at.clear()
+            st.scripts_for = agent
+
+    def _offer(self, cues: list[Flag], now: float) -> list[Flag]:
+        """One script per category, unless that category had one within the cooldown."""
+        st = self.state
         scripts: list[Flag] = []
         for cue in cues:
             offered = st.scripts_offered_at.get(cue.category)
@@ -172,7 +199,7 @@ class ConversationCoach:
                 continue
             st.scripts_offered_at[cue.category] = now
             scripts.append(cue)
-        return CustomerReview(cues, scripts)
+        return scripts
 
     def agent_message(
         self, text: str, now: float, values: Mapping[str, str | None] | None = None

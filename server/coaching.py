@@ -51,7 +51,7 @@ from coach import FLAG_LIST, Coach, Flag, script
 from coach.conversation import ConversationCoach, Nudge
 from server.masking import mask_cards
 from server.rules_runtime import RulesRuntime
-from server.store import Batcher
+from server.store import Batcher, decode_event
 
 log = logging.getLogger("tactline.coaching")
 
@@ -79,6 +79,8 @@ MAX_SHOWN_FLAGS = 200
 #: Characters of the customer's message quoted around a cue.
 CUE_EXCERPT = 80
 MAX_LOG_RECORDS = 2000
+#: Coach log records read for the scripts to hand over with a chat (the latest).
+LOG_TAIL = 200
 MAX_WAITING_SCRIPTS = 20  # per conversation
 MAX_WAITING_CHATS_SCANNED = 500  # per tick, those holding scripts the longest first
 
@@ -362,37 +364,56 @@ class Coaching:
         for cue in review.cues:
             log_records.append({"kind": "cue", "ts": ts, "seq": seq, **cue.model_dump()})
         for s in review.scripts:
-            frame = {
-                "v": 1,
-                "type": "script",
-                "conversation": conv,
-                "category": s.category,
-                "cue": {
-                    "seq": seq,
-                    "start": s.start,
-                    "end": s.end,
-                    "text": s.text,
-                    "said": cue_excerpt(text, s.start, s.end),
-                },
-                "message": s.message,
-                "scripts": s.suggestions,
-            }
-            frames.append(frame)
-            log_records.append(
-                {
-                    "kind": "script",
-                    "ts": ts,
-                    "seq": seq,
-                    "category": s.category,
-                    "scripts": s.suggestions,
-                }
-            )
+            frames.append(_script_frame(conv, seq, text, s))
+            log_records.append(_script_record(ts, seq, s, agent_id))
         await self._log(conv, log_records)
         if agent["id"]:
             for frame in frames:
                 await self.publish_to_agent(agent["id"], frame)
         elif frames:
             await self._hold_scripts(conv, frames)
+        return frames
+
+    async def handover(
+        self, conv: str, state: dict[str, str], agent: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """``script`` frames for an agent who has just been handed ``conv`` by another (a
+        transfer, a chat back from the queue): the scripts the customer's cues brought the
+        last agent within the cooldown, with the new agent's name, so they know at once
+        that the customer is upset. The agent's own session sends them."""
+        coach = self.coach
+        if coach is None:
+            return []
+        ts = _now_ms()
+        since = ts - int(self.cue_cooldown_s * 1000)
+        offered: dict[str, set[str]] = {}  # seq of the customer's message -> categories
+        for raw in await self.redis.lrange(conv_key(conv, "coachlog"), -LOG_TAIL, -1):
+            if '"script"' not in raw:
+                continue
+            record = json.loads(raw)
+            kind, to = record.get("kind"), record.get("to")
+            if kind == "script" and record.get("ts", 0) >= since and to != agent["id"]:
+                offered.setdefault(record["seq"], set()).add(record["category"])
+        if not offered:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for seq in offered:
+            pipe.xrange(conv_key(conv, "events"), seq, seq, count=1)
+        rows = await pipe.execute()
+        values = _slots(state, agent)
+        frames: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        async with self._conversation(conv, state) as chat:
+            if chat is None:
+                return []
+            for (seq, categories), found in zip(offered.items(), rows, strict=True):
+                if not found:
+                    continue
+                text = str(decode_event(found[0][0], found[0][1]["e"]).get("text") or "")
+                for s in chat.handover(text, categories, ts / 1000, values, agent=agent["id"]):
+                    frames.append(_script_frame(conv, seq, text, s))
+                    records.append(_script_record(ts, seq, s, agent["id"]))
+        await self._log(conv, records)
         return frames
 
     async def _hold_scripts(self, conv: str, frames: list[dict[str, Any]]) -> None:
@@ -664,6 +685,38 @@ def coach_frame(conv: str, draft_id: int, flags: list[Flag]) -> dict[str, Any]:
         "conversation": conv,
         "draft_id": draft_id,
         "flags": [f.model_dump() for f in flags],
+    }
+
+
+def _script_frame(conv: str, seq: str, text: str, s: Flag) -> dict[str, Any]:
+    """The ``script`` frame of a cue ``s`` in the customer's message ``text`` at ``seq``."""
+    return {
+        "v": 1,
+        "type": "script",
+        "conversation": conv,
+        "category": s.category,
+        "cue": {
+            "seq": seq,
+            "start": s.start,
+            "end": s.end,
+            "text": s.text,
+            "said": cue_excerpt(text, s.start, s.end),
+        },
+        "message": s.message,
+        "scripts": s.suggestions,
+    }
+
+
+def _script_record(ts: int, seq: str, s: Flag, agent_id: str) -> dict[str, Any]:
+    """A script offered, as the coach log keeps it: to whom (``""`` while nobody had the
+    chat and it waited for the next agent)."""
+    return {
+        "kind": "script",
+        "ts": ts,
+        "seq": seq,
+        "category": s.category,
+        "scripts": s.suggestions,
+        "to": agent_id,
     }
 
 

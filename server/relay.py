@@ -890,6 +890,11 @@ class Session:
         events, _ = await self._begin_join(conv, None)
         self.send(await self._assignment_frame(conv, st, data, events))
         self._end_join(conv, events, None)
+        coaching = self.relay.coaching
+        if coaching is not None and (data.get("from_agent") or data.get("reason") == "requeue"):
+            # From another agent: the cards the customer's mood brought them come along.
+            for frame in await coaching.handover(conv, st, {"id": self.uid, "name": self.name}):
+                self.send(frame)
 
     async def _assignment_again(self, conv: str, data: dict[str, Any]) -> None:
         """An assignment for a chat this connection has: only the events it has not seen."""

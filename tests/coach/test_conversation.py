@@ -207,3 +207,21 @@ def test_a_script_is_offered_again_to_the_agent_who_takes_the_chat_over(coach) -
     assert queued.customer_message(upset, now=30, values=NAMES, agent="jelena").scripts == []
     restored = ConversationCoach.from_dict(coach, chat.to_dict())
     assert restored.state.scripts_for == "marko"
+
+
+def test_a_handed_over_chat_brings_its_scripts_to_the_next_agent(coach) -> None:
+    chat = ConversationCoach(coach, "en", now=0)
+    upset = "I have called three times already, this is ridiculous!!"
+    first = chat.customer_message(upset, now=1, values=NAMES, agent="jelena")
+    assert {s.category for s in first.scripts} == {"frustration", "repeat_contact"}
+    waiting = chat.state.waiting_since
+    # Only the categories asked for, with the new agent's name, the wait as it was.
+    handed = chat.handover(upset, {"repeat_contact"}, now=20,
+                           values={**NAMES, "agent_name": "Ivo"}, agent="ivo")
+    assert [s.category for s in handed] == ["repeat_contact"]
+    assert any("my name is Ivo" in s for s in handed[0].suggestions), handed[0].suggestions
+    assert chat.state.waiting_since == waiting and chat.state.last_customer_at == 1
+    # Offered to him now: not again within the cooldown, whether handed or written.
+    assert chat.handover(upset, {"repeat_contact"}, now=30, values=NAMES, agent="ivo") == []
+    again = chat.customer_message(upset, now=40, values=NAMES, agent="ivo")
+    assert [s.category for s in again.scripts] == ["frustration"]

@@ -180,20 +180,31 @@ async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
         await vi.close()
 
 
-async def test_the_agent_a_chat_is_transferred_to_is_offered_the_script_again(
+async def test_the_agent_a_chat_is_transferred_to_gets_its_scripts_at_once(
     redis_db: str,
 ) -> None:
     async with running_with_coach(redis_db) as srv:
         ag, vi, conv = await start_chat(srv, redis_db)
-        await vi.say("This is ridiculous, I am so angry!!!")
-        await ag.expect("script", conversation=conv)
+        said = "I have called three times already, this is ridiculous!!!"
+        await vi.say(said)
+        offered = [await ag.expect("script", conversation=conv) for _ in range(2)]
+        assert {s["category"] for s in offered} == {"frustration", "repeat_contact"}
         marko = await agent(srv, redis_db, "marko")
         await ag.send(type="transfer", conversation=conv, to_agent="marko", note="upset")
         await marko.expect("assignment", conversation=conv)
-        await vi.say("Still ridiculous!!!")
-        script = await marko.expect("script", conversation=conv)
-        assert script["category"] == "frustration"
+        # At once, in his own name: he knows the customer is upset before they write again.
+        handed = {s["category"]: s for s in [await marko.expect("script") for _ in range(2)]}
+        assert set(handed) == {"frustration", "repeat_contact"}
+        assert handed["frustration"]["cue"]["said"] == said
+        named = handed["repeat_contact"]["scripts"]
+        assert any("my name is Marko" in s for s in named), named
+        assert not any("my name is Ana" in s for s in named), named
+        await vi.say("Still ridiculous!!!")  # within the cooldown: offered to him already
+        assert await marko.quiet("script", within=0.5) == []
         assert await ag.quiet("script", within=0.5) == []
+        async with await supervisor_http(srv, redis_db) as sup:
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            assert sorted(s["to"] for s in t["scripts"]) == ["ana", "ana", "marko", "marko"]
         await close_all(vi, ag, marko)
 
 
