@@ -340,12 +340,22 @@ class ConversationView(BaseModel):
     coached: dict[str, str] | None = None
 
 
+class AgentSettings(BaseModel):
+    """An agent's own status and capacity as the server holds them, online or not."""
+
+    status: Literal["online", "away", "offline"]
+    capacity: int
+
+
 class Welcome(ServerFrame):
     type: Literal["welcome"] = "welcome"
     role: Literal["visitor", "agent", "supervisor"]
     user: AgentRef
     agents_online: int
     conversations: list[ConversationView]
+    #: Agents only: their status and capacity, so that a console shows the capacity
+    #: set while offline, which no queue snapshot lists.
+    settings: AgentSettings | None = None
 
 
 class Ack(ServerFrame):

@@ -660,12 +660,21 @@ class Session:
         online = await self._agents_online()
         if self.role == "visitor":
             self._told_online = online
+        settings = None
+        if self.role == "agent":
+            mine = await self.relay.store.agent(self.uid)
+            status = mine.get("status")
+            settings = p.AgentSettings(
+                status=status if status in ("online", "away") else "offline",
+                capacity=int(mine.get("capacity") or self.settings.default_capacity),
+            )
         self.send(
             p.Welcome(
                 role=self.role,
                 user=p.AgentRef(id=self.uid, name=self.name),
                 agents_online=online,
                 conversations=views,
+                settings=settings,
             )
         )
         for view in views:

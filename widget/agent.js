@@ -121,6 +121,11 @@
         S.me = f.user; S.role = f.role;
         $('me').textContent = f.user.name + (f.role === 'supervisor' ? ' (supervisor)' : '');
         $('controls').hidden = f.role !== 'agent';
+        // The capacity the server holds, set while offline too (no queue snapshot lists an
+        // offline agent); not over a value the agent is told to correct.
+        if (f.settings && document.activeElement !== $('capacity') && $('capacity-error').hidden) {
+          $('capacity').value = String(f.settings.capacity);
+        }
         // Supervisors do not accept from the queue: their chats are those they take over.
         if (f.role === 'supervisor') $('empty').textContent = 'Chats you take over from the Live review page are listed on the left.';
         f.conversations.forEach(function (view) {

@@ -775,3 +775,18 @@ async def test_an_assignment_made_while_hello_is_answered_comes_after_welcome(
             "Hello, is anyone there?"]
         await ws.close()
         await vi.close()
+
+
+async def test_an_agent_is_welcomed_with_the_status_and_capacity_the_server_holds(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        ag = await agent(srv, redis_db, "jelena", online=False)
+        assert ag.welcome["settings"] == {"status": "offline", "capacity": 3}
+        await ag.send(type="status", status="offline", capacity=5)
+        await snapshot_where(ag, lambda s: True)
+        again = await agent(srv, redis_db, "jelena", create=False, online=False)
+        assert again.welcome["settings"] == {"status": "offline", "capacity": 5}
+        vi = await visitor(srv)
+        assert vi.welcome["settings"] is None
+        await close_all(ag, again, vi)

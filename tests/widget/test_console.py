@@ -1668,6 +1668,20 @@ async def test_capacity_shows_the_servers_value_after_a_reload(site: Site, new_p
     await console.reload()
     await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
     await expect(console.locator("#capacity")).to_have_value("8", timeout=10_000)
+    # Offline too, where no queue snapshot lists the agent: going offline keeps it, and a
+    # capacity set while offline is the one the console shows after a reload.
+    await console.locator("#status").select_option("offline")
+    await asyncio.sleep(0.5)
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(console.locator("#capacity")).to_have_value("8", timeout=10_000)
+    await console.locator("#capacity").fill("5")
+    await console.locator("#capacity").dispatch_event("change")
+    await asyncio.sleep(0.5)
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await expect(console.locator("#status")).to_have_value("offline")
+    await expect(console.locator("#capacity")).to_have_value("5", timeout=10_000)
 
 
 async def test_a_capacity_the_server_would_refuse_is_explained_by_the_field(
