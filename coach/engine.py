@@ -59,6 +59,8 @@ _TRUNCATED_MESSAGES = {
 }
 
 _SENTENCE_END = ".!?"
+#: Words as language_written counts them.
+_WORDS = re.compile(r"[^\W\d_]+")
 #: How many tokens before a match an antipattern may start and still overlap it.
 EXCEPTION_REACH = 24
 #: New words a language's vocabulary may take in before it starts afresh:
@@ -714,6 +716,23 @@ class Coach:
     def language_of(self, lang: str) -> str:
         """The coach language for a tag such as ``sr-Cyrl``; raises UnknownLanguageError."""
         return self._pack(lang).lang
+
+    def language_written(self, text: str, lang: str) -> str:
+        """The language to check an agent's ``text`` in, in a chat in ``lang``: English
+        when a chat in another language gets a reply that reads as English (an agent who
+        took a chat in a language they do not speak, a customer who wrote English), else
+        ``lang``. Read from the commonest words: two or more English ones, and more than
+        of the chat's own language."""
+        chat = self._pack(lang).lang
+        if chat == "en" or "en" not in self._packs:
+            return lang
+        words = _WORDS.findall(text[: self.max_chars].lower())
+        english = sum(1 for w in words if w in FREQUENT["en"])
+        if english < 2:
+            return lang
+        own = FREQUENT[chat]
+        native = sum(1 for w in words if script.fold(w, chat) in own)
+        return "en" if english > native else lang
 
     def conversation_entry(self, lang: str, kind: str) -> ConversationNudge:
         """Message and scripts of a conversation nudge (rules/<lang>/conversation.yaml)."""

@@ -251,6 +251,8 @@ class Coaching:
         """Mask card numbers and check; refuse a sensitive data request unless overridden."""
         masked_text, masked = mask_cards(text)
         coach = self.coach
+        if coach is not None:
+            lang = coach.language_written(masked_text, lang)
         flags = coach.check(masked_text, lang, "agent") if coach is not None else []
         sensitive = [f for f in flags if f.category == "sensitive_data_request"]
         if sensitive and not override:

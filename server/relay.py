@@ -1124,6 +1124,8 @@ class Session:
             self.send(coach_frame(conv, frame.draft_id, []))
             return
         lang = await self._conv_lang(conv)
+        if coaching.coach is not None:  # a reply in English is checked as English
+            lang = coaching.coach.language_written(frame.text, lang)
         self.relay.drafts.put(self, conv, frame.draft_id, frame.text, lang)
 
     def answer_draft(self, conv: str, draft_id: int, seconds: float, flags: str) -> None:

@@ -753,3 +753,24 @@ def test_flags_keep_to_their_lines(coach: Coach) -> None:
     first = flags[0]
     spliced = text[: first.start] + first.suggestions[0] + text[first.end :]
     assert spliced.endswith(" \r\nHvala.\n\nNe znam, to nije moj posao.")
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "written"),
+    [
+        ("Calm down, I don't know, that's not my job.", "sr", "en"),
+        ("I am sorry, let me check.", "hr", "en"),
+        ("Thank you for waiting", "sl", "en"),
+        ("Ne znam, to nije moj posao.", "sr", "sr"),
+        ("Не знам, то није мој посао.", "sr", "sr"),
+        ("Imam i psa a mačka spava.", "hr", "hr"),
+        ("Hvala, ok", "hr", "hr"),
+        ("Pozdravljeni, to ni moje delo.", "sl", "sl"),
+        ("Ne vem.", "sl", "sl"),
+        ("I don't know.", "en", "en"),
+    ],
+)
+def test_a_reply_is_checked_in_the_language_it_is_written_in(
+    coach: Coach, text: str, lang: str, written: str
+) -> None:
+    assert coach.language_written(text, lang) == written

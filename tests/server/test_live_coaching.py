@@ -479,3 +479,25 @@ async def test_live_waiting_counts_from_the_unanswered_message_not_the_start(
             await vi.say("Any news?")
             [row] = (await sup.get("/api/review/live")).json()["items"]
             assert row["waiting_s"] is not None and row["waiting_s"] < row["age_s"]
+
+
+async def test_a_reply_in_english_in_a_chat_in_another_language_is_coached_in_english(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db, lang="sr")
+        await ag.send(type="draft", conversation=conv, draft_id=1,
+                      text="Calm down, I don't know, that's not my job.")  # fmt: skip
+        shown = await ag.expect("coach", conversation=conv, draft_id=1)
+        assert {f["category"] for f in shown["flags"]} == {"dismissive", "dont_know", "not_my_job"}
+        assert "let me find out for you" in [s for f in shown["flags"] for s in f["suggestions"]]
+        # In the chat's own language as before.
+        await ag.send(type="draft", conversation=conv, draft_id=2, text="Не знам.")
+        shown = await ag.expect("coach", conversation=conv, draft_id=2)
+        assert [f["category"] for f in shown["flags"]] == ["dont_know"]
+        assert shown["flags"][0]["message"][0] in "АБВГДЂЕЖЗИЈКЛЉМНЊОПРСТЋУФХЦЧЏШ"
+        # And the message sent is recorded with its flags.
+        ack = await ag.say("I don't know.", conversation=conv)
+        checked = await ag.expect("coach_checked", ref=ack["ref"])
+        assert [f["category"] for f in checked["flags"]] == ["dont_know"]
+        await close_all(ag, vi)
