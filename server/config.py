@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     ping_interval_s: float = Field(default=20.0, gt=0)
     ping_timeout_s: float = Field(default=20.0, gt=0)
     grace_period_s: float = Field(default=60.0, ge=0)
+    #: An open chat whose visitor has had no connection this long is closed (0: never).
+    visitor_gone_close_s: float = Field(default=1800.0, ge=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     #: How often one process looks for assignments nobody announced, and how
     #: old such an assignment must be (an announcement takes milliseconds).

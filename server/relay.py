@@ -107,6 +107,10 @@ def origin_allowed(site: Site, origin: str | None, host: str | None) -> bool:
 #: What is in a conversation's events for its agents only: the note for the next agent and
 #: who passed it on, and that a message was sent despite the coach.
 AGENTS_ONLY = ("note", "from_agent", "override")
+#: Who closes the chat of a visitor who is gone.
+GONE = p.Party(role="system", id="system", name="Tactline")
+#: How often, at most, a process looks for chats whose visitor is gone.
+GONE_CHECK_S = 30.0
 
 
 def _strip_for_visitor(payload: str) -> str:
@@ -225,6 +229,8 @@ class Relay:
         s = self.settings
         last_presence = 0.0
         last_repair = time.monotonic()
+        last_gone = time.monotonic()
+        gone_every = min(GONE_CHECK_S, max(s.visitor_gone_close_s / 4, s.sweep_interval_s))
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.sweep_interval_s):
@@ -236,6 +242,9 @@ class Relay:
                     last_presence = now
                     members = [x.presence_member for x in self.sessions if x.presence_member]
                     await self.store.set_presence(members, int(s.presence_ttl_s * 1000))
+                    await self.store.visitors_seen(
+                        x.open_conv for x in self.sessions if x.role == "visitor" and x.open_conv
+                    )
                 expired = await self.store.sweep(int(s.grace_period_s * 1000))
                 if expired:
                     log.info("grace period over for %s", sorted({a for a, _ in expired}))
@@ -243,6 +252,10 @@ class Relay:
                     await self.router.notify_queue_changed()
                 else:
                     await self.router.route()
+                if s.visitor_gone_close_s and now - last_gone > gone_every:
+                    last_gone = now
+                    if await self.store.take_turn("gone", int(gone_every * 1000)):
+                        await self._close_for_gone_visitors()
                 if now - last_repair > s.repair_interval_s:
                     last_repair = now
                     if await self.store.take_turn("repair", int(s.repair_interval_s * 1000)):
@@ -253,6 +266,34 @@ class Relay:
                 log.warning("sweep failed: %s", exc)
             except Exception:  # noqa: BLE001 - the sweeper must survive one bad round
                 log.exception("sweep failed")
+
+
+    async def _close_for_gone_visitors(self) -> None:
+        """Close the open chats whose visitor has had no connection for
+        ``visitor_gone_close_s``: they would hold an agent's seat, and come back to every
+        agent who goes online, for nobody. Messages left for an agent stay: their visitor
+        is answered by email."""
+        before = now_ms() - int(self.settings.visitor_gone_close_s * 1000)
+        for conv in await self.store.visitors_gone(before):
+            st = await self.store.state(conv)
+            await self.store.forget_visitor_seen(conv)
+            if not st or st.get("status") == "closed" or st.get("left_message") == "1":
+                continue
+            event = p.ClosedEvent(conversation=conv, ts=now_ms(), by=GONE, reason="timeout")
+            body = p.dump(event)
+            body.pop("seq")
+            outcome, _ = await self.store.append(
+                conv, body, actor="any", state=[("status", "closed"), ("closed_at", str(now_ms()))]
+            )
+            if outcome != "ok":
+                continue
+            log.info("closed %s: its visitor has been gone since before %d", conv, before)
+            await self.store.release(conv)
+            await self.store.clear_open(st.get("visitor", ""), conv)
+            if self.coaching is not None:
+                await self.coaching.closed(conv, st)
+        await self.router.route()
+        await self.router.notify_queue_changed()
 
 
 def _assigns_new(payload: str, welcomed: dict[str, str | None]) -> bool:
@@ -1322,6 +1363,7 @@ class Session:
         self._raise_for(outcome, conv, frame.id)
         await self.relay.store.release(conv)
         await self.relay.store.clear_open(st.get("visitor", ""), conv)
+        await self.relay.store.forget_visitor_seen(conv)
         if self.role == "visitor":
             self._last_closed = conv
         if self.relay.coaching is not None:

@@ -425,8 +425,10 @@ def _as_text(t: dict[str, Any]) -> str:
             continue
         elif e.get("type") == "closed":
             by = (e.get("by") or {}).get("name")
-            timed_out = " (timed out)" if e.get("reason") == "timeout" else ""
-            lines.append(f"[{when}] -- closed" + (f" by {by}" if by else "") + timed_out)
+            if e.get("reason") == "timeout":  # closed by the server: nobody was there
+                lines.append(f"[{when}] -- closed: the visitor had left")
+            else:
+                lines.append(f"[{when}] -- closed" + (f" by {by}" if by else ""))
         elif move := _move(e):
             lines.append(f"[{when}] -- {_move_words(move)}")
         else:

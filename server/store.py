@@ -488,6 +488,10 @@ class Batcher:
                 fut.set_result(res)
 
 
+#: Open conversations by when their visitor was last connected (ms), to close the
+#: chats of visitors who are gone.
+VISITOR_SEEN = f"{G}vseen"
+
 # A visitor's rating of a conversation, once: score and comment together, so that a retry
 # after a failure finds either both or neither. KEYS: state. ARGV: score, comment.
 # Returns 1 when stored, 0 when the conversation was rated already.
@@ -660,8 +664,26 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(f"{G}convs", {conv: created})
         pipe.zadd(f"{G}vconvs:{visitor}", {conv: created})
+        pipe.zadd(VISITOR_SEEN, {conv: created})
         await pipe.execute()
         return conv, True
+
+    async def visitors_seen(self, convs: Iterable[str]) -> None:
+        """The visitors of ``convs`` are connected now."""
+        now = now_ms()
+        seen = dict.fromkeys(convs, now)
+        if seen:
+            await self.r.zadd(VISITOR_SEEN, seen)
+
+    async def visitors_gone(self, before_ms: int, limit: int = 100) -> list[str]:
+        """Open conversations whose visitor was last connected before ``before_ms``."""
+        return cast(
+            list[str],
+            await self.r.zrangebyscore(VISITOR_SEEN, "-inf", before_ms, start=0, num=limit),
+        )
+
+    async def forget_visitor_seen(self, conv: str) -> None:
+        await self.r.zrem(VISITOR_SEEN, conv)
 
     async def open_conversation_of(self, visitor: str) -> str | None:
         conv = cast(str | None, await self.r.get(f"{G}vopen:{visitor}"))

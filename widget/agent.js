@@ -466,7 +466,8 @@
         (toMe ? ' to you' : ev.agent ? ' to ' + ev.agent.name : ev.team ? ' to team ' + ev.team : '') +
         ' · ' + TL.clock(ev.ts) + (ev.note ? '\nNote: ' + ev.note : '')});
     } else if (ev.type === 'closed') {
-      li = h('li', {'class': 'sys', text: 'Chat closed by ' + ev.by.name + ' · ' + TL.clock(ev.ts)});
+      li = h('li', {'class': 'sys', text: (ev.reason === 'timeout' ? 'Chat closed: the visitor had left'
+        : 'Chat closed by ' + ev.by.name) + ' · ' + TL.clock(ev.ts)});
     } else if (ev.type === 'read') {
       if (ev.by.role === 'visitor') t.querySelectorAll('.msg.mine').forEach(function (m) {
         if (m.dataset.seq && TL.cmpSeq(m.dataset.seq, ev.up_to) <= 0) setState(m, 'read', 'read');

@@ -561,7 +561,7 @@
   /** A conversation event other than a message, in words; null for one that says nothing
    * to a reader (receipts, typing). */
   function eventText(ev) {
-    if (ev.type === 'closed') return 'Closed' + (ev.by ? ' by ' + ev.by.name : '');
+    if (ev.type === 'closed') return ev.reason === 'timeout' ? 'Closed: the visitor had left' : 'Closed' + (ev.by ? ' by ' + ev.by.name : '');
     if (ev.type === 'assigned') return ev.agent ? ev.agent.name + ' joined' : null;
     if (ev.type === 'transferred' && ev.taken_over) {
       return (ev.agent ? ev.agent.name : 'A supervisor') + ' (supervisor) took the chat over' + (ev.from_agent ? ' from ' + ev.from_agent.name : '');

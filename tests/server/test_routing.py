@@ -26,6 +26,7 @@ from tests.server.support import (
     redis_pipeline,
     running,
     session_token,
+    supervisor_http,
     visitor,
     visitor_token,
 )
@@ -790,3 +791,34 @@ async def test_an_agent_is_welcomed_with_the_status_and_capacity_the_server_hold
         vi = await visitor(srv)
         assert vi.welcome["settings"] is None
         await close_all(ag, again, vi)
+
+
+async def test_the_chat_of_a_visitor_who_is_gone_is_closed_and_frees_the_agent(
+    redis_db: str,
+) -> None:
+    async with running(redis_db, visitor_gone_close_s=4.0) as srv:
+        ag = await agent(srv, redis_db, "jelena", capacity=2)
+        stays = await visitor(srv)
+        stays_conv = (await stays.say("I'm still reading."))["conversation"]
+        await ag.expect("assignment", conversation=stays_conv)
+        gone = await visitor(srv)
+        gone_conv = (await gone.say("Hello?"))["conversation"]
+        await ag.expect("assignment", conversation=gone_conv)
+        # Nobody online speaks Slovenian: a message left for an agent, answered by email.
+        left = await visitor(srv, lang="sl")
+        left_conv = (await leave_message(left, "Pokličite me, prosim."))["conversation"]
+        await close_all(gone, left)
+        closed = await ag.expect("closed", conversation=gone_conv, timeout=15)
+        assert closed["reason"] == "timeout" and closed["by"]["role"] == "system"
+        # Her seat is free again: the next visitor is hers at once.
+        nxt = await visitor(srv)
+        nxt_conv = (await nxt.say("Hi there"))["conversation"]
+        await ag.expect("assignment", conversation=nxt_conv)
+        # The visitor still connected keeps their chat, and the left message waits.
+        assert [f for f in await ag.quiet("closed", within=5.0)] == []
+        async with await supervisor_http(srv, redis_db) as sup:
+            listed = (await sup.get("/api/conversations", params={"limit": 10})).json()["items"]
+            status = {c["conversation"]: c["status"] for c in listed}
+        assert status[stays_conv] == "assigned" and status[left_conv] == "queued"
+        assert status[gone_conv] == "closed"
+        await close_all(ag, stays, nxt)
