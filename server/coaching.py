@@ -451,6 +451,12 @@ class Coaching:
                 sent += 1
         return sent
 
+    async def abandoned(self, conv: str) -> None:
+        """The server closed ``conv`` because its visitor was gone: nobody waits any more.
+        The agent did not close it, so no nudge about how they closed it, and the time
+        the chat stood empty is not counted as their handling time."""
+        await self.redis.zrem(WAIT_KEY, conv)
+
     async def closed(self, conv: str, state: dict[str, str]) -> list[Nudge]:
         ts = _now_ms()
         await self.redis.zrem(WAIT_KEY, conv)

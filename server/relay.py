@@ -291,7 +291,7 @@ class Relay:
             await self.store.release(conv)
             await self.store.clear_open(st.get("visitor", ""), conv)
             if self.coaching is not None:
-                await self.coaching.closed(conv, st)
+                await self.coaching.abandoned(conv)
         await self.router.route()
         await self.router.notify_queue_changed()
 

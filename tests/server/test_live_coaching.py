@@ -501,3 +501,20 @@ async def test_a_reply_in_english_in_a_chat_in_another_language_is_coached_in_en
         checked = await ag.expect("coach_checked", ref=ack["ref"])
         assert [f["category"] for f in checked["flags"]] == ["dont_know"]
         await close_all(ag, vi)
+
+
+async def test_a_chat_closed_for_a_gone_visitor_brings_the_agent_no_closing_nudge(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db, visitor_gone_close_s=3.0) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        await ag.say("Hello Marko, let me check your parcel.", conversation=conv)
+        await vi.close()
+        closed = await ag.expect("closed", conversation=conv, timeout=15)
+        assert closed["reason"] == "timeout"
+        # Ana did not close it: nothing about thanking the customer at the close.
+        assert [n for n in await ag.quiet("nudge", within=2.0) if n["conversation"] == conv] == []
+        async with await supervisor_http(srv, redis_db) as sup:
+            card = (await sup.get("/api/review/scorecards", params={"agent": "ana"})).json()
+            assert card["agents"][0]["messages"] == 1
+        await ag.close()
