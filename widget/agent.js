@@ -8,6 +8,9 @@
   var DRAFT_DEBOUNCE_MS = 150, TYPING_EVERY_MS = 3000, TYPING_SHOWN_MS = 6000, TOAST_MS = 6000;
   // The longest message text the server takes, in characters (docs/protocol.md).
   var MAX_TEXT = 4000;
+  // Layout: the least height of the conversation, and its share of the pane it keeps if
+  // its lines take that much; the height of the "More below: scroll" foot (console.css).
+  var TRANSCRIPT_MIN_PX = 96, TRANSCRIPT_SHARE = 0.4, MORE_BELOW_PX = 34;
   // The capacities the server takes (server/protocol.py, Status): whole numbers of chats.
   var CAPACITY_MIN = 1, CAPACITY_MAX = 20;
 
@@ -431,7 +434,37 @@
     S.atEnd = t.scrollTop + t.clientHeight >= t.scrollHeight - 8 || t.scrollTop >= S.endTop;
   });
   ['coaching', 'flags'].forEach(function (id) { $(id).addEventListener('scroll', function () { moreBelow($(id)); }); });
+
+  /** Share the pane's height out; console.css reads the two figures. The conversation
+   * keeps as much as its lines take, up to 40% of the pane and never under 96px: the empty
+   * room of a short chat goes to the cards and the phrasing suggestions instead of staying
+   * empty above them. The coaching area keeps the open card's first option and, below
+   * it, the foot that says there is more, so that what the agent would click first is
+   * not cut: as far as the room the conversation and the suggestions keep leaves it. */
+  function fitPane() {
+    var pane = $('conversation'), t = $('transcript'), area = $('coaching'), style = getComputedStyle(t);
+    if (pane.hidden) return;
+    var first = t.firstElementChild, lines = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom) +
+      (first ? t.lastElementChild.getBoundingClientRect().bottom - first.getBoundingClientRect().top : 0);
+    var keep = Math.ceil(Math.max(TRANSCRIPT_MIN_PX, Math.min(lines, TRANSCRIPT_SHARE * pane.clientHeight)));
+    t.style.setProperty('--keep', keep + 'px');
+    var option = area.querySelector('.card .body:not([hidden]) .insert');
+    if (!option) { area.style.removeProperty('--keep'); return; }
+    var need = option.getBoundingClientRect().bottom - area.getBoundingClientRect().top + area.scrollTop +
+      MORE_BELOW_PX + parseFloat(getComputedStyle(area).paddingBottom);
+    var left = pane.clientHeight - keep;
+    Array.prototype.forEach.call(pane.children, function (el) {
+      var s = getComputedStyle(el);
+      if (el === t || el === area || s.position === 'absolute' || !el.getClientRects().length) return;
+      // The phrasing suggestions count as the least they keep: they give up room too.
+      left -= (el.id === 'flags' ? parseFloat(s.minHeight) || 0 : el.offsetHeight) +
+        parseFloat(s.marginTop) + parseFloat(s.marginBottom);
+    });
+    area.style.setProperty('--keep', Math.floor(Math.min(need, left)) + 'px');
+  }
+  new MutationObserver(fitPane).observe($('transcript'), {childList: true, subtree: true, characterData: true});
   new ResizeObserver(function () {
+    fitPane(); // a narrower pane wraps the lines onto more
     if (S.atEnd) scrollDown();
     moreBelow($('coaching')); moreBelow($('flags'));
   }).observe($('transcript'));
@@ -583,6 +616,7 @@
           h('p', {text: a.message}),
           h('div', {'class': 'options'}, options)])]);
     }));
+    fitPane();
     moreBelow($('coaching'));
   }
 
@@ -706,6 +740,7 @@
         h('q', {text: x.t}), ' ', h('span', {text: x.flag.message}),
         h('div', {'class': 'options'}, suggestionButtons(c, i))]);
     }));
+    fitPane(); // their least height counts as taken
     moreBelow($('flags'));
     hidePopover();
   }
@@ -864,6 +899,7 @@
     ].filter(Boolean));
     box.hidden = false;
     $('coaching').scrollTop = 0;
+    fitPane();
     moreBelow($('coaching'));
     box.querySelector('button').focus();
   }

@@ -1270,6 +1270,43 @@ async def test_three_flags_and_cards_leave_the_latest_messages_in_view(
     await page.screenshot(path=SHOTS / f"console-three-flags-{width}x{height}-scrolled.png")
 
 
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (1280, 720)])
+async def test_a_short_chat_gives_its_room_to_the_upset_card_and_the_flags_as_the_agent_types(
+        site: Site, new_page: Any, agent_name: Any, out_dir: Path, width: int,
+        height: int) -> None:
+    # The conversation kept 40% of the pane, most of it empty, while the card was cut
+    # above its scripts and the phrasing suggestions scrolled.
+    name = await agent_name(["sr"])
+    console = await new_page(width=width, height=height)
+    await login(console, site, name)
+    shop = await new_page()
+    await open_shop(shop, site.base, lang="sr-Cyrl")
+    await open_widget(shop)
+    await write(shop, "Ово је ТРЕЋИ ПУТ да питам!!! И даље није решено")
+    card = console.locator("#assist .card").filter(has_text="The customer is upset")
+    script = card.locator(".insert").first
+    await expect(script).to_be_visible(timeout=10_000)
+    said = console.locator("#transcript .msg").first
+    for line in (said, script):
+        assert await wholly_in_view(line)
+    await console.locator("#draft").press_sequentially("Не знам. То није мој посао. Смирите се.")
+    flags = console.locator("#flags li")
+    await expect(flags).to_have_count(3, timeout=10_000)
+    await console.wait_for_timeout(200)  # the layout settles
+    await console.screenshot(path=out_dir / f"console-upset-three-flags-{width}x{height}.png")
+    suggestion = flags.first.locator(".apply").first
+    for line in (said, script, suggestion):
+        assert await wholly_in_view(line)
+    # Nor under the foot that says there is more below, which lets clicks through.
+    for option, area in ((script, "#coaching"), (suggestion, "#flags")):
+        box, foot = await option.bounding_box(), await console.locator(area).evaluate(
+            """el => { const r = el.getBoundingClientRect();
+                return el.classList.contains('more-below')
+                  ? r.bottom - parseFloat(getComputedStyle(el, '::after').height) : r.bottom; }""")
+        assert box is not None and box["y"] + box["height"] <= foot, (area, box, foot)
+    assert console.watched.errors == []
+
 OVERLAPPING = [
     {"rule": "en.dont_know.i_dont_know", "category": "dont_know", "severity": "warning",
      "start": 0, "end": 31, "text": "I don't know, that's not my job",
