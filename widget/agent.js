@@ -438,21 +438,28 @@
   /** Share the pane's height out; console.css reads the two figures. The conversation
    * keeps as much as its lines take, up to 40% of the pane and never under 96px: the empty
    * room of a short chat goes to the cards and the phrasing suggestions instead of staying
-   * empty above them. The coaching area keeps the open card's first option and, below
-   * it, the foot that says there is more, so that what the agent would click first is
-   * not cut: as far as the room the conversation and the suggestions keep leaves it. */
+   * empty above them. The coaching area keeps its first option and what stays at its foot
+   * below it (the refusal's Edit / Send anyway bar, or the line that says there is more),
+   * so that what the agent would click first is neither cut nor covered: as far as the
+   * room the conversation and the suggestions keep leaves it. A refusal holds the agent's
+   * message back until they choose, so for it the conversation gives way down to 96px. */
   function fitPane() {
     var pane = $('conversation'), t = $('transcript'), area = $('coaching'), style = getComputedStyle(t);
     if (pane.hidden) return;
     var first = t.firstElementChild, lines = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom) +
       (first ? t.lastElementChild.getBoundingClientRect().bottom - first.getBoundingClientRect().top : 0);
     var keep = Math.ceil(Math.max(TRANSCRIPT_MIN_PX, Math.min(lines, TRANSCRIPT_SHARE * pane.clientHeight)));
-    t.style.setProperty('--keep', keep + 'px');
-    var option = area.querySelector('.card .body:not([hidden]) .insert');
-    if (!option) { area.style.removeProperty('--keep'); return; }
+    var refusal = !$('refusal').hidden;
+    var option = area.querySelector(refusal ? '.refusal .use' : '.card .body:not([hidden]) .insert');
+    if (!option) {
+      t.style.setProperty('--keep', keep + 'px');
+      area.style.removeProperty('--keep');
+      return;
+    }
+    var bar = refusal ? $('refusal').querySelector(':scope > .options') : null;
     var need = option.getBoundingClientRect().bottom - area.getBoundingClientRect().top + area.scrollTop +
-      MORE_BELOW_PX + parseFloat(getComputedStyle(area).paddingBottom);
-    var left = pane.clientHeight - keep;
+      (bar ? bar.offsetHeight : MORE_BELOW_PX) + parseFloat(getComputedStyle(area).paddingBottom);
+    var left = pane.clientHeight; // for the conversation and the coaching area
     Array.prototype.forEach.call(pane.children, function (el) {
       var s = getComputedStyle(el);
       if (el === t || el === area || s.position === 'absolute' || !el.getClientRects().length) return;
@@ -460,7 +467,10 @@
       left -= (el.id === 'flags' ? parseFloat(s.minHeight) || 0 : el.offsetHeight) +
         parseFloat(s.marginTop) + parseFloat(s.marginBottom);
     });
-    area.style.setProperty('--keep', Math.floor(Math.min(need, left)) + 'px');
+    var kept = Math.min(Math.ceil(need), Math.floor(left - (refusal ? TRANSCRIPT_MIN_PX : keep)));
+    if (refusal) keep = Math.max(TRANSCRIPT_MIN_PX, Math.min(keep, Math.floor(left - kept)));
+    t.style.setProperty('--keep', keep + 'px');
+    area.style.setProperty('--keep', kept + 'px');
   }
   new MutationObserver(fitPane).observe($('transcript'), {childList: true, subtree: true, characterData: true});
   new ResizeObserver(function () {

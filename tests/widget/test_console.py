@@ -1464,6 +1464,50 @@ async def test_send_anyway_is_in_view_over_the_reply_box(
     assert console.watched.errors == []
 
 
+
+@pytest.mark.parametrize("earlier", [0, 12])
+async def test_a_refusals_first_suggestion_is_in_view_above_its_buttons(
+        site: Site, new_page: Any, out_dir: Path, earlier: int) -> None:
+    # At 1024x700 the bar of Edit and Send anyway, which stays at the foot of the area,
+    # covered the first suggestion; in a long chat too, whose conversation keeps 40%.
+    page, fake = await scripted_console(site, new_page)
+    await page.set_viewport_size({"width": 1024, "height": 700})
+    now = int(time.time() * 1000)
+    for i in range(1, earlier + 1):
+        fake.send(**{"type": "message", "conversation": fake.CONV, "seq": f"{1000 + i}-0",
+                     "ts": now - 60_000 + i * 1000, "id": f"m{i + 1}",
+                     "from": {"role": "visitor", "id": "v_1", "name": "Ana"},
+                     "text": f"I'd like to pay for order 1182, question {i}."})
+    await expect(page.locator("#transcript .msg")).to_have_count(earlier + 1)
+    asked = "Please send me your card number, the expiry date and the CVV on the back."
+    text = "Thanks for waiting, I can take the payment for order 1182 right now. " + asked
+    await page.locator("#draft").fill(text)
+    await page.locator("#draft").press("Enter")
+    await expect(page.locator("#transcript .msg.mine")).to_have_count(1)
+    suggestions = ["please use the secure payment link I'm sending you - never share card "
+                   "details, PINs or passwords in chat",
+                   "I'll send you a secure form for that; for your safety, please don't type "
+                   "card details here"]
+    fake.send(type="error", code="sensitive_data", ref=fake.of_type("message")[-1]["id"],
+              message="Resend with override to send it anyway.",
+              flags=[{"rule": "en.sensitive.card", "category": "sensitive_data_request",
+                      "severity": "alert", "start": len(text) - len(asked),
+                      "end": len(text) - 1, "text": asked[:-1],
+                      "message": "Never ask for a full card number or CVV in chat; send the "
+                                 "customer a secure way to pay instead.",
+                      "suggestions": suggestions}],
+              suggestions=suggestions)
+    refusal = page.locator("#refusal")
+    await expect(refusal.locator(".use")).to_have_count(2, timeout=5_000)
+    await page.wait_for_timeout(200)  # the layout settles
+    await page.screenshot(path=out_dir / f"console-refusal-after-{earlier}-lines.png")
+    for control in (refusal.locator(".use").first,
+                    refusal.get_by_role("button", name="Edit message"),
+                    refusal.get_by_role("button", name="Send anyway"),
+                    page.locator("#transcript .msg").last, page.locator("#draft")):
+        assert await wholly_in_view(control)
+    assert page.watched.errors == []
+
 async def test_a_refusal_in_a_cyrillic_chat_speaks_cyrillic(site: Site, new_page: Any,
                                                            agent_name: Any) -> None:
     name = await agent_name(["sr"])
