@@ -157,7 +157,7 @@ class ConversationCoach:
             st.cyrillic = script.is_cyrillic(text)
         if st.topic is None:
             st.topic = self.coach.conversation_topic(text, st.lang)
-        cues = self.coach.check(text, st.lang, "customer", slots=self._values(values))
+        cues = self._cues(text, values)
         if any(c.category == "frustration" for c in cues):
             st.last_frustration_at = now
         return CustomerReview(cues, self._offer(cues, now))
@@ -176,8 +176,14 @@ class ConversationCoach:
         agent was offered, with this one's name, so the new agent knows at once that the
         customer is upset. The customer's wait and cues stay as they were."""
         self._scripts_for(agent)
-        cues = self.coach.check(text, self.state.lang, "customer", slots=self._values(values))
+        cues = self._cues(text, values)
         return self._offer([c for c in cues if c.category in categories], now)
+
+    def _cues(self, text: str, values: Mapping[str, str | None] | None) -> list[Flag]:
+        """The cues of a customer's ``text``, read in the language it is written in (an
+        English-speaking customer on a Serbian site), with scripts in that language."""
+        lang = self.coach.language_written(text, self.state.lang)
+        return self.coach.check(text, lang, "customer", slots=self._values(values))
 
     def _scripts_for(self, agent: str) -> None:
         """Scripts are offered per agent: one who takes the chat over starts afresh."""
@@ -221,7 +227,11 @@ class ConversationCoach:
             st.last_frustration_at is not None
             and now - st.last_frustration_at <= self.upset_window
             and self.coach.check(
-                text, lang, "agent", include_offers=True, categories={"upsell_when_upset"}
+                text,
+                self.coach.language_written(text, lang),
+                "agent",
+                include_offers=True,
+                categories={"upsell_when_upset"},
             )
         ):
             nudges.append(self._nudge("upsell_when_upset", now, text, values))

@@ -718,9 +718,9 @@ class Coach:
         return self._pack(lang).lang
 
     def language_written(self, text: str, lang: str) -> str:
-        """The language to check an agent's ``text`` in, in a chat in ``lang``: English
-        when a chat in another language gets a reply that reads as English (an agent who
-        took a chat in a language they do not speak, a customer who wrote English), else
+        """The language to check ``text`` in, written in a chat in ``lang``: English when
+        it reads as English in a chat in another language (an agent who took a chat in a
+        language they do not speak, a customer who writes English on a Serbian site), else
         ``lang``. Read from the commonest words: two or more English ones, and more than
         of the chat's own language."""
         chat = self._pack(lang).lang

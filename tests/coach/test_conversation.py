@@ -225,3 +225,15 @@ def test_a_handed_over_chat_brings_its_scripts_to_the_next_agent(coach) -> None:
     assert chat.handover(upset, {"repeat_contact"}, now=30, values=NAMES, agent="ivo") == []
     again = chat.customer_message(upset, now=40, values=NAMES, agent="ivo")
     assert [s.category for s in again.scripts] == ["frustration"]
+
+
+def test_a_customer_writing_english_in_a_serbian_chat_gets_english_scripts(coach) -> None:
+    chat = ConversationCoach(coach, "sr", now=0)
+    review = chat.customer_message("This is ridiculous, I am so angry!!!", now=1, values=NAMES)
+    assert [c.category for c in review.scripts] == ["frustration"]
+    assert review.scripts[0].rule.startswith("en.")
+    assert any("frustrating" in s or "upset" in s for s in review.scripts[0].suggestions)
+    # Serbian stays Serbian.
+    chat = ConversationCoach(coach, "sr", now=0)
+    review = chat.customer_message("Ovo je sramota, koliko još da čekam!!!", now=1, values=NAMES)
+    assert review.scripts and all(s.rule.startswith("sr.") for s in review.scripts)
