@@ -367,7 +367,7 @@ class Coaching:
             log_records.append({"kind": "cue", "ts": ts, "seq": seq, **cue.model_dump()})
         for s in review.scripts:
             frames.append(_script_frame(conv, seq, text, s))
-            log_records.append(_script_record(ts, seq, s, agent_id))
+            log_records.append(_script_record(ts, frames[-1], agent_id))
         await self._log(conv, log_records)
         if agent["id"]:
             for frame in frames:
@@ -375,6 +375,35 @@ class Coaching:
         elif frames:
             await self._hold_scripts(conv, frames)
         return frames
+
+    async def scripts_shown(self, conv: str, agent_id: str) -> list[dict[str, Any]]:
+        """The ``script`` frames ``agent_id`` was given in ``conv`` within the cooldown,
+        the latest of each category: their cards, again, for a console opened anew."""
+        since = _now_ms() - int(self.cue_cooldown_s * 1000)
+        latest: dict[str, dict[str, Any]] = {}
+        for raw in await self.redis.lrange(conv_key(conv, "coachlog"), -LOG_TAIL, -1):
+            if '"script"' not in raw:
+                continue
+            record = json.loads(raw)
+            if (
+                record.get("kind") == "script"
+                and record.get("to") in (agent_id, "")
+                and record.get("ts", 0) >= since
+                and "cue" in record
+            ):
+                latest[record["category"]] = record
+        return [
+            {
+                "v": 1,
+                "type": "script",
+                "conversation": conv,
+                "category": r["category"],
+                "cue": r["cue"],
+                "message": r["message"],
+                "scripts": r["scripts"],
+            }
+            for r in latest.values()
+        ]
 
     async def handover(
         self, conv: str, state: dict[str, str], agent: dict[str, str]
@@ -414,7 +443,7 @@ class Coaching:
                 text = str(decode_event(found[0][0], found[0][1]["e"]).get("text") or "")
                 for s in chat.handover(text, categories, ts / 1000, values, agent=agent["id"]):
                     frames.append(_script_frame(conv, seq, text, s))
-                    records.append(_script_record(ts, seq, s, agent["id"]))
+                    records.append(_script_record(ts, frames[-1], agent["id"]))
         await self._log(conv, records)
         return frames
 
@@ -715,15 +744,17 @@ def _script_frame(conv: str, seq: str, text: str, s: Flag) -> dict[str, Any]:
     }
 
 
-def _script_record(ts: int, seq: str, s: Flag, agent_id: str) -> dict[str, Any]:
-    """A script offered, as the coach log keeps it: to whom (``""`` while nobody had the
-    chat and it waited for the next agent)."""
+def _script_record(ts: int, frame: dict[str, Any], agent_id: str) -> dict[str, Any]:
+    """A script offered, as the coach log keeps it: its frame's words, and to whom
+    (``""`` while nobody had the chat and it waited for the next agent)."""
     return {
         "kind": "script",
         "ts": ts,
-        "seq": seq,
-        "category": s.category,
-        "scripts": s.suggestions,
+        "seq": frame["cue"]["seq"],
+        "category": frame["category"],
+        "scripts": frame["scripts"],
+        "cue": frame["cue"],
+        "message": frame["message"],
         "to": agent_id,
     }
 

@@ -720,6 +720,13 @@ class Session:
         )
         for view in views:
             self._end_join(view.conversation, view.events, resume.get(view.conversation))
+        coaching = self.relay.coaching
+        if coaching is not None and self.role != "visitor":
+            # A console opened anew shows the cards its chats had: their scripts again.
+            for view in views:
+                if view.status == "assigned" and view.agent and view.agent.id == self.uid:
+                    for frame in await coaching.scripts_shown(view.conversation, self.uid):
+                        self.send(frame)
         held, self._held = self._held or [], None
         for channel, payload in held:
             if _assigns_new(payload, self.convs):

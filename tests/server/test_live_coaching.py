@@ -180,6 +180,24 @@ async def test_upset_customer_gives_the_agent_one_script(redis_db: str) -> None:
         await vi.close()
 
 
+async def test_a_console_opened_again_gets_the_scripts_of_its_chats_again(
+    redis_db: str,
+) -> None:
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        said = "I have called three times already, this is ridiculous!!!"
+        await vi.say(said)
+        offered = {s["category"]: s for s in [await ag.expect("script") for _ in range(2)]}
+        again = await agent(srv, redis_db, "ana", create=False)
+        shown = {s["category"]: s for s in [await again.expect("script") for _ in range(2)]}
+        assert shown == offered
+        assert await again.quiet("script") == []
+        # Not another agent's console, nor the visitor's.
+        marko = await agent(srv, redis_db, "marko")
+        assert await marko.quiet("script") == []
+        await close_all(ag, vi, again, marko)
+
+
 async def test_the_agent_a_chat_is_transferred_to_gets_its_scripts_at_once(
     redis_db: str,
 ) -> None:

@@ -1821,3 +1821,19 @@ async def test_real_coach_applying_both_overlapping_suggestions_reads_well(
     await dont_know.locator("button.apply").first.click()
     text = await console.locator("#draft").input_value()
     assert "you team," not in text and "right team" in text, text
+
+
+async def test_the_cards_of_an_upset_customer_are_there_after_a_reload(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    console, shop = await chat_in_console(
+        site, new_page, name, "I have called three times already, this is ridiculous!!!")
+    cards = console.locator("#assist .card.script")
+    await expect(cards).to_have_count(2, timeout=10_000)
+    before = sorted(await cards.all_inner_texts())
+    await console.reload()
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await console.locator("#chats .item").first.click()
+    await expect(cards).to_have_count(2, timeout=10_000)
+    assert sorted(await cards.all_inner_texts()) == before
+    assert console.watched.errors == []
