@@ -220,23 +220,34 @@ async def _names(request: Request, uids: Iterable[str | None]) -> dict[str, str]
 
 
 def _agents_of(events: list[dict[str, Any]], holder: str | None) -> list[str]:
-    """Every account that took part in a conversation, in the order they joined: given
-    the chat (routed, accepted, transferred to, taken over) or writing in it; the one
-    holding it now (``holder``) last if no event names them."""
-    seen: dict[str, None] = {}
+    """The accounts that held a conversation, in the order they held it, ending with the
+    one who holds (or held) it last: "Jelena, Ana, Jelena" for a chat taken over and
+    handed back. An account that wrote without holding it is listed where it first wrote;
+    ``holder``, the one holding it now, ends the list if no event names them last."""
+    # A chain, not a set of first appearances: a hand-back to an earlier agent must show
+    # them again at the end, or the list reads as if the last to take it still had it.
+    chain: list[str] = []
+
+    def held(uid: str) -> None:
+        if not chain or chain[-1] != uid:
+            chain.append(uid)
+
     for e in events:
         kind = e.get("type")
         if kind in ("assigned", "transferred"):
-            for ref in (e.get("from_agent"), e.get("agent")):
-                if ref and ref.get("id"):
-                    seen.setdefault(ref["id"])
+            gone, to = e.get("from_agent") or {}, e.get("agent") or {}
+            if gone.get("id") and not chain:
+                chain.append(gone["id"])
+            if to.get("id"):
+                held(to["id"])
         elif kind == "message":
             sender = e.get("from") or {}
-            if sender.get("role") in ("agent", "supervisor") and sender.get("id"):
-                seen.setdefault(sender["id"])
+            uid = sender.get("id")
+            if sender.get("role") in ("agent", "supervisor") and uid and uid not in chain:
+                chain.append(uid)
     if holder:
-        seen.setdefault(holder)
-    return list(seen)
+        held(holder)
+    return chain
 
 
 def _credit(flags: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:

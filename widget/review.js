@@ -63,8 +63,9 @@
   function person(name, id) {
     return h('td', Object.assign({text: name || id || ''}, id && name && name !== id ? {title: id} : {}));
   }
-  /** Everyone who took part in a chat, in the order they joined ("Jelena → Marko"), from
-   * `agents` ([{id, name}]); the agent holding it when the server does not list them. */
+  /** Everyone who held a chat, in the order they held it, the last holder last ("Jelena →
+   * Ana → Jelena" after a hand-back), from `agents` ([{id, name}]); the agent holding it
+   * when the server does not list them. */
   function agentsText(c) {
     var all = c.agents || [];
     return all.length ? all.map(function (a) { return a.name || a.id; }).join(' → ') : c.agent_name || c.agent || '';

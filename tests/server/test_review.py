@@ -218,6 +218,36 @@ async def test_agent_filter_finds_chats_a_supervisor_took_over(redis_db: str) ->
         await close_all(vi, ag)
 
 
+async def test_a_chat_handed_back_lists_its_agents_in_the_order_they_held_it(
+    redis_db: str,
+) -> None:
+    # Sanja takes Ana's chat over and hands it back; Ana closes it. The list, the
+    # transcript and the TXT export end with Ana, who held it last, not with Sanja.
+    async with running_with_coach(redis_db) as srv:
+        ag, vi, conv = await start_chat(srv, redis_db)
+        async with await supervisor_http(srv, redis_db) as sup:
+            boss = await console(srv, "sanja")
+            await boss.send(type="take_over", conversation=conv)
+            await boss.expect("assignment", conversation=conv)
+            await boss.send(type="transfer", id="back", conversation=conv, to_agent="ana")
+            await ag.expect("assignment", conversation=conv)
+            await ag.send(type="close", conversation=conv)
+            await vi.expect("closed")
+            [item] = (await sup.get("/api/review/conversations")).json()["items"]
+            held = ["ana", "sanja", "ana"]
+            assert [a["id"] for a in item["agents"]] == held
+            t = (await sup.get(f"/api/review/conversations/{conv}")).json()
+            assert [a["id"] for a in t["agents"]] == held
+            url = f"/api/review/conversations/{conv}/export"
+            txt = await sup.get(url, params={"format": "txt"})
+            assert "agents Ana -> Sanja -> Ana)" in txt.text.splitlines()[0]
+            for name in ("ana", "sanja"):  # the filter still finds it under each of them
+                r = await sup.get("/api/review/conversations", params={"agent": name})
+                assert [c["conversation"] for c in r.json()["items"]] == [conv], name
+            await boss.close()
+        await close_all(vi, ag)
+
+
 async def test_csv_export_names_the_agent_who_sent_each_flagged_message(redis_db: str) -> None:
     # Ana ignores a suggestion, then supervisor Sanja takes the chat over and says
     # "That's not my job.": each flag's row names its own sender, by id and by name, in
