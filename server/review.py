@@ -683,10 +683,14 @@ def _day_range(request: Request) -> list[str]:
     """The days (UTC) from ``from`` to ``to``; the last 30 days up to ``to`` (or today)
     when ``from`` is not given."""
     q = request.query_params
-    end = _day(q.get("to"), "to") or datetime.now(UTC).date()
+    given_to = _day(q.get("to"), "to")
+    end = given_to or datetime.now(UTC).date()
     start = _day(q.get("from"), "from") or end - timedelta(days=29)
     if end < start:
-        raise ApiError(400, "invalid_request", "to is before from")
+        # Say both dates as read: without ``to`` the end is today, which the asker never
+        # typed, so "to is before from" alone sent them looking for a date they had not set.
+        to_said = f"to {end}" + ("" if given_to else " (today, UTC, as no to was given)")
+        raise ApiError(400, "invalid_request", f"from {start} is after {to_said}")
     if (end - start).days >= MAX_DAYS:
         raise ApiError(400, "invalid_request", f"at most {MAX_DAYS} days")
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]

@@ -85,6 +85,12 @@
     page().append(h('p', {'class': 'error', role: 'alert',
       text: 'Could not load: ' + (err && err.message ? err.message : String(err))}));
   }
+  /** A period page's failure: a 400 is the dates the supervisor chose (the server says
+   * both as it read them), so it asks them to fix those, not that loading failed. */
+  function periodFailed(err) {
+    if (!(err instanceof TL.ApiError && err.status === 400)) return failed(err);
+    page().append(h('p', {'class': 'error', role: 'alert', text: 'Check the period: ' + err.message + '.'}));
+  }
 
   // ---------------------------------------------------------------- exports
   function download(path, name) {
@@ -379,7 +385,7 @@
     api('/api/review/scorecards' + (q ? '?' + q : '')).then(function (data) {
       var cards = items(data).map(scorecard);
       page().append(cards.length ? h('div', {'class': 'cards'}, cards) : h('p', {'class': 'note', text: 'No data for this period.'}));
-    }, failed);
+    }, periodFailed);
   }
 
   function pct(v) { return v == null ? '—' : Math.round(v * 100) + '%'; }
@@ -472,7 +478,7 @@
         return h('tr', {'data-rule': r.rule}, [h('td', {}, [h('code', {text: r.rule})]), h('td', {text: String(r.fires)}),
           h('td', {text: String(r.false_alarms)}), h('td', {text: pct(r.rate)})]);
       })));
-    }, failed);
+    }, periodFailed);
   }
 
   // ---------------------------------------------------------------- live monitor

@@ -145,6 +145,22 @@ async def test_scorecard_counts_the_flags_the_conversation_list_counts(redis_db:
         await close_all(vi, ag)
 
 
+async def test_a_period_ending_before_it_starts_says_both_dates_as_read(redis_db: str) -> None:
+    # Without `to` the period ends today, a date the asker never typed: a `from` in the
+    # future must be told apart from a `to` typed before it.
+    now = datetime.now(UTC).date()
+    tomorrow, today_ = (now + timedelta(days=1)).isoformat(), now.isoformat()
+    async with running(redis_db) as srv, await supervisor_http(srv, redis_db) as sup:
+        for url in ("/api/review/scorecards", "/api/review/rule-quality"):
+            r = await sup.get(url, params={"from": tomorrow})
+            assert r.status_code == 400, url
+            assert r.json()["message"] == (
+                f"from {tomorrow} is after to {today_} (today, UTC, as no to was given)"
+            ), url
+            r = await sup.get(url, params={"from": "2026-11-10", "to": "2026-11-03"})
+            assert r.json()["message"] == "from 2026-11-10 is after to 2026-11-03", url
+
+
 async def test_a_renamed_agent_has_the_new_name_at_once_on_every_server(redis_db: str) -> None:
     async with running_with_coach(redis_db) as one, running(redis_db) as two:
         ag, vi, conv = await start_chat(one, redis_db)  # names the agent in the assigned event

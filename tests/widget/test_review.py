@@ -555,6 +555,18 @@ async def test_scorecard_days_without_activity_are_gaps_not_zeros(
     assert page.watched.errors == []
 
 
+async def test_a_period_that_ends_before_it_starts_is_said_plainly(
+        site: Site, new_page: Any) -> None:
+    said = "from 2026-12-06 is after to 2026-12-05 (today, UTC, as no to was given)"
+    page = await new_page()
+    await page.route(site.base + "/api/review/**", ReviewApi().handle)
+    await page.route(site.base + "/api/review/scorecards*", lambda route: route.fulfill(
+        status=400, json={"code": "invalid_request", "message": said}))
+    await login(page, site, hash_="#/scorecards?from=2026-12-06")
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Check the period: " + said + ".", timeout=10_000)
+
+
 US_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 
 
