@@ -1089,7 +1089,8 @@ class Session:
             contact=contact,
             override=True if sent_check is not None and sent_check.refused else None,
         )
-        state = [("preview", text[:80])] if self.role == "visitor" else []
+        # The visitor's first words tell the chat apart in the queue, on Live and in review.
+        state = [("?preview", text[:80])] if self.role == "visitor" else []
         if contact is not None:
             state.append(("left_message", "1"))
         outcome, seq = await self._store(

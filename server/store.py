@@ -123,7 +123,13 @@ if ARGV[1] ~= '' then
 end
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do
+  if string.sub(ARGV[i], 1, 1) == '?' then  -- set once: the first value stays
+    redis.call('HSETNX', KEYS[3], string.sub(ARGV[i], 2), ARGV[i + 1])
+  else
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  end
+end
 redis.call('HSET', KEYS[3], 'last_seq', id)
 redis.call('PUBLISH', ARGV[3], '{"seq":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return {'ok', id}
@@ -531,7 +537,10 @@ class Store:
         dedup: str = "",
         state: Sequence[tuple[str, str]] = (),
     ) -> tuple[str, str | None]:
-        """Store one event; returns (outcome, seq). Outcome: ok, dup, closed, forbidden, missing."""
+        """Store one event; returns (outcome, seq). Outcome: ok, dup, closed, forbidden, missing.
+
+        ``state`` fields are set with the event; a name starting with ``?`` is set only if
+        the conversation has none yet."""
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         args: list[str] = [dedup, body, live_channel(conv), actor]
         for k, v in state:

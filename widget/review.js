@@ -212,9 +212,8 @@
     });
   }
 
-  /** A chat as people tell it apart: the visitor's name and the start of what they wrote
-   * (first, in the lists of conversations; last, on Live), linking to the transcript; the
-   * id small underneath, for those who look it up. */
+  /** A chat as people tell it apart: the visitor's name and the start of what they first
+   * wrote, linking to the transcript; the id small underneath, for those who look it up. */
   function conversationCell(c) {
     var href = '#/conversation/' + encodeURIComponent(c.conversation);
     return h('td', {'class': 'conv'}, [

@@ -19,6 +19,7 @@ from tests.server.support import (
     http_as,
     ignore_a_suggestion,
     make_account,
+    open_chat,
     running,
     running_with_coach,
     start_chat,
@@ -139,10 +140,11 @@ async def test_sensitive_data_request_is_refused_until_overridden(redis_db: str)
 
 async def test_card_numbers_are_masked_for_everyone(redis_db: str) -> None:
     async with running_with_coach(redis_db) as srv:
-        ag, vi, conv = await start_chat(srv, redis_db)
-        await vi.say("my card is 4111 1111 1111 1111")
-        got = await ag.expect("message", conversation=conv, text="my card is •••• •••• •••• 1111")
-        assert "4111" not in got["text"]
+        ag = await agent(srv, redis_db, "ana")
+        vi, conv = await open_chat(srv, ag, "my card is 4111 1111 1111 1111", name="Marko")
+        await vi.say("or 5500 0000 0000 0004")
+        got = await ag.expect("message", conversation=conv, text="or •••• •••• •••• 0004")
+        assert "5500" not in got["text"]
         # Nor in the lists that quote the visitor's words.
         async with await supervisor_http(srv, redis_db) as sup:
             [row] = (await sup.get("/api/review/live")).json()["items"]

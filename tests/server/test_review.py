@@ -202,7 +202,7 @@ async def test_live_shows_the_last_cue_and_the_last_flag(redis_db: str) -> None:
             ack = await ag.say("Hi, I'm Ana. That's not my job.", conversation=conv)
             await ag.expect("coach_checked", ref=ack["ref"])
             [row] = (await sup.get("/api/review/live")).json()["items"]
-            assert row["preview"] == "This is ridiculous, I am so angry!!!"  # the last words
+            assert row["preview"] == "Hello, my parcel is late."  # the first words, still
             assert row["last_cue"]["category"] == "frustration" and row["last_cue"]["text"]
             assert row["last_flag"]["category"] == "not_my_job"
             assert row["last_flag"]["text"] == "That's not my job"

@@ -635,7 +635,7 @@ async def test_live_waiting_is_the_unanswered_wait_not_the_age(site: Site,
     page, _ = await review_page(site, new_page, "#/live")
     await expect(page.locator(f"tr[data-conv='{CONV}'] td.waiting")).to_have_text(
         "1 min", timeout=10_000)
-    # A chat is told apart by its visitor and their last words; the id is there, small.
+    # A chat is told apart by its visitor and their first words; the id is there, small.
     await expect(page.locator("tr[data-conv='c_review0002'] td")).to_contain_text(
         ["Ivo", "Jelena", "answered"])
     first = page.locator("tr[data-conv='c_review0002'] td.conv")
