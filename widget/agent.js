@@ -493,7 +493,9 @@
       if (mine && (c.overridden[ev.id] || c.coached[ev.id])) setState(li, 'coach', c.overridden[ev.id] ? SENT_ANYWAY : c.coached[ev.id]);
     } else if (ev.type === 'whisper') {
       li = h('li', {'class': 'whisper', 'aria-label': 'Private whisper from ' + ev.from.name},
-        [h('strong', {text: 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
+        // A supervisor who took the chat over reads their own whispers to the agent before.
+        [h('strong', {text: S.me && ev.from.id === S.me.id ? 'Your whisper to the agent: '
+          : 'Whisper from ' + ev.from.name + ' (only you see this): '}), ev.text]);
     } else if (ev.type === 'assigned') {
       li = h('li', {'class': 'sys', text: (ev.agent ? ev.agent.name : 'An agent') + ' joined · ' + TL.clock(ev.ts)});
     } else if (ev.type === 'transferred' && ev.taken_over) {

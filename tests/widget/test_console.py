@@ -1837,3 +1837,29 @@ async def test_the_cards_of_an_upset_customer_are_there_after_a_reload(
     await expect(cards).to_have_count(2, timeout=10_000)
     assert sorted(await cards.all_inner_texts()) == before
     assert console.watched.errors == []
+
+
+async def test_a_supervisor_who_takes_a_chat_over_reads_their_whisper_as_their_own(
+        site: Site, new_page: Any, agent_name: Any) -> None:
+    name = await agent_name()
+    agent = await site.agent_client(name)
+    shop = await new_page()
+    await open_shop(shop, site.base)
+    await open_widget(shop)
+    await write(shop, "Where is my parcel?")
+    conv = (await agent.expect("assignment", timeout=10))["conversation"]
+    boss = await connect(site.ws, "/ws/agent", await site.login("supervisor"))
+    await boss.send(type="whisper", id="w1", conversation=conv, text="Offer the refund.")
+    await boss.expect("pong", ref="w1")
+    console = await new_page()
+    await login(console, site, "supervisor", online=False)
+    await boss.send(type="take_over", conversation=conv)
+    await console.locator("#chats .item").first.wait_for(timeout=10_000)
+    await console.reload()  # the welcome lists the chat's whispers
+    await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
+    await console.locator("#chats .item").first.click()
+    whisper = console.locator("#transcript .whisper")
+    await expect(whisper).to_have_text("Your whisper to the agent: Offer the refund.",
+                                       timeout=10_000)
+    await boss.close()
+    await agent.close()
