@@ -1448,7 +1448,11 @@ class Session:
             target = await get_account(self.relay.redis, frame.to_agent)
             if target is None or target.role != "agent":
                 raise ProtocolError(ErrorCode.AGENT_UNAVAILABLE, "no such agent", frame.id)
-            outcome, prev = await self.relay.store.transfer_to_agent(conv, me, target.name)
+            # A supervisor's hand-over (a chat taken over handed back) is theirs to decide:
+            # the agent's seat may have been filled from the queue meanwhile.
+            outcome, prev = await self.relay.store.transfer_to_agent(
+                conv, me, target.name, over_capacity=self.role == "supervisor"
+            )
             if outcome != "ok":
                 code = (
                     ErrorCode.AGENT_UNAVAILABLE

@@ -255,7 +255,9 @@ local cur = redis.call('HGET', P .. 'assign', c)
 if not cur or (ARGV[4] ~= '' and cur ~= ARGV[4]) then return {'not_in_conversation'} end
 local agents = load_agents(ARGV[5])
 local a = agents[1]
-if a == nil or a.open >= a.cap or a.id == cur then return {'agent_unavailable'} end
+if a == nil or (a.open >= a.cap and ARGV[6] ~= '1') or a.id == cur then
+  return {'agent_unavailable'}
+end
 redis.call('SREM', P .. 'aconvs:' .. cur, c)
 take(c, a, now)
 return {'ok', cur}
@@ -743,10 +745,13 @@ class Store:
         return str(res[0]), taken
 
     async def transfer_to_agent(
-        self, conv: str, from_agent: str, to_agent: str
+        self, conv: str, from_agent: str, to_agent: str, *, over_capacity: bool = False
     ) -> tuple[str, str | None]:
+        """Move ``conv`` to ``to_agent``, who must be online and, unless
+        ``over_capacity``, have room for it."""
         res = await self._transfer(
-            keys=[f"{G}assign"], args=[G, now_ms(), conv, from_agent, to_agent]
+            keys=[f"{G}assign"],
+            args=[G, now_ms(), conv, from_agent, to_agent, "1" if over_capacity else "0"],
         )
         return str(res[0]), (str(res[1]) if len(res) > 1 else None)
 

@@ -822,3 +822,26 @@ async def test_the_chat_of_a_visitor_who_is_gone_is_closed_and_frees_the_agent(
         assert status[stays_conv] == "assigned" and status[left_conv] == "queued"
         assert status[gone_conv] == "closed"
         await close_all(ag, stays, nxt)
+
+
+async def test_a_supervisor_hands_a_chat_back_to_its_agent_whose_seat_was_refilled(
+    redis_db: str,
+) -> None:
+    async with running(redis_db) as srv:
+        jelena = await agent(srv, redis_db, "jelena", capacity=1)
+        vi, conv = await open_chat(srv, jelena, "My refund is late.")
+        await make_account(redis_db, "sanja", role="supervisor")
+        boss = await connect(srv.ws, "/ws/agent", await session_token(srv.base, "sanja"))
+        await boss.send(type="take_over", conversation=conv)
+        await boss.expect("assignment", conversation=conv)
+        # Her seat is free: the next visitor in line gets it at once.
+        nxt, nxt_conv = await open_chat(srv, jelena, "Hello?")
+        await boss.send(type="transfer", id="back", conversation=conv, to_agent="jelena")
+        assert (await jelena.expect("assignment", conversation=conv))["reason"] == "transfer"
+        assert [f for f in await boss.quiet("error") if f.get("ref") == "back"] == []
+        # An agent may not hand a chat to a full colleague, though.
+        marko = await agent(srv, redis_db, "marko")
+        third, third_conv = await open_chat(srv, marko, "Anyone?")
+        await marko.send(type="transfer", id="full", conversation=third_conv, to_agent="jelena")
+        assert (await marko.expect("error", ref="full"))["code"] == "agent_unavailable"
+        await close_all(jelena, vi, boss, nxt, marko, third)
