@@ -232,7 +232,7 @@
       return;
     }
     if (f.code === 'agent_unavailable' && S.handBack && f.ref === S.handBack.id) {
-      toast('Could not hand the chat back: ' + S.handBack.name + ' is not online with room for another chat.');
+      toast('Could not hand the chat back: ' + S.handBack.name + ' is not online.');
     } else if (transferFailed && !$('transfer').open) toast('Transfer failed: ' + f.message);
     else if (transferFailed) $('transfer-error').textContent = f.message;
     else if (f.code !== 'rate_limited') toast(f.message || f.code);
