@@ -5,8 +5,9 @@ in a single assignment, so a check in progress finishes with the rules it
 started with. A rule file with an error leaves the running rules in place;
 the error (file, line, rule) goes to the log and to ``/readyz``.
 
-Every process watches the rules directory itself, and a reload asked for
-through the API is broadcast on Redis so that all processes follow.
+Every process watches the rules directory itself (every couple of seconds);
+a reload asked for through the API happens at once in the process that
+answers it, and the others follow at their next look at the directory.
 """
 
 from __future__ import annotations
