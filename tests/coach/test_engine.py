@@ -774,3 +774,21 @@ def test_a_reply_is_checked_in_the_language_it_is_written_in(
     coach: Coach, text: str, lang: str, written: str
 ) -> None:
     assert coach.language_written(text, lang) == written
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "kept"),
+    [
+        ("en", "Your parcel is in the Zagreb warehouse and that's not my job.",
+         "Your parcel is in the Zagreb warehouse and "),
+        ("hr", "Paket je u skladištu i to nije moj posao.", "Paket je u skladištu i "),
+        ("sr", "Пакет је у магацину и то није мој посао.", "Пакет је у магацину и "),
+        ("sl", "Paket je v skladišču in to ni moje delo.", "Paket je v skladišču in "),
+    ],
+)
+def test_applying_a_suggestion_keeps_what_was_said_before_and(
+    coach: Coach, lang: str, text: str, kept: str
+) -> None:
+    (flag,) = coach.check(text, lang, "agent")
+    applied = text[: flag.start] + flag.suggestions[0] + text[flag.end :]
+    assert applied.startswith(kept), applied
