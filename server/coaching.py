@@ -81,6 +81,8 @@ CUE_EXCERPT = 80
 MAX_LOG_RECORDS = 2000
 #: Coach log records read for the scripts to hand over with a chat (the latest).
 LOG_TAIL = 200
+#: What a ``script`` frame says, kept in the coach log to send it again.
+SCRIPT_FIELDS = ("category", "cue", "message", "scripts")
 MAX_WAITING_SCRIPTS = 20  # per conversation
 MAX_WAITING_CHATS_SCANNED = 500  # per tick, those holding scripts the longest first
 
@@ -379,29 +381,13 @@ class Coaching:
     async def scripts_shown(self, conv: str, agent_id: str) -> list[dict[str, Any]]:
         """The ``script`` frames ``agent_id`` was given in ``conv`` within the cooldown,
         the latest of each category: their cards, again, for a console opened anew."""
-        since = _now_ms() - int(self.cue_cooldown_s * 1000)
-        latest: dict[str, dict[str, Any]] = {}
-        for raw in await self.redis.lrange(conv_key(conv, "coachlog"), -LOG_TAIL, -1):
-            if '"script"' not in raw:
-                continue
-            record = json.loads(raw)
-            if (
-                record.get("kind") == "script"
-                and record.get("to") in (agent_id, "")
-                and record.get("ts", 0) >= since
-                and "cue" in record
-            ):
-                latest[record["category"]] = record
+        latest = {
+            r["category"]: r
+            for r in await self._recent_scripts(conv)
+            if r.get("to") in (agent_id, "") and "cue" in r
+        }
         return [
-            {
-                "v": 1,
-                "type": "script",
-                "conversation": conv,
-                "category": r["category"],
-                "cue": r["cue"],
-                "message": r["message"],
-                "scripts": r["scripts"],
-            }
+            {"v": 1, "type": "script", "conversation": conv, **{k: r[k] for k in SCRIPT_FIELDS}}
             for r in latest.values()
         ]
 
@@ -416,14 +402,9 @@ class Coaching:
         if coach is None:
             return []
         ts = _now_ms()
-        since = ts - int(self.cue_cooldown_s * 1000)
         offered: dict[str, set[str]] = {}  # seq of the customer's message -> categories
-        for raw in await self.redis.lrange(conv_key(conv, "coachlog"), -LOG_TAIL, -1):
-            if '"script"' not in raw:
-                continue
-            record = json.loads(raw)
-            kind, to = record.get("kind"), record.get("to")
-            if kind == "script" and record.get("ts", 0) >= since and to != agent["id"]:
+        for record in await self._recent_scripts(conv):
+            if record.get("to") != agent["id"]:
                 offered.setdefault(record["seq"], set()).add(record["category"])
         if not offered:
             return []
@@ -446,6 +427,25 @@ class Coaching:
                     records.append(_script_record(ts, frames[-1], agent["id"]))
         await self._log(conv, records)
         return frames
+
+    async def _recent_scripts(self, conv: str) -> list[dict[str, Any]]:
+        """The scripts offered in ``conv`` within the cooldown, oldest first."""
+        since = _now_ms() - int(self.cue_cooldown_s * 1000)
+        records = await self._logged(conv, "script", LOG_TAIL)
+        return [r for r in records if r.get("ts", 0) >= since]
+
+    async def _logged(
+        self, conv: str, kind: str, last: int = MAX_LOG_RECORDS
+    ) -> list[dict[str, Any]]:
+        """The coach log's records of ``kind`` among its ``last``, oldest first."""
+        found = []
+        for raw in await self.redis.lrange(conv_key(conv, "coachlog"), -last, -1):
+            if f'"{kind}"' not in raw:  # most records are of another kind: skip reading them
+                continue
+            record = json.loads(raw)
+            if record.get("kind") == kind:
+                found.append(record)
+        return found
 
     async def _hold_scripts(self, conv: str, frames: list[dict[str, Any]]) -> None:
         """Scripts for the agent who will get ``conv``; :meth:`give_waiting_scripts` sends them."""
@@ -524,17 +524,11 @@ class Coaching:
         """The whispers in a conversation, oldest first: ``ts``, ``from``, ``text``; with
         ``agent_id``, only those whispered to that agent (the chat's next agent does not
         read what a supervisor told the last one)."""
-        records = await self.redis.lrange(conv_key(conv, "coachlog"), 0, -1)
-        found = []
-        for raw in records:
-            if '"whisper"' not in raw:  # most records are not: skip reading them
-                continue
-            record = json.loads(raw)
-            if record.get("kind") != "whisper":
-                continue
-            if agent_id is None or record.get("to") == agent_id:
-                found.append({k: record[k] for k in ("ts", "from", "text")})
-        return found
+        return [
+            {k: record[k] for k in ("ts", "from", "text")}
+            for record in await self._logged(conv, "whisper")
+            if agent_id is None or record.get("to") == agent_id
+        ]
 
     async def outcomes(self, conv: str, agent_id: str | None = None) -> dict[str, str]:
         """What the agent did with the flags of each flagged message: message id -> outcome;
@@ -751,10 +745,7 @@ def _script_record(ts: int, frame: dict[str, Any], agent_id: str) -> dict[str, A
         "kind": "script",
         "ts": ts,
         "seq": frame["cue"]["seq"],
-        "category": frame["category"],
-        "scripts": frame["scripts"],
-        "cue": frame["cue"],
-        "message": frame["message"],
+        **{k: frame[k] for k in SCRIPT_FIELDS},
         "to": agent_id,
     }
 
