@@ -5,11 +5,13 @@ the chat's coaching goes on when the checker dies or the rules change."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import shutil
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +225,9 @@ async def test_a_burst_of_drafts_waits_for_the_checker_as_one_newest_draft(
         await close_all(vi, ag)
 
 
-async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def checker_alone(tmp_path: Path) -> AsyncIterator[DraftChecker]:
+    """A draft checker of the project's rules, without a server, once it is usable."""
     runtime = RulesRuntime(ROOT / "rules", cache_dir=tmp_path / "cache")
     assert await runtime.reload()
     assert runtime.coach is not None
@@ -234,6 +238,14 @@ async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path:
         async with asyncio.timeout(READY_S):
             while not checker.usable():
                 await asyncio.sleep(0.05)
+        yield checker
+    finally:
+        await checker.stop()
+        gc.unfreeze()
+
+
+async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path: Path) -> None:
+    async with checker_alone(tmp_path) as checker:
         pid = checker.pid
         # A language the coach does not know raises in the child: that draft gets no
         # flags, the next ones theirs, from the same child.
@@ -241,23 +253,11 @@ async def test_a_draft_the_coach_cannot_check_does_not_end_the_checker(tmp_path:
         assert bad == "[]"
         assert [f["category"] for f in json.loads(good)] == ["dont_know"]
         assert checker.pid == pid and checker.started == 1
-    finally:
-        await checker.stop()
-        gc.unfreeze()
     assert checker.pid is None
 
 
 async def test_a_checker_that_dies_while_reloading_is_replaced(tmp_path: Path) -> None:
-    runtime = RulesRuntime(ROOT / "rules", cache_dir=tmp_path / "cache")
-    assert await runtime.reload()
-    assert runtime.coach is not None
-    fingerprint = runtime.coach.fingerprint
-    checker = DraftChecker(ROOT / "rules", tmp_path / "cache", lambda: fingerprint)
-    checker.start()
-    try:
-        async with asyncio.timeout(READY_S):
-            while not checker.usable():
-                await asyncio.sleep(0.05)
+    async with checker_alone(tmp_path) as checker:
         pid = checker.pid
         assert pid is not None
         # Killed (out of memory, say) just as it was told to load the rules again.
@@ -269,6 +269,3 @@ async def test_a_checker_that_dies_while_reloading_is_replaced(tmp_path: Path) -
         assert checker.started == 2
         [(_, flags)] = await checker.check([("en", "I don't know.")])
         assert [f["category"] for f in json.loads(flags)] == ["dont_know"]
-    finally:
-        await checker.stop()
-        gc.unfreeze()
