@@ -35,3 +35,26 @@ def bubbles(page: Any, mine: bool | None = None) -> Any:
 
 async def wait_bubble(page: Any, text: str, mine: bool | None = None) -> None:
     await bubbles(page, mine).filter(has_text=text).first.wait_for(timeout=UI_TIMEOUT_MS)
+
+
+class Cable:
+    """A page's WebSocket to the real server, routed through the test: ``cut()`` drops
+    the connection, and while ``down`` every new one is refused as a dead network
+    would."""
+
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+        self.down = False
+
+    async def attach(self, page: Any, url: str) -> None:
+        await page.route_web_socket(url, self._through)
+
+    async def _through(self, ws: Any) -> None:
+        if self.down:
+            await ws.close(code=1011)
+            return
+        ws.connect_to_server()
+        self.sockets.append(ws)
+
+    async def cut(self) -> None:
+        await self.sockets[-1].close(code=1011)

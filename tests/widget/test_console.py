@@ -22,7 +22,7 @@ from playwright.async_api import expect
 
 from tests.server.support import PASSWORD, connect, visitor_token
 from tests.widget.conftest import Site
-from tests.widget.support import W, open_shop, open_widget, wait_bubble, write
+from tests.widget.support import Cable, W, open_shop, open_widget, wait_bubble, write
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -1569,13 +1569,8 @@ async def test_whispers_and_sent_anyway_stay_after_a_reload_and_a_reconnect(
         site: Site, new_page: Any, agent_name: Any) -> None:
     name = await agent_name()
     console = await new_page()
-    sockets: list[Any] = []
-
-    def through(ws: Any) -> None:  # to the real server, and closable from here
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await console.route_web_socket(site.ws + "/ws/agent", through)
+    cable = Cable()
+    await cable.attach(console, site.ws + "/ws/agent")
     await login(console, site, name)
     shop = await new_page()
     await open_shop(shop, site.base)
@@ -1612,7 +1607,7 @@ async def test_whispers_and_sent_anyway_stay_after_a_reload_and_a_reconnect(
     await supervisor.send(type="whisper", id="w2", conversation=conv, text="Well done.")
     await supervisor.expect("pong", ref="w2")
     await expect(whispers).to_have_count(2, timeout=10_000)
-    await sockets[-1].close(code=1011)
+    await cable.cut()
     await expect(console.locator("#conn")).to_have_text("Reconnecting…")
     await expect(console.locator("#conn")).to_have_text("Connected", timeout=10_000)
     await console.wait_for_timeout(300)

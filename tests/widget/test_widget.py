@@ -17,6 +17,7 @@ from tests.server.support import connect, visitor_token
 from tests.widget.conftest import SHOP_SECRET, Site, ThirdPartySite
 from tests.widget.support import (
     UI_TIMEOUT_MS,
+    Cable,
     W,
     bubbles,
     open_shop,
@@ -801,17 +802,8 @@ async def test_links_the_agent_sends_open_in_a_new_tab(site: Site, new_page: Any
 async def test_the_widget_reconnects_at_once_when_the_browser_is_back_online(
         site: Site, new_page: Any) -> None:
     page = await new_page()
-    sockets: list[Any] = []
-    down = False
-
-    async def through(ws: Any) -> None:  # to the real server, and closable from here
-        if down:
-            await ws.close(code=1011)
-            return
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await page.route_web_socket("**/ws/visitor", through)
+    cable = Cable()
+    await cable.attach(page, "**/ws/visitor")
     await open_shop(page, site.base)
     await open_widget(page)
     notice = page.locator(f"{W} .notice")
@@ -819,7 +811,7 @@ async def test_the_widget_reconnects_at_once_when_the_browser_is_back_online(
     await page.locator(f"{W} form.compose:not([hidden]), {W} form.leave:not([hidden])").wait_for(
         timeout=UI_TIMEOUT_MS)
     await page.context.set_offline(True)
-    await sockets[-1].close(code=1011)  # the connection drops with the network
+    await cable.cut()  # the connection drops with the network
     await expect(notice).to_have_text("Reconnecting…")
     await page.wait_for_timeout(12_000)  # attempts fail meanwhile; the backoff grows
     await page.context.set_offline(False)
@@ -828,11 +820,11 @@ async def test_the_widget_reconnects_at_once_when_the_browser_is_back_online(
     # The same when the page comes back into view (a hidden tab's timers are slowed down).
     await page.evaluate(
         "() => Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
-    down = True
-    await sockets[-1].close(code=1011)
+    cable.down = True
+    await cable.cut()
     await expect(notice).to_have_text("Reconnecting…")
     await page.wait_for_timeout(12_000)
-    down = False
+    cable.down = False
     await page.evaluate("""() => {
         Object.defineProperty(document, 'hidden', {value: false, configurable: true});
         document.dispatchEvent(new Event('visibilitychange'));
@@ -878,17 +870,8 @@ async def test_rating_reaches_the_review_also_when_given_offline(
         site: Site, new_page: Any, agent_name: Any) -> None:
     agent = await site.agent_client(await agent_name())
     page = await new_page()
-    sockets: list[Any] = []
-    down = False
-
-    async def through(ws: Any) -> None:  # to the real server, and closable from here
-        if down:
-            await ws.close(code=1011)
-            return
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await page.route_web_socket("**/ws/visitor", through)
+    cable = Cable()
+    await cable.attach(page, "**/ws/visitor")
     await open_shop(page, site.base)
     await open_widget(page)
     await write(page, "rate me")
@@ -897,13 +880,13 @@ async def test_rating_reaches_the_review_also_when_given_offline(
     csat = page.locator(f"{W} form.csat")
     await csat.wait_for(state="visible", timeout=10_000)
     # The connection is down while the visitor rates: the rating waits for it.
-    down = True
-    await sockets[-1].close(code=1011)
+    cable.down = True
+    await cable.cut()
     await expect(page.locator(f"{W} .notice")).to_have_text("Reconnecting…")
     await csat.get_by_label("5 of 5").check()
     await csat.get_by_role("button", name="Send rating").click()
     await page.wait_for_timeout(1_000)
-    down = False
+    cable.down = False
     token = await site.login("supervisor")
     async with httpx.AsyncClient(timeout=5) as http:
         for _ in range(20):
